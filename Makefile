@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make run` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint install install-test clean data model
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+
+$(VENV)/.installed: $(BIN)/python setup.cfg setup.py
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+## make run: convert the embedded default model to full-integer int8 and print the comparison.
+run: install
+	$(BIN)/python -m tflite_opt.convert --full-int8 --overwrite
+
+## make test: lint, then the test suite.
+test: install-test lint
+	$(BIN)/python -m pytest
+
+lint: install-test
+	$(BIN)/ruff check tflite_opt tests
+	$(BIN)/ruff format --check tflite_opt tests
+
+## Regenerate the shipped data (needs the `data` extra) and retrain the default model.
+data: install
+	$(BIN)/python -m pip install --quiet -e ".[data]"
+	$(BIN)/python -m tflite_opt.default_model export
+
+model: install
+	$(BIN)/python -m tflite_opt.default_model train
+
+clean:
+	rm -rf artifacts .pytest_cache build *.egg-info

@@ -1,0 +1,91 @@
+"""The CLI edge: flag parsing, one-line errors and exit codes for every command.
+
+``tflite-opt <command> [flags]`` dispatches to the modules' ``main`` functions;
+each ``python -m tflite_opt.<module>`` goes through :func:`run_cli` too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from tflite_opt.errors import TfliteOptError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _print_help(program: str, flag_values) -> None:
+    print(f"usage: python -m {program} [flags]\n")
+    print(flag_values.get_help(include_special_flags=False).lstrip("\n"))
+
+
+def run_cli(program: str, argv: Sequence[str] | None, define_flags: Callable, run: Callable) -> int:
+    """Parse ``argv`` with a fresh set of flags, call ``run(flags)`` and map errors to exit codes.
+
+    A user error (TfliteOptError, bad flag) prints one line and returns 2; a
+    traceback only appears with ``--verbose``. Each call gets its own FlagValues,
+    so commands can run in-process, one after another, in tests or notebooks.
+    """
+    from absl import flags
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in args):
+        _print_help(program, flag_values)
+        return 0
+    try:
+        leftover = flag_values([program, *args])
+    except flags.Error as exc:
+        print(f"error: {exc} (see --help)", file=sys.stderr)
+        return EXIT_USAGE
+    if len(leftover) > 1:
+        print(f"error: unexpected argument {leftover[1]!r}; every option is a --flag (see --help)", file=sys.stderr)
+        return EXIT_USAGE
+    verbose = "verbose" in flag_values and flag_values["verbose"].value
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    try:
+        return run(flag_values)
+    except TfliteOptError as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; no partial output was left behind", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _commands() -> dict[str, Callable[[Sequence[str]], int]]:
+    from tflite_opt import convert
+
+    return {"convert": convert.main}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tflite-opt <command> [flags]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands()
+    if not args or args[0] in ("-h", "--help") or args[0] not in commands:
+        known = ", ".join(commands)
+        if args and args[0] not in ("-h", "--help"):
+            print(f"error: unknown command {args[0]!r}; commands: {known}", file=sys.stderr)
+            return EXIT_USAGE
+        print(
+            f"usage: tflite-opt <command> [flags]\ncommands: {known}\nrun `tflite-opt <command> --help` for its flags"
+        )
+        return 0
+    return commands[args[0]](args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Configuration: string enums and frozen dataclasses, validated on creation."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tflite_opt.errors import UsageError
+
+
+class Mode(str, enum.Enum):
+    """A conversion mode; its value is the variant name used in file names and reports."""
+
+    FLOAT32 = "float32"
+    DYNAMIC_RANGE = "dynamic-range"
+    FLOAT16 = "float16"
+    FULL_INT8 = "int8"
+
+
+class IoType(str, enum.Enum):
+    """Input and output tensor type of a full-integer model."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+    FLOAT32 = "float32"
+
+
+def _as_floats(values: float | Sequence[float], name: str) -> tuple[float, ...]:
+    floats = (float(values),) if isinstance(values, (int, float)) else tuple(float(v) for v in values)
+    if not floats:
+        raise UsageError(f"{name} needs at least one value")
+    if not all(math.isfinite(v) for v in floats):
+        raise UsageError(f"{name} must be finite numbers, got {floats}")
+    return floats
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw pixels (0..255) become model input: ``x = pixel * scale + offset``.
+
+    scale and offset hold one value, or one per channel. The app must apply the
+    same formula, so the spec is written next to every artifact.
+    """
+
+    scale: tuple[float, ...] = (1.0 / 255.0,)
+    offset: tuple[float, ...] = (0.0,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", _as_floats(self.scale, "input scale"))
+        object.__setattr__(self, "offset", _as_floats(self.offset, "input offset"))
+        if any(s == 0.0 for s in self.scale):
+            raise UsageError("input scale must not be 0 (std must not be infinite)")
+        if len(self.scale) != len(self.offset) and 1 not in (len(self.scale), len(self.offset)):
+            raise UsageError(
+                f"input scale has {len(self.scale)} values and offset {len(self.offset)}; "
+                "give one value or one per channel for each"
+            )
+
+    @classmethod
+    def from_mean_std(cls, mean: float | Sequence[float], std: float | Sequence[float]) -> Preprocessing:
+        """The spec for ``x = (pixel - mean) / std``."""
+        means = _as_floats(mean, "mean")
+        stds = _as_floats(std, "std")
+        if any(s <= 0.0 for s in stds):
+            raise UsageError(f"std must be positive, got {stds}")
+        if len(means) != len(stds) and 1 not in (len(means), len(stds)):
+            raise UsageError(f"mean has {len(means)} values and std {len(stds)}; they must match")
+        count = max(len(means), len(stds))
+        means = means * count if len(means) == 1 else means
+        stds = stds * count if len(stds) == 1 else stds
+        return cls(scale=tuple(1.0 / s for s in stds), offset=tuple(-m / s for m, s in zip(means, stds, strict=True)))
+
+    def channel_count_fits(self, channels: int) -> bool:
+        """True when every per-channel list has 1 or ``channels`` values."""
+        return all(len(v) in (1, channels) for v in (self.scale, self.offset))
+
+    def expected_range(self) -> tuple[float, float]:
+        """The range of model input values that pixels 0..255 map to."""
+        ends = [255.0 * s + o for s, o in zip(self._broadcast(self.scale), self._broadcast(self.offset), strict=True)]
+        starts = list(self._broadcast(self.offset))
+        return min(starts + ends), max(starts + ends)
+
+    def _broadcast(self, values: tuple[float, ...]) -> tuple[float, ...]:
+        count = max(len(self.scale), len(self.offset))
+        return values * count if len(values) == 1 else values
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "formula": "x = pixel * scale + offset, pixel in 0..255",
+            "scale": list(self.scale),
+            "offset": list(self.offset),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(scale=tuple(data["scale"]), offset=tuple(data["offset"]))
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Everything one convert run needs; ``None`` paths mean the embedded default."""
+
+    modes: tuple[Mode, ...] = (Mode.FULL_INT8,)
+    model_path: Path | None = None
+    representative_data: Path | None = None
+    eval_data: Path | None = None
+    output_dir: Path = Path("artifacts")
+    io_type: IoType = IoType.INT8
+    preprocessing: Preprocessing | None = None
+    num_calibration_samples: int = 200
+    seed: int = 0
+    overwrite: bool = False
+    model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        modes = tuple(Mode(m) for m in self.modes)
+        if not modes:
+            raise UsageError("choose at least one mode: --full-int8, --dynamic-range, --float16 or --float32")
+        # float32 is always produced as the reference; keep a stable order without repeats.
+        ordered = (Mode.FLOAT32,) + tuple(m for m in Mode if m in modes and m is not Mode.FLOAT32)
+        object.__setattr__(self, "modes", ordered)
+        object.__setattr__(self, "io_type", IoType(self.io_type))
+        if self.num_calibration_samples < 1:
+            raise UsageError(f"--num-calibration-samples must be at least 1, got {self.num_calibration_samples}")
+        if self.io_type is not IoType.INT8 and Mode.FULL_INT8 not in ordered:
+            raise UsageError("--io-type only applies to --full-int8")
+        if self.model_path is not None and self.model_name is None:
+            object.__setattr__(self, "model_name", Path(self.model_path).name.split(".")[0] or "model")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return Mode.FULL_INT8 in self.modes

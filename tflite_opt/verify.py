@@ -1,0 +1,138 @@
+"""Verify a converted model is what was asked for: I/O dtypes, no float fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tflite_opt.config import IoType, Mode
+from tflite_opt.errors import VerificationError
+from tflite_opt.tflite_file import Operator, TfliteFile
+
+_BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'✓' if self.passed else '✗'} {self.name}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Every check run on one variant; ``raise_for_failures`` turns ✗ into an error."""
+
+    variant: str
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def raise_for_failures(self) -> None:
+        failures = [c for c in self.checks if not c.passed]
+        if failures:
+            raise VerificationError(
+                f"the {self.variant} model failed verification: " + "; ".join(f"{c.name}: {c.detail}" for c in failures)
+            )
+
+
+def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str]) -> str | None:
+    """The Keras layer a converted tensor came from, told from its name.
+
+    The converter names tensors after the TF ops they fuse, e.g.
+    ``model/conv2d/Relu;model/conv2d/BiasAdd``; a path component equal to a
+    layer name identifies the layer.
+    """
+    names = set(layer_names)
+    for part in tensor_name.split(";"):
+        for component in part.split("/"):
+            if component in names:
+                return component
+    return None
+
+
+def layer_for_operator(model: TfliteFile, op: Operator, layer_names: Iterable[str]) -> str | None:
+    """The Keras layer an operator came from, from its output then its input tensor names."""
+    names = list(layer_names)
+    for index in (*op.outputs, *op.inputs):
+        if index >= 0:
+            layer = layer_for_tensor_name(model.tensors[index].name, names)
+            if layer is not None:
+                return layer
+    return None
+
+
+def float_operators(model: TfliteFile) -> list[Operator]:
+    """Operators that read or write float tensors, except QUANTIZE at a model input
+    and DEQUANTIZE at a model output (the float I/O boundary of an int8 model)."""
+    offenders = []
+    for op in model.operators:
+        touched = [model.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
+        if not any(t.is_float for t in touched):
+            continue
+        if op.name == "QUANTIZE" and all(i in model.inputs for i in op.inputs):
+            continue
+        if op.name == "DEQUANTIZE" and all(i in model.outputs for i in op.outputs):
+            continue
+        offenders.append(op)
+    # The op that lacks an integer kernel matters more than the (DE)QUANTIZE around it.
+    return sorted(offenders, key=lambda op: (op.name in _BOUNDARY_OPS, op.index))
+
+
+def _io_check(model: TfliteFile, which: str, expected: str) -> Check:
+    tensors = model.input_tensors() if which == "input" else model.output_tensors()
+    found = sorted({t.dtype for t in tensors})
+    passed = bool(tensors) and found == [expected]
+    return Check(
+        f"{which} dtype", passed, f"{'/'.join(found) or 'none'}" + ("" if passed else f", expected {expected}")
+    )
+
+
+def _describe(model: TfliteFile, ops: Sequence[Operator], layer_names: Sequence[str]) -> str:
+    parts = []
+    for op in ops:
+        layer = layer_for_operator(model, op, layer_names)
+        parts.append(f"{op.name} (layer {layer!r})" if layer else op.name)
+    return ", ".join(parts)
+
+
+def verify_variant(
+    model: TfliteFile, mode: Mode, io_type: IoType = IoType.INT8, layer_names: Sequence[str] = ()
+) -> Verification:
+    """Run the checks that fit ``mode`` and return them all, passed or not.
+
+    Args:
+        model: the parsed .tflite file.
+        mode: what was asked for.
+        io_type: the I/O type asked for a full-int8 model.
+        layer_names: Keras layer names, to tell where an offending operator came from.
+    """
+    expected_io = io_type.value.upper() if mode is Mode.FULL_INT8 else "FLOAT32"
+    checks = [_io_check(model, "input", expected_io), _io_check(model, "output", expected_io)]
+    if mode is Mode.FULL_INT8:
+        offenders = float_operators(model)
+        detail = (
+            f"all {len(model.operators)} operators compute in integer"
+            if not offenders
+            else f"{len(offenders)} of {len(model.operators)} operators compute in float: "
+            + _describe(model, offenders, layer_names)
+            + " (no int8 kernel; the converter fell back to float)"
+        )
+        checks.append(Check("integer-only", not offenders, detail))
+    elif mode in (Mode.DYNAMIC_RANGE, Mode.FLOAT16):
+        wanted = "INT8" if mode is Mode.DYNAMIC_RANGE else "FLOAT16"
+        stored = [t for t in model.tensors if t.is_constant and t.dtype == wanted]
+        # The converter only quantizes weight tensors of at least 1024 elements.
+        detail = (
+            f"{len(stored)} weight tensors stored as {wanted.lower()}"
+            if stored
+            else f"no weight tensor is stored as {wanted.lower()}; the conversion left the model in float32 "
+            "(weights smaller than 1024 elements are never quantized)"
+        )
+        checks.append(Check(f"{wanted.lower()} weights", bool(stored), detail))
+    return Verification(mode.value, tuple(checks))

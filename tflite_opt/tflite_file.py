@@ -106,6 +106,13 @@ class TfliteFile:
         return np.frombuffer(self.buffers[tensor.buffer], dtype=dtype).reshape(tensor.shape)
 
 
+def _ints(table, field: str) -> tuple[int, ...]:
+    """A flatbuffer vector field as ints; the generated code returns 0, not [], for an absent vector."""
+    if not getattr(table, f"{field}Length")():
+        return ()
+    return tuple(int(x) for x in getattr(table, f"{field}AsNumpy")())
+
+
 def read_tflite(data: bytes, source: str = "model") -> TfliteFile:
     """Parse a .tflite flatbuffer.
 
@@ -148,7 +155,7 @@ def read_tflite(data: bytes, source: str = "model") -> TfliteFile:
             if q is not None and q.ScaleLength():
                 quantization = Quantization(
                     scales=tuple(float(s) for s in q.ScaleAsNumpy()),
-                    zero_points=tuple(int(z) for z in q.ZeroPointAsNumpy()) if q.ZeroPointLength() else (0,),
+                    zero_points=_ints(q, "ZeroPoint") or (0,),
                     axis=int(q.QuantizedDimension()),
                 )
             buffer_index = t.Buffer()
@@ -159,7 +166,7 @@ def read_tflite(data: bytes, source: str = "model") -> TfliteFile:
                     index=i,
                     name=(t.Name() or b"").decode("utf-8", "replace"),
                     dtype=type_names.get(t.Type(), f"TYPE_{t.Type()}"),
-                    shape=tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (),
+                    shape=_ints(t, "Shape"),
                     buffer=buffer_index,
                     quantization=quantization,
                     is_constant=buffer_index > 0 and len(buffers[buffer_index]) > 0,
@@ -175,12 +182,12 @@ def read_tflite(data: bytes, source: str = "model") -> TfliteFile:
                 Operator(
                     index=i,
                     name=opcodes[index],
-                    inputs=tuple(int(x) for x in op.InputsAsNumpy()) if op.InputsLength() else (),
-                    outputs=tuple(int(x) for x in op.OutputsAsNumpy()) if op.OutputsLength() else (),
+                    inputs=_ints(op, "Inputs"),
+                    outputs=_ints(op, "Outputs"),
                 )
             )
-        inputs = tuple(int(x) for x in graph.InputsAsNumpy()) if graph.InputsLength() else ()
-        outputs = tuple(int(x) for x in graph.OutputsAsNumpy()) if graph.OutputsLength() else ()
+        inputs = _ints(graph, "Inputs")
+        outputs = _ints(graph, "Outputs")
     except ModelLoadError:
         raise
     except Exception as exc:  # a malformed flatbuffer surfaces as any of several errors

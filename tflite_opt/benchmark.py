@@ -20,16 +20,25 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (values.astype(np.float32) - zero_point) * scale
 
 
+def interpreter_class() -> type:
+    """LiteRT's Interpreter; TensorFlow's deprecated tf.lite.Interpreter where LiteRT is missing."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_opt.keras2 import tf
+
+        return tf.lite.Interpreter
+    return Interpreter
+
+
 class TfliteRunner:
     """Runs a .tflite classifier on float input in batches, quantizing I/O as the model says."""
 
     def __init__(self, model_content: bytes, batch_size: int = 64, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
-
         from tflite_opt.quiet import native_stderr_silenced
 
         with native_stderr_silenced():
-            self._interpreter = Interpreter(model_content=model_content, num_threads=num_threads)
+            self._interpreter = interpreter_class()(model_content=model_content, num_threads=num_threads)
             detail = self._interpreter.get_input_details()[0]
             # A dynamic batch dimension lets one invoke score many images at once.
             dynamic = len(detail["shape_signature"]) > 0 and detail["shape_signature"][0] == -1

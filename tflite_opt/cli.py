@@ -66,9 +66,9 @@ def run_cli(program: str, argv: Sequence[str] | None, define_flags: Callable, ru
 
 
 def _commands() -> dict[str, Callable[[Sequence[str]], int]]:
-    from tflite_opt import convert
+    from tflite_opt import convert, version_check
 
-    return {"convert": convert.main}
+    return {"convert": convert.main, "version-check": version_check.main}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -195,8 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(fv) -> int:
     from tflite_opt.pipeline import run_convert
     from tflite_opt.report import format_table
+    from tflite_opt.version_check import preflight
 
-    report = run_convert(config_from_flags(fv), progress=True)
+    config = config_from_flags(fv)
+    for warning in preflight(fv["model"].value):
+        print(f"warning: {warning}", file=sys.stderr)
+    report = run_convert(config, progress=True)
     print(format_table(report))
     return 0
 

@@ -29,5 +29,11 @@ class VerificationError(TfliteOptError):
     """A converted model is not what was asked for (dtype, float fallback)."""
 
 
+class StackError(TfliteOptError):
+    """The installed TensorFlow stack cannot do what was asked (see version_check)."""
+
+    exit_code = 1
+
+
 class OutputExistsError(TfliteOptError):
     """An output file exists and --overwrite was not given."""

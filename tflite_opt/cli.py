@@ -11,10 +11,46 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from tflite_opt.errors import TfliteOptError
+from tflite_opt.config import Preprocessing
+from tflite_opt.errors import TfliteOptError, UsageError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+def define_preprocessing_flags(flag_values) -> None:
+    """--input-scale/--input-offset or --mean/--std, shared by every command that reads images."""
+    from absl import flags
+
+    prep = {
+        "flag_values": flag_values,
+        "module_name": "Preprocessing (x = pixel * scale + offset, pixel in 0..255; kept with the artifact)",
+    }
+    flags.DEFINE_list("input-scale", None, "Scale, one value or one per channel. Default 1/255.", **prep)
+    flags.DEFINE_list("input-offset", None, "Offset, one value or one per channel. Default 0.", **prep)
+    flags.DEFINE_list("mean", None, "Alternative: x = (pixel - mean) / std; one value or one per channel.", **prep)
+    flags.DEFINE_list("std", None, "Standard deviation for --mean.", **prep)
+
+
+def _floats(values: Sequence[str] | None, name: str) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError as exc:
+        raise UsageError(f"--{name} takes numbers separated by commas, got {','.join(values)}") from exc
+
+
+def preprocessing_from_flags(fv) -> Preprocessing | None:
+    scale, offset = _floats(fv["input-scale"].value, "input-scale"), _floats(fv["input-offset"].value, "input-offset")
+    mean, std = _floats(fv["mean"].value, "mean"), _floats(fv["std"].value, "std")
+    if (scale or offset) and (mean or std):
+        raise UsageError("give either --input-scale/--input-offset or --mean/--std, not both")
+    if mean or std:
+        return Preprocessing.from_mean_std(mean or (0.0,), std or (1.0,))
+    if scale or offset:
+        return Preprocessing(scale=scale or (1.0 / 255.0,), offset=offset or (0.0,))
+    return None
 
 
 def _print_help(program: str, flag_values) -> None:
@@ -66,9 +102,9 @@ def run_cli(program: str, argv: Sequence[str] | None, define_flags: Callable, ru
 
 
 def _commands() -> dict[str, Callable[[Sequence[str]], int]]:
-    from tflite_opt import convert, version_check
+    from tflite_opt import convert, prune, version_check
 
-    return {"convert": convert.main, "version-check": version_check.main}
+    return {"convert": convert.main, "prune": prune.main, "version-check": version_check.main}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

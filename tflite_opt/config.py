@@ -100,6 +100,59 @@ class Preprocessing:
         return cls(scale=tuple(data["scale"]), offset=tuple(data["offset"]))
 
 
+class Schedule(str, enum.Enum):
+    POLYNOMIAL_DECAY = "polynomial-decay"
+    CONSTANT = "constant"
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How to prune and fine-tune; defaults suit the embedded MNIST CNN."""
+
+    target_sparsity: float = 0.8
+    schedule: Schedule = Schedule.POLYNOMIAL_DECAY
+    epochs: int = 8
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    block_size: tuple[int, int] = (1, 1)
+    m_by_n: tuple[int, int] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schedule", Schedule(self.schedule))
+        if self.m_by_n is not None:
+            m, n = self.m_by_n
+            if not 0 < m < n:
+                raise UsageError(f"--sparsity-m-by-n needs 0 < m < n, got {m}:{n}")
+            # m zeros in every n weights fixes the sparsity at m/n.
+            object.__setattr__(self, "target_sparsity", m / n)
+        if not 0.0 < self.target_sparsity < 1.0:
+            raise UsageError(f"--target-sparsity must be between 0 and 1 (exclusive), got {self.target_sparsity}")
+        if self.epochs < 1:
+            raise UsageError(f"--pruning-epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise UsageError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if any(b < 1 for b in self.block_size):
+            raise UsageError(f"--block-size values must be at least 1, got {self.block_size}")
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.target_sparsity)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target_sparsity": self.target_sparsity,
+            "schedule": self.schedule.value,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "block_size": list(self.block_size),
+            "m_by_n": list(self.m_by_n) if self.m_by_n else None,
+        }
+
+
 @dataclass(frozen=True)
 class ConvertConfig:
     """Everything one convert run needs; ``None`` paths mean the embedded default."""
@@ -115,6 +168,8 @@ class ConvertConfig:
     seed: int = 0
     overwrite: bool = False
     model_name: str | None = None
+    prune: PruneConfig | None = None
+    train_data: Path | None = None
 
     def __post_init__(self) -> None:
         modes = tuple(Mode(m) for m in self.modes)
@@ -134,3 +189,14 @@ class ConvertConfig:
     @property
     def needs_calibration(self) -> bool:
         return Mode.FULL_INT8 in self.modes
+
+    def variant_name(self, mode: Mode) -> str:
+        """``int8``, or ``int8-pruned80`` for a pruned model."""
+        return mode.value if self.prune is None else f"{mode.value}-pruned{self.prune.percent}"
+
+    @property
+    def pruned_modes(self) -> tuple[Mode, ...]:
+        """Modes converted from the pruned model: all but the float32 reference, unless it is the only one."""
+        if self.prune is None:
+            return ()
+        return tuple(m for m in self.modes if m is not Mode.FLOAT32) or (Mode.FLOAT32,)

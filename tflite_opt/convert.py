@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from tflite_opt.config import ConvertConfig, IoType, Mode, Preprocessing
-from tflite_opt.errors import ConversionError, UsageError
+from tflite_opt.config import ConvertConfig, IoType, Mode
+from tflite_opt.errors import ConversionError
 
 _MODE_FLAGS = {
     "full-int8": Mode.FULL_INT8,
@@ -102,6 +102,9 @@ def convert_keras(
 def _define_flags(flag_values):
     from absl import flags
 
+    from tflite_opt.cli import define_preprocessing_flags
+    from tflite_opt.prune import define_pruning_flags
+
     def group(name):
         return {"flag_values": flag_values, "module_name": name}
 
@@ -128,11 +131,11 @@ def _define_flags(flag_values):
     flags.DEFINE_integer("num-calibration-samples", 200, "Calibration samples to draw.", lower_bound=1, **data)
     flags.DEFINE_integer("seed", 0, "Seed of the calibration draw.", **data)
 
-    prep = group("Preprocessing (x = pixel * scale + offset, pixel in 0..255; kept with the artifact)")
-    flags.DEFINE_list("input-scale", None, "Scale, one value or one per channel. Default 1/255.", **prep)
-    flags.DEFINE_list("input-offset", None, "Offset, one value or one per channel. Default 0.", **prep)
-    flags.DEFINE_list("mean", None, "Alternative: x = (pixel - mean) / std; one value or one per channel.", **prep)
-    flags.DEFINE_list("std", None, "Standard deviation for --mean.", **prep)
+    define_preprocessing_flags(flag_values)
+    define_pruning_flags(flag_values)
+    flags.DEFINE_string(
+        "train-data", None, "Labelled training data for pruning's fine-tuning (per-class folder or .npz).", **data
+    )
 
     output = group("Output")
     flags.DEFINE_string("output-dir", "artifacts", "Folder for <model>.<variant>.tflite and report.json.", **output)
@@ -143,29 +146,11 @@ def _define_flags(flag_values):
     flags.DEFINE_bool("verbose", False, "Show tracebacks and TensorFlow's own log.", **output)
 
 
-def _floats(values: Sequence[str] | None, name: str) -> tuple[float, ...] | None:
-    if values is None:
-        return None
-    try:
-        return tuple(float(v) for v in values)
-    except ValueError as exc:
-        raise UsageError(f"--{name} takes numbers separated by commas, got {','.join(values)}") from exc
-
-
-def _preprocessing_from_flags(fv) -> Preprocessing | None:
-    scale, offset = _floats(fv["input-scale"].value, "input-scale"), _floats(fv["input-offset"].value, "input-offset")
-    mean, std = _floats(fv["mean"].value, "mean"), _floats(fv["std"].value, "std")
-    if (scale or offset) and (mean or std):
-        raise UsageError("give either --input-scale/--input-offset or --mean/--std, not both")
-    if mean or std:
-        return Preprocessing.from_mean_std(mean or (0.0,), std or (1.0,))
-    if scale or offset:
-        return Preprocessing(scale=scale or (1.0 / 255.0,), offset=offset or (0.0,))
-    return None
-
-
 def config_from_flags(fv) -> ConvertConfig:
     """Turn parsed flags into a validated ConvertConfig."""
+    from tflite_opt.cli import preprocessing_from_flags
+    from tflite_opt.prune import prune_config_from_flags
+
     modes = tuple(mode for flag, mode in _MODE_FLAGS.items() if fv[flag].value) or (Mode.FULL_INT8,)
 
     def path(name: str) -> Path | None:
@@ -178,7 +163,9 @@ def config_from_flags(fv) -> ConvertConfig:
         eval_data=path("eval-data"),
         output_dir=Path(fv["output-dir"].value),
         io_type=IoType(fv["io-type"].value),
-        preprocessing=_preprocessing_from_flags(fv),
+        preprocessing=preprocessing_from_flags(fv),
+        prune=prune_config_from_flags(fv),
+        train_data=path("train-data"),
         num_calibration_samples=fv["num-calibration-samples"].value,
         seed=fv["seed"].value,
         overwrite=fv["overwrite"].value,

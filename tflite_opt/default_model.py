@@ -110,7 +110,7 @@ def build_model(seed: int = 0):
 
 def train_default_model(epochs: int = 30, seed: int = 0, output: Path = MODEL_PATH) -> float:
     """Train the reference CNN on the shipped training split and save it; returns eval top-1."""
-    from tflite_opt.fileio import atomic_write_bytes
+    from tflite_opt.fileio import atomic_save
     from tflite_opt.keras2 import keras, tf
     from tflite_opt.representative import ImageSize, load_dataset
 
@@ -143,12 +143,7 @@ def train_default_model(epochs: int = 30, seed: int = 0, output: Path = MODEL_PA
     # An uncompiled copy: the shipped file carries weights, not optimizer state.
     shipped = build_model(seed)
     shipped.set_weights(model.get_weights())
-    tmp = output.with_suffix(".tmp.keras")
-    shipped.save(tmp)
-    try:
-        atomic_write_bytes(output, tmp.read_bytes(), overwrite=True)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_save(output, shipped.save, overwrite=True)
     return top1
 
 

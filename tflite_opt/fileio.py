@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +58,19 @@ def atomic_write_json(path: Path, payload: Any, overwrite: bool = False) -> Path
     """Write payload as indented JSON, atomically."""
     text = json.dumps(payload, indent=2, sort_keys=False) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def atomic_save(path: Path, save: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Let ``save`` write to a temporary path beside ``path`` (same suffix), then rename it into place."""
+    path = Path(path)
+    refuse_existing([path], overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        save(tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -79,12 +79,15 @@ def load_keras_model(path: Path) -> Any:
         raise ModelLoadError(f"{path} was saved by Keras {version}; " + KERAS3_RESAVE_HINT)
 
     from tflite_opt.keras2 import keras
+    from tflite_opt.prune import strip_if_mid_pruning, tfmot_prune_scope
 
     try:
-        if path.suffix == ".keras":
-            model = keras.models.load_model(path, compile=False, safe_mode=True)
-        else:
-            model = keras.models.load_model(path, compile=False)
+        # prune_scope: a model saved mid-pruning holds PruneLowMagnitude wrappers.
+        with tfmot_prune_scope():
+            if path.suffix == ".keras":
+                model = keras.models.load_model(path, compile=False, safe_mode=True)
+            else:
+                model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file; all mean "cannot load"
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load {path}: {message}") from exc
@@ -92,7 +95,7 @@ def load_keras_model(path: Path) -> Any:
         raise ModelLoadError(
             f"{path} did not load as a Keras model (got {type(model).__name__}); " + KERAS3_RESAVE_HINT
         )
-    return model
+    return strip_if_mid_pruning(model)
 
 
 def describe_classifier(model: Any, name: str | None = None) -> ClassifierSpec:

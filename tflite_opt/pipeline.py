@@ -1,33 +1,44 @@
-"""The main job as one function: load → calibrate → convert → verify → measure → write."""
+"""The main job as one function: load → prune → calibrate → convert → verify → measure → write."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tflite_opt import default_model
 from tflite_opt.config import ConvertConfig, Mode, Preprocessing
 from tflite_opt.errors import DataError, UsageError
 from tflite_opt.fileio import atomic_write_bytes, atomic_write_json, refuse_existing
-from tflite_opt.report import ConvertReport, TensorInfo, VariantResult
+from tflite_opt.report import ConvertReport, PruningSummary, TensorInfo, VariantResult
 from tflite_opt.representative import Dataset, ImageSize, load_dataset, range_warnings
 from tflite_opt.tflite_file import Tensor, read_tflite
 
 
-def output_path(output_dir: Path, model_name: str, mode: Mode) -> Path:
+def output_path(output_dir: Path, model_name: str, variant: str) -> Path:
     """``<output_dir>/<model>.<variant>.tflite``."""
-    return Path(output_dir) / f"{model_name}.{mode.value}.tflite"
+    return Path(output_dir) / f"{model_name}.{variant}.tflite"
+
+
+def gzip_size(content: bytes) -> int:
+    """Size after gzip -9: where pruning's zeros show."""
+    return len(gzip.compress(content, compresslevel=9, mtime=0))
 
 
 def resolve_defaults(config: ConvertConfig) -> ConvertConfig:
     """Fill in the embedded default model, data and preprocessing where the config has none."""
-    from dataclasses import replace
-
     if config.model_path is not None:
         if config.needs_calibration and config.representative_data is None:
             raise UsageError(
                 "--full-int8 needs calibration data for your model: pass --representative-data "
                 "(a folder of images or a .npy/.npz file)"
+            )
+        if config.prune is not None and config.train_data is None:
+            raise UsageError(
+                "pruning fine-tunes the model and needs labelled training data: pass --train-data "
+                "(one subfolder per class, or an .npz file with arrays x and y)"
             )
         return replace(config, preprocessing=config.preprocessing or Preprocessing())
     if not default_model.data_paths_exist():
@@ -41,6 +52,7 @@ def resolve_defaults(config: ConvertConfig) -> ConvertConfig:
         model_name=config.model_name or default_model.MODEL_NAME,
         representative_data=config.representative_data or default_model.CALIBRATION_DIR,
         eval_data=config.eval_data or default_model.EVAL_DIR,
+        train_data=config.train_data or (default_model.TRAIN_FILE if config.prune is not None else None),
         preprocessing=config.preprocessing or default_model.PREPROCESSING,
     )
 
@@ -52,13 +64,13 @@ def _digests(dataset: Dataset) -> dict[str, str]:
     }
 
 
-def refuse_overlap(evaluation: Dataset, calibration: Dataset) -> None:
-    """Refuse evaluation data that shares an image with the calibration data."""
-    shared = _digests(evaluation).keys() & _digests(calibration).keys()
+def refuse_overlap(evaluation: Dataset, other: Dataset, what: str) -> None:
+    """Refuse evaluation data that shares an image with the calibration or training data."""
+    evaluated = _digests(evaluation)
+    shared = evaluated.keys() & _digests(other).keys()
     if shared:
-        example = _digests(evaluation)[next(iter(shared))]
         raise DataError(
-            f"{len(shared)} evaluation samples also appear in the calibration data (e.g. {example}); "
+            f"{len(shared)} evaluation samples also appear in the {what} data (e.g. {evaluated[next(iter(shared))]}); "
             "accuracy must be measured on held-out data"
         )
 
@@ -74,11 +86,43 @@ def _tensor_info(tensor: Tensor) -> TensorInfo:
     )
 
 
-def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
-    """Convert a Keras model to every requested variant, verify and measure each, and write them.
+def _load_data(config: ConvertConfig, spec: Any) -> tuple[Dataset | None, Dataset | None, Dataset | None, list[str]]:
+    """Calibration, evaluation and training data as the config asks, checked against each other."""
+    size = ImageSize(spec.height, spec.width, spec.channels)
+    warnings: list[str] = []
+    calibration = evaluation = train = None
+    if config.needs_calibration:
+        calibration = load_dataset(config.representative_data, size, config.num_calibration_samples, config.seed)
+        warnings += [
+            *calibration.warnings,
+            *range_warnings(calibration, config.preprocessing, config.representative_data),
+        ]
+    if config.train_data is not None:
+        train = load_dataset(config.train_data, size, require_labels=True)
+        _check_labels(train, spec, config.train_data)
+    if config.eval_data is not None:
+        evaluation = load_dataset(config.eval_data, size, require_labels=True)
+        warnings += list(evaluation.warnings)
+        _check_labels(evaluation, spec, config.eval_data)
+        if calibration is not None:
+            refuse_overlap(evaluation, calibration, "calibration")
+        if train is not None:
+            refuse_overlap(evaluation, train, "training")
+    return calibration, evaluation, train, warnings
 
-    Nothing is written until every variant converted and passed verification; each
-    file is written atomically, report.json last.
+
+def _check_labels(dataset: Dataset, spec: Any, source: Path) -> None:
+    low, high = int(dataset.labels.min()), int(dataset.labels.max())
+    if low < 0 or high >= spec.num_classes:
+        raise DataError(f"{source}: labels run from {low} to {high}, but {spec.name} has {spec.num_classes} classes")
+
+
+def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
+    """Convert a Keras model (pruned first with ``config.prune``) to every requested variant,
+    verify and measure each, and write them.
+
+    Nothing is written until every variant converted, passed verification and was
+    measured; each file is written atomically, report.json last.
 
     Raises:
         TfliteOptError: any user-facing problem, as a typed error.
@@ -86,11 +130,16 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     from tflite_opt.benchmark import keras_scores, tflite_scores, top1
     from tflite_opt.convert import convert_keras
     from tflite_opt.load import describe_classifier, load_keras_model
-    from tflite_opt.verify import verify_variant
+    from tflite_opt.verify import Verification, file_layer_sparsity, overall_sparsity, sparsity_check, verify_variant
 
     config = resolve_defaults(config)
     preprocessing = config.preprocessing
-    paths = {mode: output_path(config.output_dir, config.model_name, mode) for mode in config.modes}
+    plan = [("float32", Mode.FLOAT32, False)]
+    if config.prune is None:
+        plan += [(m.value, m, False) for m in config.modes if m is not Mode.FLOAT32]
+    else:
+        plan += [(config.variant_name(m), m, True) for m in config.pruned_modes]
+    paths = {variant: output_path(config.output_dir, config.model_name, variant) for variant, _, _ in plan}
     report_path = Path(config.output_dir) / "report.json"
     refuse_existing([*paths.values(), report_path], config.overwrite)
 
@@ -101,57 +150,61 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
             f"the preprocessing has {len(preprocessing.scale)} scale and {len(preprocessing.offset)} offset values; "
             f"{spec.name} takes {spec.channels} channels"
         )
-    size = ImageSize(spec.height, spec.width, spec.channels)
-    warnings: list[str] = []
+    calibration, evaluation, train, warnings = _load_data(config, spec)
+    eval_input = evaluation.model_input(preprocessing) if evaluation is not None else None
 
-    calibration = None
-    if config.needs_calibration:
-        calibration = load_dataset(config.representative_data, size, config.num_calibration_samples, config.seed)
-        warnings += [*calibration.warnings, *range_warnings(calibration, preprocessing, config.representative_data)]
-    evaluation = None
-    if config.eval_data is not None:
-        evaluation = load_dataset(config.eval_data, size, require_labels=True)
-        warnings += list(evaluation.warnings)
-        if int(evaluation.labels.max()) >= spec.num_classes or int(evaluation.labels.min()) < 0:
-            raise DataError(
-                f"{config.eval_data}: labels run from {evaluation.labels.min()} to {evaluation.labels.max()}, "
-                f"but {spec.name} has {spec.num_classes} classes"
-            )
-        if calibration is not None:
-            refuse_overlap(evaluation, calibration)
+    pruned = None
+    if config.prune is not None:
+        from tflite_opt.prune import prune_model
+
+        pruned = prune_model(
+            model, train.model_input(preprocessing), train.labels, config.prune, verbose=2 if progress else 0
+        )
+    keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.layers} if pruned else {}
 
     calibration_input = calibration.model_input(preprocessing) if calibration is not None else None
     converted = {}
-    for mode in config.modes:
-        content = convert_keras(model, mode, calibration_input, config.io_type, progress=progress)
-        parsed = read_tflite(content, source=f"the {mode.value} model")
+    for variant, mode, from_pruned in plan:
+        source = pruned.model if from_pruned else model
+        content = convert_keras(source, mode, calibration_input, config.io_type, progress=progress)
+        parsed = read_tflite(content, source=f"the {variant} model")
         verification = verify_variant(parsed, mode, config.io_type, spec.layer_names)
+        if from_pruned:
+            verification = Verification(variant, verification.checks + (sparsity_check(parsed, keras_sparsity),))
         verification.raise_for_failures()
-        converted[mode] = (content, parsed, verification)
-
-    keras_top1 = None
-    eval_input = None
-    if evaluation is not None:
-        eval_input = evaluation.model_input(preprocessing)
-        keras_top1 = top1(keras_scores(model, eval_input), evaluation.labels)
+        converted[variant] = (content, parsed, verification, from_pruned)
 
     # Measure everything before writing anything: an error or Ctrl-C while measuring leaves no file.
+    keras_top1 = top1(keras_scores(model, eval_input), evaluation.labels) if evaluation is not None else None
     results = []
-    for mode, (content, parsed, verification) in converted.items():
+    for variant, (content, parsed, verification, from_pruned) in converted.items():
         accuracy = top1(tflite_scores(content, eval_input), evaluation.labels) if evaluation is not None else None
+        layers = file_layer_sparsity(parsed, list(keras_sparsity)) if from_pruned else {}
         results.append(
             VariantResult(
-                variant=mode.value,
-                path=paths[mode],
+                variant=variant,
+                path=paths[variant],
                 size_bytes=len(content),
+                gzip_size_bytes=gzip_size(content),
+                sparsity=overall_sparsity(parsed),
                 top1=accuracy,
                 verification=verification,
                 input=_tensor_info(parsed.input_tensors()[0]),
                 output=_tensor_info(parsed.output_tensors()[0]),
+                layer_sparsity={name: 1.0 - nonzero / weights for name, (weights, nonzero) in layers.items()},
             )
         )
-    for mode, (content, _, _) in converted.items():
-        atomic_write_bytes(paths[mode], content, overwrite=config.overwrite)
+    pruning = None
+    if pruned is not None:
+        pruning = PruningSummary(
+            config=pruned.config,
+            seconds=pruned.seconds,
+            layers=pruned.layers,
+            skipped=pruned.skipped,
+            keras_top1=top1(keras_scores(pruned.model, eval_input), evaluation.labels) if evaluation else None,
+        )
+    for variant, (content, *_) in converted.items():
+        atomic_write_bytes(paths[variant], content, overwrite=config.overwrite)
     report = ConvertReport(
         model=spec.name,
         output_dir=Path(config.output_dir),
@@ -161,6 +214,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         preprocessing=preprocessing,
         variants=tuple(results),
         warnings=tuple(warnings),
+        pruning=pruning,
     )
     atomic_write_json(report_path, report.to_dict(), overwrite=config.overwrite)
     return report

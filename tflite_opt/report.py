@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tflite_opt.config import Preprocessing
+from tflite_opt.config import Preprocessing, PruneConfig
+from tflite_opt.prune import LayerSparsity
 from tflite_opt.verify import Verification
 
 SCHEMA_VERSION = 1
@@ -38,10 +39,30 @@ class VariantResult:
     variant: str
     path: Path
     size_bytes: int
+    gzip_size_bytes: int
+    sparsity: float
     top1: float | None
     verification: Verification
     input: TensorInfo
     output: TensorInfo
+    layer_sparsity: dict[str, float] = field(default_factory=dict)
+
+
+PRUNING_SIZE_NOTE = (
+    "Pruning shows in the compressed (gzip) size, not in the raw .tflite size: the file stores a pruned "
+    "weight as a zero like any other value, and zeros compress well. Apps download compressed files."
+)
+
+
+@dataclass(frozen=True)
+class PruningSummary:
+    """What pruning did: per layer in Keras (after strip), and how long it took."""
+
+    config: PruneConfig
+    seconds: float
+    layers: tuple[LayerSparsity, ...]
+    skipped: tuple[tuple[str, str], ...]
+    keras_top1: float | None
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,7 @@ class ConvertReport:
     preprocessing: Preprocessing
     variants: tuple[VariantResult, ...]
     warnings: tuple[str, ...] = field(default=())
+    pruning: PruningSummary | None = None
 
     @property
     def report_path(self) -> Path:
@@ -73,6 +95,32 @@ class ConvertReport:
             return None
         return 100.0 * (self.keras_top1 - result.top1)
 
+    def _pruning_dict(self) -> dict[str, Any] | None:
+        if self.pruning is None:
+            return None
+        p = self.pruning
+        return {
+            **p.config.to_dict(),
+            "seconds": round(p.seconds, 1),
+            "keras_top1": p.keras_top1,
+            "note": PRUNING_SIZE_NOTE,
+            "skipped": [{"layer": name, "reason": reason} for name, reason in p.skipped],
+            "layers": [
+                {
+                    "layer": layer.layer,
+                    "weights": layer.weights,
+                    "nonzero": layer.nonzero,
+                    "sparsity": round(layer.sparsity, 4),
+                    "sparsity_in_file": {
+                        v.variant: round(v.layer_sparsity[layer.layer], 4)
+                        for v in self.variants
+                        if layer.layer in v.layer_sparsity
+                    },
+                }
+                for layer in p.layers
+            ],
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
@@ -87,6 +135,9 @@ class ConvertReport:
                     "path": os.path.relpath(v.path, self.report_path.parent),
                     "size_bytes": v.size_bytes,
                     "size_ratio": round(self.size_ratio(v), 4),
+                    "gzip_size_bytes": v.gzip_size_bytes,
+                    "gzip_ratio": round(v.gzip_size_bytes / self.variant("float32").gzip_size_bytes, 4),
+                    "sparsity": round(v.sparsity, 4),
                     "top1": v.top1,
                     "top1_drop_points": self.top1_drop_points(v),
                     "verified": v.verification.passed,
@@ -96,6 +147,7 @@ class ConvertReport:
                 }
                 for v in self.variants
             ],
+            "pruning": self._pruning_dict(),
             "warnings": list(self.warnings),
         }
 
@@ -106,8 +158,9 @@ def _percent(value: float | None) -> str:
 
 def format_table(report: ConvertReport) -> str:
     """The terminal summary: one row per variant, then the checks each passed."""
-    header = ("variant", "size", "vs float32", "top-1", "drop vs Keras")
-    rows = [("keras", "", "", _percent(report.keras_top1), "")]
+    header = ("variant", "size", "vs float32", "gzip", "vs float32", "zeros", "top-1", "drop vs Keras")
+    reference_gzip = report.variant("float32").gzip_size_bytes
+    rows = [("keras", "", "", "", "", "", _percent(report.keras_top1), "")]
     for v in report.variants:
         drop = report.top1_drop_points(v)
         rows.append(
@@ -115,6 +168,9 @@ def format_table(report: ConvertReport) -> str:
                 v.variant,
                 f"{v.size_bytes / 1024:.1f} KiB",
                 f"{100.0 * report.size_ratio(v):.1f}%",
+                f"{v.gzip_size_bytes / 1024:.1f} KiB",
+                f"{100.0 * v.gzip_size_bytes / reference_gzip:.1f}%",
+                f"{100.0 * v.sparsity:.1f}%",
                 _percent(v.top1),
                 "n/a" if drop is None else f"{drop:+.2f} pts",
             )
@@ -135,6 +191,29 @@ def format_table(report: ConvertReport) -> str:
     for v in report.variants:
         out.append(f"{v.variant}: {v.path}")
         out.extend(f"  {c.line()}" for c in v.verification.checks)
+    if report.pruning is not None:
+        out += ["", *_pruning_lines(report)]
     out.extend(f"warning: {w}" for w in report.warnings)
     out.append(f"report: {report.report_path}")
     return "\n".join(out)
+
+
+def _pruning_lines(report: ConvertReport) -> list[str]:
+    p = report.pruning
+    lines = [
+        f"pruning: target {100 * p.config.target_sparsity:.0f}% ({p.config.schedule.value}), "
+        f"{p.config.epochs} epochs of fine-tuning in {p.seconds:.0f} s; pruned Keras top-1 {_percent(p.keras_top1)}",
+        f"  {'layer':<16}{'weights':>9}{'non-zero':>10}{'Keras':>8}  in file",
+    ]
+    for layer in p.layers:
+        in_file = ", ".join(
+            f"{v.variant} {100 * v.layer_sparsity[layer.layer]:.1f}%"
+            for v in report.variants
+            if layer.layer in v.layer_sparsity
+        )
+        lines.append(
+            f"  {layer.layer:<16}{layer.weights:>9}{layer.nonzero:>10}{100 * layer.sparsity:>7.1f}%  {in_file}"
+        )
+    lines += [f"  skipped {name}: {reason}" for name, reason in p.skipped]
+    lines.append(PRUNING_SIZE_NOTE)
+    return lines

@@ -196,3 +196,26 @@ def read_tflite(data: bytes, source: str = "model") -> TfliteFile:
         if not -1 <= index < len(tensors):
             raise ModelLoadError(f"{source} refers to tensor {index}, which does not exist")
     return TfliteFile(tuple(tensors), tuple(operators), inputs, outputs, tuple(buffers))
+
+
+KERNEL_OPERATORS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
+
+
+def kernel_tensor(model: TfliteFile, op: Operator) -> Tensor | None:
+    """The stored weight tensor of a conv or dense operator, looking through a DEQUANTIZE (float16)."""
+    if op.name not in KERNEL_OPERATORS or len(op.inputs) < 2 or op.inputs[1] < 0:
+        return None
+    weights = model.tensors[op.inputs[1]]
+    if weights.is_constant:
+        return weights
+    for producer in model.operators:
+        if producer.name == "DEQUANTIZE" and weights.index in producer.outputs:
+            source = model.tensors[producer.inputs[0]]
+            return source if source.is_constant else None
+    return None
+
+
+def zero_fraction(model: TfliteFile, tensor: Tensor) -> tuple[int, int]:
+    """(weights, non-zero weights) of a stored tensor."""
+    values = model.constant_array(tensor)
+    return int(values.size), int(np.count_nonzero(values))

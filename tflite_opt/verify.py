@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tflite_opt.config import IoType, Mode
 from tflite_opt.errors import VerificationError
-from tflite_opt.tflite_file import Operator, TfliteFile
+from tflite_opt.tflite_file import Operator, TfliteFile, kernel_tensor, zero_fraction
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 
@@ -136,3 +136,51 @@ def verify_variant(
         )
         checks.append(Check(f"{wanted.lower()} weights", bool(stored), detail))
     return Verification(mode.value, tuple(checks))
+
+
+def file_layer_sparsity(model: TfliteFile, layer_names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """(weights, non-zero weights) per Keras layer, read from the kernels stored in the file.
+
+    Only ``layer_names`` are candidates when telling an operator's layer, so a
+    convolution with a folded BatchNorm is attributed to the convolution.
+    """
+    counts: dict[str, tuple[int, int]] = {}
+    for op in model.operators:
+        tensor = kernel_tensor(model, op)
+        if tensor is None:
+            continue
+        # Only the weight tensor's own name counts: an operator's activations are named after its neighbours.
+        layer = layer_for_tensor_name(tensor.name, layer_names)
+        if layer is not None:
+            weights, nonzero = zero_fraction(model, tensor)
+            before = counts.get(layer, (0, 0))
+            counts[layer] = (before[0] + weights, before[1] + nonzero)
+    return counts
+
+
+def overall_sparsity(model: TfliteFile) -> float:
+    """Fraction of zeros among all conv and dense weights stored in the file."""
+    weights = nonzero = 0
+    for op in model.operators:
+        tensor = kernel_tensor(model, op)
+        if tensor is not None:
+            size, kept = zero_fraction(model, tensor)
+            weights, nonzero = weights + size, nonzero + kept
+    return 1.0 - nonzero / weights if weights else 0.0
+
+
+def sparsity_check(model: TfliteFile, keras_sparsity: dict[str, float], tolerance: float = 0.01) -> Check:
+    """Each pruned layer keeps its Keras sparsity (within ``tolerance``) in the converted file."""
+    in_file = file_layer_sparsity(model, list(keras_sparsity))
+    lost = []
+    for layer, expected in keras_sparsity.items():
+        if layer not in in_file:
+            lost.append(f"{layer} (no weights found in the file)")
+            continue
+        weights, nonzero = in_file[layer]
+        found = 1.0 - nonzero / weights
+        if found < expected - tolerance:
+            lost.append(f"{layer} {100 * found:.1f}% zeros, {100 * expected:.1f}% in Keras")
+    if lost:
+        return Check("sparsity kept", False, "pruning did not survive conversion: " + ", ".join(lost))
+    return Check("sparsity kept", True, f"all {len(keras_sparsity)} pruned layers keep their zeros in the file")

@@ -171,3 +171,27 @@ def test_default_model_pruned_to_80_percent_meets_the_targets(tmp_path):
     assert pruned["gzip_size_bytes"] <= float32["gzip_size_bytes"] / 10
     assert report["keras_top1"] - pruned["top1"] <= 0.01
     assert "compressed (gzip) size" in report["pruning"]["note"]
+
+
+def test_sparse_format_is_read_back_and_runs_without_xnnpack(digits):
+    from tflite_opt.benchmark import TfliteRunner
+
+    result = prune.prune_model(build_sequential(), *digits, PruneConfig(target_sparsity=0.8, **FAST), verbose=0)
+    dense = convert_keras(result.model, Mode.FULL_INT8, digits[0], progress=False)
+    sparse = convert_keras(result.model, Mode.FULL_INT8, digits[0], progress=False, sparse_weights=True)
+    parsed = read_tflite(sparse)
+    assert any(t.is_sparse for t in parsed.tensors)
+    assert len(sparse) < len(dense)
+    expected = {layer.layer: layer.sparsity for layer in result.layers}
+    assert sparsity_check(parsed, expected).passed
+    runner = TfliteRunner(sparse, batch_size=4)
+    scores = runner.predict(digits[0][:6])
+    np.testing.assert_array_equal(
+        np.argmax(scores, axis=1), np.argmax(TfliteRunner(dense, batch_size=4).predict(digits[0][:6]), axis=1)
+    )
+    assert runner.delegate.startswith("none")
+
+
+def test_sparse_format_without_prune_is_refused(capsys):
+    assert convert_main(["--sparse-format"]) == 2
+    assert "needs --prune" in capsys.readouterr().err

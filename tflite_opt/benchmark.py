@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -20,33 +21,35 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (values.astype(np.float32) - zero_point) * scale
 
 
-def interpreter_class() -> type:
-    """LiteRT's Interpreter; TensorFlow's deprecated tf.lite.Interpreter where LiteRT is missing."""
+def interpreter_class() -> tuple[type, Any]:
+    """LiteRT's Interpreter and OpResolverType; TensorFlow's deprecated tf.lite ones where LiteRT is missing."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         from tflite_opt.keras2 import tf
 
-        return tf.lite.Interpreter
-    return Interpreter
+        return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    return Interpreter, OpResolverType
 
 
 class TfliteRunner:
-    """Runs a .tflite classifier on float input in batches, quantizing I/O as the model says."""
+    """Runs a .tflite classifier on float input in batches, quantizing I/O as the model says.
+
+    XNNPACK (the default delegate) is used where it can prepare the model; where it
+    cannot (sparse FULLY_CONNECTED weights from EXPERIMENTAL_SPARSITY), the runner
+    falls back to the built-in kernels and says so in ``delegate``.
+    """
 
     def __init__(self, model_content: bytes, batch_size: int = 64, num_threads: int | None = None):
         from tflite_opt.quiet import native_stderr_silenced
 
         with native_stderr_silenced():
-            self._interpreter = interpreter_class()(model_content=model_content, num_threads=num_threads)
-            detail = self._interpreter.get_input_details()[0]
-            # A dynamic batch dimension lets one invoke score many images at once.
-            dynamic = len(detail["shape_signature"]) > 0 and detail["shape_signature"][0] == -1
-            self.batch_size = batch_size if dynamic else int(detail["shape"][0])
-            shape = [self.batch_size, *detail["shape"][1:]]
-            if dynamic:
-                self._interpreter.resize_tensor_input(detail["index"], shape)
-            self._interpreter.allocate_tensors()
+            try:
+                detail = self._prepare(model_content, batch_size, num_threads, default_delegates=True)
+                self.delegate = "xnnpack"
+            except RuntimeError:
+                detail = self._prepare(model_content, batch_size, num_threads, default_delegates=False)
+                self.delegate = "none (XNNPACK could not prepare this model)"
         self._input_index = detail["index"]
         self._input_dtype = np.dtype(detail["dtype"])
         self._input_quant = detail["quantization"]
@@ -54,6 +57,34 @@ class TfliteRunner:
         self._output_index = output["index"]
         self._output_quant = output["quantization"]
         self._output_integer = np.dtype(output["dtype"]).kind in "iu"
+
+    def _prepare(self, content: bytes, batch_size: int, num_threads: int | None, default_delegates: bool) -> dict:
+        interpreter_type, resolver = interpreter_class()
+        options = (
+            {} if default_delegates else {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+        )
+        self._interpreter = interpreter_type(model_content=content, num_threads=num_threads, **options)
+        detail = self._interpreter.get_input_details()[0]
+        # A dynamic batch dimension lets one invoke score many images at once.
+        dynamic = len(detail["shape_signature"]) > 0 and detail["shape_signature"][0] == -1
+        self.batch_size = batch_size if dynamic else int(detail["shape"][0])
+        if dynamic:
+            self._interpreter.resize_tensor_input(detail["index"], [self.batch_size, *detail["shape"][1:]])
+        self._interpreter.allocate_tensors()
+        return detail
+
+    def median_latency_ms(self, sample: np.ndarray, runs: int = 50, warmup: int = 5) -> float:
+        """Median wall time of one invoke on ``sample`` (float model input, one batch), in ms."""
+        batch = np.repeat(sample[np.newaxis], self.batch_size, axis=0) if sample.ndim == 3 else sample
+        self._interpreter.set_tensor(self._input_index, self._to_input(batch))
+        for _ in range(warmup):
+            self._interpreter.invoke()
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            self._interpreter.invoke()
+            times.append(time.perf_counter() - started)
+        return 1000.0 * float(np.median(times))
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Float scores for float32 model input of shape (N, H, W, C)."""
@@ -90,3 +121,9 @@ def keras_scores(model: Any, inputs: np.ndarray, batch_size: int = 256) -> np.nd
 def tflite_scores(model_content: bytes, inputs: np.ndarray) -> np.ndarray:
     """Class scores of a .tflite model through the LiteRT interpreter."""
     return TfliteRunner(model_content).predict(inputs)
+
+
+def single_image_latency(model_content: bytes, sample: np.ndarray) -> tuple[float, str]:
+    """(median ms of one single-image invoke, the delegate used)."""
+    runner = TfliteRunner(model_content, batch_size=1)
+    return runner.median_latency_ms(sample), runner.delegate

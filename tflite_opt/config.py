@@ -170,6 +170,7 @@ class ConvertConfig:
     model_name: str | None = None
     prune: PruneConfig | None = None
     train_data: Path | None = None
+    sparse_format: bool = False
 
     def __post_init__(self) -> None:
         modes = tuple(Mode(m) for m in self.modes)
@@ -181,6 +182,8 @@ class ConvertConfig:
         object.__setattr__(self, "io_type", IoType(self.io_type))
         if self.num_calibration_samples < 1:
             raise UsageError(f"--num-calibration-samples must be at least 1, got {self.num_calibration_samples}")
+        if self.sparse_format and self.prune is None:
+            raise UsageError("--sparse-format stores pruned weights sparsely; it needs --prune")
         if self.io_type is not IoType.INT8 and Mode.FULL_INT8 not in ordered:
             raise UsageError("--io-type only applies to --full-int8")
         if self.model_path is not None and self.model_name is None:

@@ -43,6 +43,7 @@ def convert_keras(
     calibration: np.ndarray | None = None,
     io_type: IoType = IoType.INT8,
     progress: bool = True,
+    sparse_weights: bool = False,
 ) -> bytes:
     """Convert a Keras model with TFLiteConverter and return the .tflite bytes.
 
@@ -52,6 +53,8 @@ def convert_keras(
         calibration: float32 model input (N, H, W, C) for full-int8, fed one sample at a time.
         io_type: input and output type of a full-int8 model.
         progress: show a progress bar over calibration samples on a terminal.
+        sparse_weights: add ``Optimize.EXPERIMENTAL_SPARSITY``: store pruned weights in a sparse
+            format (smaller raw file; XNNPACK cannot run sparse fully-connected layers).
 
     Raises:
         ConversionError: the converter failed, or full-int8 was asked without calibration data.
@@ -63,6 +66,8 @@ def convert_keras(
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if mode is not Mode.FLOAT32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if sparse_weights:
+        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if mode is Mode.FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
     if mode is Mode.FULL_INT8:
@@ -133,6 +138,13 @@ def _define_flags(flag_values):
 
     define_preprocessing_flags(flag_values)
     define_pruning_flags(flag_values)
+    flags.DEFINE_bool(
+        "sparse-format",
+        False,
+        "With --prune, also write <variant>-sparse with tf.lite.Optimize.EXPERIMENTAL_SPARSITY.",
+        flag_values=flag_values,
+        module_name="Pruning (tensorflow-model-optimization)",
+    )
     flags.DEFINE_string(
         "train-data", None, "Labelled training data for pruning's fine-tuning (per-class folder or .npz).", **data
     )
@@ -166,6 +178,7 @@ def config_from_flags(fv) -> ConvertConfig:
         preprocessing=preprocessing_from_flags(fv),
         prune=prune_config_from_flags(fv),
         train_data=path("train-data"),
+        sparse_format=fv["sparse-format"].value,
         num_calibration_samples=fv["num-calibration-samples"].value,
         seed=fv["seed"].value,
         overwrite=fv["overwrite"].value,

@@ -117,6 +117,16 @@ def _check_labels(dataset: Dataset, spec: Any, source: Path) -> None:
         raise DataError(f"{source}: labels run from {low} to {high}, but {spec.name} has {spec.num_classes} classes")
 
 
+def _latency_sample(calibration: Any, evaluation: Any, spec: Any) -> Any:
+    """One real input image for timing, or zeros where no data was given."""
+    import numpy as np
+
+    for data in (calibration, evaluation):
+        if data is not None and len(data):
+            return data[0]
+    return np.zeros(spec.input_shape, dtype=np.float32)
+
+
 def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     """Convert a Keras model (pruned first with ``config.prune``) to every requested variant,
     verify and measure each, and write them.
@@ -127,19 +137,22 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     Raises:
         TfliteOptError: any user-facing problem, as a typed error.
     """
-    from tflite_opt.benchmark import keras_scores, tflite_scores, top1
+    from tflite_opt.benchmark import keras_scores, single_image_latency, tflite_scores, top1
     from tflite_opt.convert import convert_keras
     from tflite_opt.load import describe_classifier, load_keras_model
     from tflite_opt.verify import Verification, file_layer_sparsity, overall_sparsity, sparsity_check, verify_variant
 
     config = resolve_defaults(config)
     preprocessing = config.preprocessing
-    plan = [("float32", Mode.FLOAT32, False)]
+    # (variant, mode, from the pruned model, sparse weight format)
+    plan = [("float32", Mode.FLOAT32, False, False)]
     if config.prune is None:
-        plan += [(m.value, m, False) for m in config.modes if m is not Mode.FLOAT32]
+        plan += [(m.value, m, False, False) for m in config.modes if m is not Mode.FLOAT32]
     else:
-        plan += [(config.variant_name(m), m, True) for m in config.pruned_modes]
-    paths = {variant: output_path(config.output_dir, config.model_name, variant) for variant, _, _ in plan}
+        plan += [(config.variant_name(m), m, True, False) for m in config.pruned_modes]
+        if config.sparse_format:
+            plan += [(f"{config.variant_name(m)}-sparse", m, True, True) for m in config.pruned_modes]
+    paths = {variant: output_path(config.output_dir, config.model_name, variant) for variant, *_ in plan}
     report_path = Path(config.output_dir) / "report.json"
     refuse_existing([*paths.values(), report_path], config.overwrite)
 
@@ -164,9 +177,9 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
 
     calibration_input = calibration.model_input(preprocessing) if calibration is not None else None
     converted = {}
-    for variant, mode, from_pruned in plan:
+    for variant, mode, from_pruned, sparse in plan:
         source = pruned.model if from_pruned else model
-        content = convert_keras(source, mode, calibration_input, config.io_type, progress=progress)
+        content = convert_keras(source, mode, calibration_input, config.io_type, progress, sparse_weights=sparse)
         parsed = read_tflite(content, source=f"the {variant} model")
         verification = verify_variant(parsed, mode, config.io_type, spec.layer_names)
         if from_pruned:
@@ -176,9 +189,11 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
 
     # Measure everything before writing anything: an error or Ctrl-C while measuring leaves no file.
     keras_top1 = top1(keras_scores(model, eval_input), evaluation.labels) if evaluation is not None else None
+    latency_sample = _latency_sample(calibration_input, eval_input, spec)
     results = []
     for variant, (content, parsed, verification, from_pruned) in converted.items():
         accuracy = top1(tflite_scores(content, eval_input), evaluation.labels) if evaluation is not None else None
+        latency, delegate = single_image_latency(content, latency_sample)
         layers = file_layer_sparsity(parsed, list(keras_sparsity)) if from_pruned else {}
         results.append(
             VariantResult(
@@ -192,6 +207,8 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
                 input=_tensor_info(parsed.input_tensors()[0]),
                 output=_tensor_info(parsed.output_tensors()[0]),
                 layer_sparsity={name: 1.0 - nonzero / weights for name, (weights, nonzero) in layers.items()},
+                latency_p50_ms=latency,
+                delegate=delegate,
             )
         )
     pruning = None

@@ -46,6 +46,8 @@ class VariantResult:
     input: TensorInfo
     output: TensorInfo
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+    latency_p50_ms: float | None = None
+    delegate: str = "xnnpack"
 
 
 PRUNING_SIZE_NOTE = (
@@ -138,6 +140,8 @@ class ConvertReport:
                     "gzip_size_bytes": v.gzip_size_bytes,
                     "gzip_ratio": round(v.gzip_size_bytes / self.variant("float32").gzip_size_bytes, 4),
                     "sparsity": round(v.sparsity, 4),
+                    "latency_ms": {"p50": None if v.latency_p50_ms is None else round(v.latency_p50_ms, 4)},
+                    "delegate": v.delegate,
                     "top1": v.top1,
                     "top1_drop_points": self.top1_drop_points(v),
                     "verified": v.verification.passed,
@@ -158,9 +162,9 @@ def _percent(value: float | None) -> str:
 
 def format_table(report: ConvertReport) -> str:
     """The terminal summary: one row per variant, then the checks each passed."""
-    header = ("variant", "size", "vs float32", "gzip", "vs float32", "zeros", "top-1", "drop vs Keras")
+    header = ("variant", "size", "vs float32", "gzip", "vs float32", "zeros", "p50 ms", "top-1", "drop vs Keras")
     reference_gzip = report.variant("float32").gzip_size_bytes
-    rows = [("keras", "", "", "", "", "", _percent(report.keras_top1), "")]
+    rows = [("keras", "", "", "", "", "", "", _percent(report.keras_top1), "")]
     for v in report.variants:
         drop = report.top1_drop_points(v)
         rows.append(
@@ -171,6 +175,7 @@ def format_table(report: ConvertReport) -> str:
                 f"{v.gzip_size_bytes / 1024:.1f} KiB",
                 f"{100.0 * v.gzip_size_bytes / reference_gzip:.1f}%",
                 f"{100.0 * v.sparsity:.1f}%",
+                "n/a" if v.latency_p50_ms is None else f"{v.latency_p50_ms:.3f}",
                 _percent(v.top1),
                 "n/a" if drop is None else f"{drop:+.2f} pts",
             )
@@ -189,7 +194,7 @@ def format_table(report: ConvertReport) -> str:
     ]
     out += [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows), ""]
     for v in report.variants:
-        out.append(f"{v.variant}: {v.path}")
+        out.append(f"{v.variant}: {v.path}" + ("" if v.delegate == "xnnpack" else f" (ran on delegate: {v.delegate})"))
         out.extend(f"  {c.line()}" for c in v.verification.checks)
     if report.pruning is not None:
         out += ["", *_pruning_lines(report)]

@@ -66,6 +66,7 @@ class Tensor:
     buffer: int
     quantization: Quantization | None
     is_constant: bool
+    is_sparse: bool = False
 
     @property
     def is_float(self) -> bool:
@@ -97,13 +98,15 @@ class TfliteFile:
         return [self.tensors[i] for i in self.outputs]
 
     def constant_array(self, tensor: Tensor) -> np.ndarray:
-        """The stored values of a constant tensor (weights, biases)."""
+        """The stored values of a constant tensor (weights, biases); 1-D for a sparse tensor,
+        which stores only its non-zero blocks."""
         if not tensor.is_constant:
             raise ValueError(f"tensor {tensor.name!r} has no stored values")
         dtype = _NUMPY_DTYPES.get(tensor.dtype)
         if dtype is None:
             raise ValueError(f"tensor {tensor.name!r} has unsupported type {tensor.dtype}")
-        return np.frombuffer(self.buffers[tensor.buffer], dtype=dtype).reshape(tensor.shape)
+        values = np.frombuffer(self.buffers[tensor.buffer], dtype=dtype)
+        return values if tensor.is_sparse else values.reshape(tensor.shape)
 
 
 def _ints(table, field: str) -> tuple[int, ...]:
@@ -170,6 +173,7 @@ def read_tflite(data: bytes, source: str = "model") -> TfliteFile:
                     buffer=buffer_index,
                     quantization=quantization,
                     is_constant=buffer_index > 0 and len(buffers[buffer_index]) > 0,
+                    is_sparse=t.Sparsity() is not None,
                 )
             )
         operators = []
@@ -202,20 +206,22 @@ KERNEL_OPERATORS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
 
 
 def kernel_tensor(model: TfliteFile, op: Operator) -> Tensor | None:
-    """The stored weight tensor of a conv or dense operator, looking through a DEQUANTIZE (float16)."""
+    """The stored weight tensor of a conv or dense operator, looking through the DEQUANTIZE
+    (float16 weights) or DENSIFY (sparse weights) that may produce it."""
     if op.name not in KERNEL_OPERATORS or len(op.inputs) < 2 or op.inputs[1] < 0:
         return None
     weights = model.tensors[op.inputs[1]]
-    if weights.is_constant:
-        return weights
-    for producer in model.operators:
-        if producer.name == "DEQUANTIZE" and weights.index in producer.outputs:
-            source = model.tensors[producer.inputs[0]]
-            return source if source.is_constant else None
-    return None
+    for _ in range(2):  # at most DENSIFY then DEQUANTIZE
+        if weights.is_constant:
+            return weights
+        producer = next((o for o in model.operators if weights.index in o.outputs), None)
+        if producer is None or producer.name not in ("DEQUANTIZE", "DENSIFY") or not producer.inputs:
+            return None
+        weights = model.tensors[producer.inputs[0]]
+    return weights if weights.is_constant else None
 
 
 def zero_fraction(model: TfliteFile, tensor: Tensor) -> tuple[int, int]:
-    """(weights, non-zero weights) of a stored tensor."""
+    """(weights, non-zero weights) of a stored tensor, dense or sparse."""
     values = model.constant_array(tensor)
-    return int(values.size), int(np.count_nonzero(values))
+    return int(np.prod(tensor.shape)), int(np.count_nonzero(values))

@@ -33,8 +33,8 @@ def digits(digit_folders):
 def test_each_pruned_layer_is_within_one_point_of_the_target_after_strip(digits, builder, schedule):
     model = builder()
     result = prune.prune_model(model, *digits, PruneConfig(target_sparsity=0.6, schedule=schedule, **FAST), verbose=0)
-    assert result.layers, "no layer was pruned"
-    for layer in result.layers:
+    assert result.stats.layers, "no layer was pruned"
+    for layer in result.stats.layers:
         assert abs(layer.sparsity - 0.6) <= 0.01, layer
     kept = {layer.name for layer in result.model.layers}
     assert not any(name.startswith("prune_low_magnitude") for name in kept)
@@ -51,13 +51,13 @@ def test_zeros_survive_into_the_int8_weights(digits):
     model = build_sequential()
     result = prune.prune_model(model, *digits, PruneConfig(target_sparsity=0.7, **FAST), verbose=0)
     parsed = read_tflite(convert_keras(result.model, Mode.FULL_INT8, digits[0], IoType.INT8, progress=False))
-    in_file = file_layer_sparsity(parsed, result.pruned_layer_names)
-    assert set(in_file) == set(result.pruned_layer_names)
-    for layer in result.layers:
+    in_file = file_layer_sparsity(parsed, result.stats.pruned_layer_names)
+    assert set(in_file) == set(result.stats.pruned_layer_names)
+    for layer in result.stats.layers:
         weights, nonzero = in_file[layer.layer]
         assert weights == layer.weights
         assert 1 - nonzero / weights >= layer.sparsity - 0.01
-    assert sparsity_check(parsed, {layer.layer: layer.sparsity for layer in result.layers}).passed
+    assert sparsity_check(parsed, {layer.layer: layer.sparsity for layer in result.stats.layers}).passed
 
 
 def test_sparsity_check_fails_when_the_file_has_fewer_zeros_than_keras(digits):
@@ -87,10 +87,10 @@ def test_a_model_saved_mid_pruning_reloads_stripped(digits, tmp_path, suffix):
 
 def test_two_by_four_skips_the_single_channel_first_conv_with_a_note(digits):
     result = prune.prune_model(build_sequential(), *digits, PruneConfig(m_by_n=(2, 4), **FAST), verbose=0)
-    skipped = dict(result.skipped)
+    skipped = dict(result.stats.skipped)
     assert "1 input channels cannot form groups of 4" in skipped["conv"]
-    assert "conv" not in result.pruned_layer_names
-    assert result.config.target_sparsity == 0.5
+    assert "conv" not in result.stats.pruned_layer_names
+    assert result.stats.config.target_sparsity == 0.5
     hidden = next(layer for layer in result.model.layers if layer.name == "hidden").kernel.numpy()
     groups = hidden.T.reshape(-1, 4)  # groups run along the input channels
     assert np.all((groups == 0).sum(axis=1) >= 2)
@@ -109,8 +109,8 @@ def test_an_unsupported_layer_is_skipped_with_a_note(digits):
     x = keras.layers.Dense(32, name="hidden")(x)
     model = keras.Model(inputs, keras.layers.Dense(10, name="scores")(x))
     result = prune.prune_model(model, *digits, PruneConfig(target_sparsity=0.5, **FAST), verbose=0)
-    assert "Doubler is not supported" in dict(result.skipped)["doubler"]
-    assert set(result.pruned_layer_names) == {"hidden", "scores"}
+    assert "Doubler is not supported" in dict(result.stats.skipped)["doubler"]
+    assert set(result.stats.pruned_layer_names) == {"hidden", "scores"}
 
 
 def test_a_model_with_nothing_to_prune_is_refused_with_the_reasons(digits):
@@ -182,7 +182,7 @@ def test_sparse_format_is_read_back_and_runs_without_xnnpack(digits):
     parsed = read_tflite(sparse)
     assert any(t.is_sparse for t in parsed.tensors)
     assert len(sparse) < len(dense)
-    expected = {layer.layer: layer.sparsity for layer in result.layers}
+    expected = {layer.layer: layer.sparsity for layer in result.stats.layers}
     assert sparsity_check(parsed, expected).passed
     runner = TfliteRunner(sparse, batch_size=4)
     scores = runner.predict(digits[0][:6])

@@ -12,7 +12,7 @@ from tflite_opt import default_model
 from tflite_opt.config import ConvertConfig, Mode, Preprocessing
 from tflite_opt.errors import DataError, UsageError
 from tflite_opt.fileio import atomic_write_bytes, atomic_write_json, refuse_existing
-from tflite_opt.report import ConvertReport, PruningSummary, TensorInfo, VariantResult
+from tflite_opt.report import ConvertReport, TensorInfo, VariantResult
 from tflite_opt.representative import Dataset, ImageSize, load_dataset, range_warnings
 from tflite_opt.tflite_file import Tensor, read_tflite
 
@@ -173,7 +173,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         pruned = prune_model(
             model, train.model_input(preprocessing), train.labels, config.prune, verbose=2 if progress else 0
         )
-    keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.layers} if pruned else {}
+    keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.stats.layers} if pruned else {}
 
     calibration_input = calibration.model_input(preprocessing) if calibration is not None else None
     converted = {}
@@ -211,15 +211,9 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
                 delegate=delegate,
             )
         )
-    pruning = None
-    if pruned is not None:
-        pruning = PruningSummary(
-            config=pruned.config,
-            seconds=pruned.seconds,
-            layers=pruned.layers,
-            skipped=pruned.skipped,
-            keras_top1=top1(keras_scores(pruned.model, eval_input), evaluation.labels) if evaluation else None,
-        )
+    pruned_keras_top1 = None
+    if pruned is not None and evaluation is not None:
+        pruned_keras_top1 = top1(keras_scores(pruned.model, eval_input), evaluation.labels)
     for variant, (content, *_) in converted.items():
         atomic_write_bytes(paths[variant], content, overwrite=config.overwrite)
     report = ConvertReport(
@@ -231,7 +225,8 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         preprocessing=preprocessing,
         variants=tuple(results),
         warnings=tuple(warnings),
-        pruning=pruning,
+        pruning=pruned.stats if pruned is not None else None,
+        pruned_keras_top1=pruned_keras_top1,
     )
     atomic_write_json(report_path, report.to_dict(), overwrite=config.overwrite)
     return report

@@ -34,10 +34,9 @@ class LayerSparsity:
 
 
 @dataclass(frozen=True)
-class PruneResult:
-    """A stripped pruned model and what pruning did to it."""
+class PruneStats:
+    """What pruning did: settings, per-layer sparsity after strip, skipped layers, time."""
 
-    model: Any
     config: PruneConfig
     layers: tuple[LayerSparsity, ...]
     skipped: tuple[tuple[str, str], ...]
@@ -46,6 +45,14 @@ class PruneResult:
     @property
     def pruned_layer_names(self) -> tuple[str, ...]:
         return tuple(layer.layer for layer in self.layers)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """A stripped pruned model and what pruning did to it."""
+
+    model: Any
+    stats: PruneStats
 
 
 def _tfmot():
@@ -223,10 +230,9 @@ def prune_model(
     pruned_names = [layer.layer.name for layer in wrapped.layers if isinstance(layer, _wrapper_class())]
     return PruneResult(
         model=stripped,
-        config=config,
-        layers=layer_sparsity(stripped, pruned_names),
-        skipped=tuple(skipped),
-        seconds=seconds,
+        stats=PruneStats(
+            config=config, layers=layer_sparsity(stripped, pruned_names), skipped=tuple(skipped), seconds=seconds
+        ),
     )
 
 
@@ -323,11 +329,11 @@ def _run_cli(fv) -> int:
     train = load_dataset(train_path, ImageSize(spec.height, spec.width, spec.channels), require_labels=True)
     result = prune_model(model, train.model_input(preprocessing), train.labels, config)
     atomic_save(output, result.model.save, overwrite=fv["overwrite"].value)
-    for layer in result.layers:
+    for layer in result.stats.layers:
         print(f"{layer.layer:<16} {layer.weights:>9} weights  {100 * layer.sparsity:5.1f}% zero")
-    for layer, reason in result.skipped:
+    for layer, reason in result.stats.skipped:
         print(f"skipped {layer}: {reason}")
-    print(f"pruned in {result.seconds:.0f} s; saved the stripped model to {output}")
+    print(f"pruned in {result.stats.seconds:.0f} s; saved the stripped model to {output}")
     return 0
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tflite_opt.config import Preprocessing, PruneConfig
-from tflite_opt.prune import LayerSparsity
+from tflite_opt.config import Preprocessing
+from tflite_opt.prune import PruneStats
 from tflite_opt.verify import Verification
 
 SCHEMA_VERSION = 1
@@ -57,17 +57,6 @@ PRUNING_SIZE_NOTE = (
 
 
 @dataclass(frozen=True)
-class PruningSummary:
-    """What pruning did: per layer in Keras (after strip), and how long it took."""
-
-    config: PruneConfig
-    seconds: float
-    layers: tuple[LayerSparsity, ...]
-    skipped: tuple[tuple[str, str], ...]
-    keras_top1: float | None
-
-
-@dataclass(frozen=True)
 class ConvertReport:
     """Everything one convert run produced and measured."""
 
@@ -79,7 +68,8 @@ class ConvertReport:
     preprocessing: Preprocessing
     variants: tuple[VariantResult, ...]
     warnings: tuple[str, ...] = field(default=())
-    pruning: PruningSummary | None = None
+    pruning: PruneStats | None = None
+    pruned_keras_top1: float | None = None
 
     @property
     def report_path(self) -> Path:
@@ -104,7 +94,7 @@ class ConvertReport:
         return {
             **p.config.to_dict(),
             "seconds": round(p.seconds, 1),
-            "keras_top1": p.keras_top1,
+            "keras_top1": self.pruned_keras_top1,
             "note": PRUNING_SIZE_NOTE,
             "skipped": [{"layer": name, "reason": reason} for name, reason in p.skipped],
             "layers": [
@@ -207,7 +197,8 @@ def _pruning_lines(report: ConvertReport) -> list[str]:
     p = report.pruning
     lines = [
         f"pruning: target {100 * p.config.target_sparsity:.0f}% ({p.config.schedule.value}), "
-        f"{p.config.epochs} epochs of fine-tuning in {p.seconds:.0f} s; pruned Keras top-1 {_percent(p.keras_top1)}",
+        f"{p.config.epochs} epochs of fine-tuning in {p.seconds:.0f} s; "
+        f"pruned Keras top-1 {_percent(report.pruned_keras_top1)}",
         f"  {'layer':<16}{'weights':>9}{'non-zero':>10}{'Keras':>8}  in file",
     ]
     for layer in p.layers:

@@ -154,6 +154,33 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class BenchmarkSettings:
+    """How variants are measured; defaults give stable figures on a shared 2-core machine."""
+
+    num_runs: int = 100
+    warmup_runs: int = 10
+    num_threads: int = 1
+    use_xnnpack: bool = True
+    batch_size: int = 128
+    accuracy_budget: float = 1.0
+    bad_drop: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.num_runs < 2:
+            raise UsageError(f"--num-runs must be at least 2, got {self.num_runs}")
+        if self.warmup_runs < 0:
+            raise UsageError(f"--warmup-runs must not be negative, got {self.warmup_runs}")
+        if self.num_threads < 1:
+            raise UsageError(f"--num-threads must be at least 1, got {self.num_threads}")
+        if self.batch_size < 1:
+            raise UsageError(f"--eval-batch-size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.accuracy_budget <= self.bad_drop:
+            raise UsageError(
+                f"--accuracy-budget must be between 0 and {self.bad_drop} points, got {self.accuracy_budget}"
+            )
+
+
+@dataclass(frozen=True)
 class ConvertConfig:
     """Everything one convert run needs; ``None`` paths mean the embedded default."""
 
@@ -171,6 +198,7 @@ class ConvertConfig:
     prune: PruneConfig | None = None
     train_data: Path | None = None
     sparse_format: bool = False
+    benchmark: BenchmarkSettings = BenchmarkSettings()
 
     def __post_init__(self) -> None:
         modes = tuple(Mode(m) for m in self.modes)

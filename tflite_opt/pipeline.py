@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tflite_opt import default_model
 from tflite_opt.config import ConvertConfig, Mode, Preprocessing
 from tflite_opt.errors import DataError, UsageError
-from tflite_opt.fileio import atomic_write_bytes, atomic_write_json, refuse_existing
-from tflite_opt.report import ConvertReport, TensorInfo, VariantResult
-from tflite_opt.representative import Dataset, ImageSize, load_dataset, range_warnings
-from tflite_opt.tflite_file import Tensor, read_tflite
+from tflite_opt.fileio import atomic_write_bytes, refuse_existing
+from tflite_opt.report import ConvertReport, TensorInfo, VariantResult, report_paths, write_report_files
+from tflite_opt.representative import Dataset, DataSource, ImageSize, load_dataset, open_source, range_warnings
+from tflite_opt.tflite_file import Tensor, TfliteFile, read_tflite
 
 
 def output_path(output_dir: Path, model_name: str, variant: str) -> Path:
     """``<output_dir>/<model>.<variant>.tflite``."""
     return Path(output_dir) / f"{model_name}.{variant}.tflite"
-
-
-def gzip_size(content: bytes) -> int:
-    """Size after gzip -9: where pruning's zeros show."""
-    return len(gzip.compress(content, compresslevel=9, mtime=0))
 
 
 def resolve_defaults(config: ConvertConfig) -> ConvertConfig:
@@ -57,24 +52,6 @@ def resolve_defaults(config: ConvertConfig) -> ConvertConfig:
     )
 
 
-def _digests(dataset: Dataset) -> dict[str, str]:
-    return {
-        hashlib.sha256(sample.tobytes()).hexdigest(): source
-        for sample, source in zip(dataset.raw, dataset.sources, strict=True)
-    }
-
-
-def refuse_overlap(evaluation: Dataset, other: Dataset, what: str) -> None:
-    """Refuse evaluation data that shares an image with the calibration or training data."""
-    evaluated = _digests(evaluation)
-    shared = evaluated.keys() & _digests(other).keys()
-    if shared:
-        raise DataError(
-            f"{len(shared)} evaluation samples also appear in the {what} data (e.g. {evaluated[next(iter(shared))]}); "
-            "accuracy must be measured on held-out data"
-        )
-
-
 def _tensor_info(tensor: Tensor) -> TensorInfo:
     q = tensor.quantization
     return TensorInfo(
@@ -86,8 +63,8 @@ def _tensor_info(tensor: Tensor) -> TensorInfo:
     )
 
 
-def _load_data(config: ConvertConfig, spec: Any) -> tuple[Dataset | None, Dataset | None, Dataset | None, list[str]]:
-    """Calibration, evaluation and training data as the config asks, checked against each other."""
+def _load_data(config: ConvertConfig, spec: Any) -> tuple[Dataset | None, DataSource | None, Dataset | None, list[str]]:
+    """Calibration and training data (in memory), and the evaluation source (streamed)."""
     size = ImageSize(spec.height, spec.width, spec.channels)
     warnings: list[str] = []
     calibration = evaluation = train = None
@@ -99,31 +76,64 @@ def _load_data(config: ConvertConfig, spec: Any) -> tuple[Dataset | None, Datase
         ]
     if config.train_data is not None:
         train = load_dataset(config.train_data, size, require_labels=True)
-        _check_labels(train, spec, config.train_data)
+        low, high = int(train.labels.min()), int(train.labels.max())
+        if low < 0 or high >= spec.num_classes:
+            raise DataError(
+                f"{config.train_data}: labels run from {low} to {high}, but {spec.name} has {spec.num_classes} classes"
+            )
     if config.eval_data is not None:
-        evaluation = load_dataset(config.eval_data, size, require_labels=True)
-        warnings += list(evaluation.warnings)
-        _check_labels(evaluation, spec, config.eval_data)
-        if calibration is not None:
-            refuse_overlap(evaluation, calibration, "calibration")
-        if train is not None:
-            refuse_overlap(evaluation, train, "training")
+        evaluation = open_source(config.eval_data, size, require_labels=True)
     return calibration, evaluation, train, warnings
 
 
-def _check_labels(dataset: Dataset, spec: Any, source: Path) -> None:
-    low, high = int(dataset.labels.min()), int(dataset.labels.max())
-    if low < 0 or high >= spec.num_classes:
-        raise DataError(f"{source}: labels run from {low} to {high}, but {spec.name} has {spec.num_classes} classes")
+def seen_digests(**datasets: Dataset | None) -> dict[str, set[str]]:
+    """Content digests of the data a model saw, by what it was for ("calibration", "training")."""
+    from tflite_opt.benchmark import content_digests
+
+    return {what: set(content_digests(data.raw)) for what, data in datasets.items() if data is not None}
 
 
-def _latency_sample(calibration: Any, evaluation: Any, spec: Any) -> Any:
+def measure_variants(
+    converted: dict[str, tuple[bytes, TfliteFile]],
+    evaluation: DataSource | None,
+    preprocessing: Preprocessing,
+    keras_model: Any | None,
+    settings: Any,
+    seen: dict[str, set[str]],
+    latency_sample: np.ndarray,
+    reference: str | None,
+    progress: bool = False,
+) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Accuracy (one streamed pass for all variants), latency and size of every variant.
+
+    Returns:
+        (Keras accuracy or None, accuracy by variant, latency by variant, size by variant).
+    """
+    from tflite_opt.benchmark import evaluate, measure_latency, measure_size
+
+    keras_accuracy, accuracy = None, {}
+    if evaluation is not None:
+        keras_accuracy, accuracy = evaluate(
+            evaluation,
+            preprocessing,
+            {name: content for name, (content, _) in converted.items()},
+            keras_model=keras_model,
+            reference=reference,
+            settings=settings,
+            held_out_from=seen,
+            progress=progress,
+        )
+    latency = {name: measure_latency(content, latency_sample, settings) for name, (content, _) in converted.items()}
+    sizes = {name: measure_size(content, parsed) for name, (content, parsed) in converted.items()}
+    return keras_accuracy, accuracy, latency, sizes
+
+
+def _latency_sample(calibration: Dataset | None, evaluation: DataSource | None, spec: Any, prep: Preprocessing):
     """One real input image for timing, or zeros where no data was given."""
-    import numpy as np
-
-    for data in (calibration, evaluation):
-        if data is not None and len(data):
-            return data[0]
+    if calibration is not None:
+        return calibration.model_input(prep)[0]
+    if evaluation is not None:
+        return Dataset(evaluation.read([0]), None, ()).model_input(prep)[0]
     return np.zeros(spec.input_shape, dtype=np.float32)
 
 
@@ -137,7 +147,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     Raises:
         TfliteOptError: any user-facing problem, as a typed error.
     """
-    from tflite_opt.benchmark import keras_scores, single_image_latency, tflite_scores, top1
+    from tflite_opt.benchmark import evaluate, verdict
     from tflite_opt.convert import convert_keras
     from tflite_opt.load import describe_classifier, load_keras_model
     from tflite_opt.verify import Verification, file_layer_sparsity, overall_sparsity, sparsity_check, verify_variant
@@ -153,8 +163,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         if config.sparse_format:
             plan += [(f"{config.variant_name(m)}-sparse", m, True, True) for m in config.pruned_modes]
     paths = {variant: output_path(config.output_dir, config.model_name, variant) for variant, *_ in plan}
-    report_path = Path(config.output_dir) / "report.json"
-    refuse_existing([*paths.values(), report_path], config.overwrite)
+    refuse_existing([*paths.values(), *report_paths(config.output_dir)], config.overwrite)
 
     model = load_keras_model(config.model_path)
     spec = describe_classifier(model, config.model_name)
@@ -164,7 +173,6 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
             f"{spec.name} takes {spec.channels} channels"
         )
     calibration, evaluation, train, warnings = _load_data(config, spec)
-    eval_input = evaluation.model_input(preprocessing) if evaluation is not None else None
 
     pruned = None
     if config.prune is not None:
@@ -176,45 +184,66 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.stats.layers} if pruned else {}
 
     calibration_input = calibration.model_input(preprocessing) if calibration is not None else None
-    converted = {}
-    for variant, mode, from_pruned, sparse in plan:
-        source = pruned.model if from_pruned else model
+    converted, verifications, from_pruned = {}, {}, set()
+    for variant, mode, pruned_source, sparse in plan:
+        source = pruned.model if pruned_source else model
         content = convert_keras(source, mode, calibration_input, config.io_type, progress, sparse_weights=sparse)
         parsed = read_tflite(content, source=f"the {variant} model")
         verification = verify_variant(parsed, mode, config.io_type, spec.layer_names)
-        if from_pruned:
+        if pruned_source:
             verification = Verification(variant, verification.checks + (sparsity_check(parsed, keras_sparsity),))
+            from_pruned.add(variant)
         verification.raise_for_failures()
-        converted[variant] = (content, parsed, verification, from_pruned)
+        converted[variant], verifications[variant] = (content, parsed), verification
 
     # Measure everything before writing anything: an error or Ctrl-C while measuring leaves no file.
-    keras_top1 = top1(keras_scores(model, eval_input), evaluation.labels) if evaluation is not None else None
-    latency_sample = _latency_sample(calibration_input, eval_input, spec)
+    settings = config.benchmark
+    keras_accuracy, accuracy, latency, sizes = measure_variants(
+        converted,
+        evaluation,
+        preprocessing,
+        model,
+        settings,
+        seen_digests(calibration=calibration, training=train),
+        _latency_sample(calibration, evaluation, spec, preprocessing),
+        reference=None,
+        progress=progress,
+    )
+    keras_top1 = keras_accuracy.top1 if keras_accuracy else None
+    pruned_keras_top1 = None
+    if pruned is not None and evaluation is not None:
+        pruned_keras_top1 = evaluate(evaluation, preprocessing, {}, keras_model=pruned.model, settings=settings)[0].top1
+
     results = []
-    for variant, (content, parsed, verification, from_pruned) in converted.items():
-        accuracy = top1(tflite_scores(content, eval_input), evaluation.labels) if evaluation is not None else None
-        latency, delegate = single_image_latency(content, latency_sample)
-        layers = file_layer_sparsity(parsed, list(keras_sparsity)) if from_pruned else {}
+    reference_size = sizes["float32"].bytes
+    for variant, (_, parsed) in converted.items():
+        layers = file_layer_sparsity(parsed, list(keras_sparsity)) if variant in from_pruned else {}
+        variant_accuracy = accuracy.get(variant)
+        drop = 100.0 * (keras_top1 - variant_accuracy.top1) if variant_accuracy and keras_top1 is not None else None
+        judged = verdict(
+            drop,
+            sizes[variant].bytes / reference_size,
+            bool(variant_accuracy and variant_accuracy.degenerate),
+            settings,
+        )
+        if variant == "float32":
+            judged = replace(judged, label="reference", reason="the float32 model the others are compared with")
         results.append(
             VariantResult(
                 variant=variant,
                 path=paths[variant],
-                size_bytes=len(content),
-                gzip_size_bytes=gzip_size(content),
+                size=sizes[variant],
                 sparsity=overall_sparsity(parsed),
-                top1=accuracy,
-                verification=verification,
+                verification=verifications[variant],
                 input=_tensor_info(parsed.input_tensors()[0]),
                 output=_tensor_info(parsed.output_tensors()[0]),
+                latency=latency[variant],
+                verdict=judged,
+                accuracy=variant_accuracy,
                 layer_sparsity={name: 1.0 - nonzero / weights for name, (weights, nonzero) in layers.items()},
-                latency_p50_ms=latency,
-                delegate=delegate,
             )
         )
-    pruned_keras_top1 = None
-    if pruned is not None and evaluation is not None:
-        pruned_keras_top1 = top1(keras_scores(pruned.model, eval_input), evaluation.labels)
-    for variant, (content, *_) in converted.items():
+    for variant, (content, _) in converted.items():
         atomic_write_bytes(paths[variant], content, overwrite=config.overwrite)
     report = ConvertReport(
         model=spec.name,
@@ -228,5 +257,5 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         pruning=pruned.stats if pruned is not None else None,
         pruned_keras_top1=pruned_keras_top1,
     )
-    atomic_write_json(report_path, report.to_dict(), overwrite=config.overwrite)
+    write_report_files(report, overwrite=config.overwrite)
     return report

@@ -1,17 +1,27 @@
-"""Results of a run and their renderings: the terminal table and report.json."""
+"""Results of a run and their renderings: the terminal table, report.json, report.md and plots."""
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tflite_opt.benchmark import AccuracyStats, LatencyStats, SizeStats, Verdict
 from tflite_opt.config import Preprocessing
 from tflite_opt.prune import PruneStats
 from tflite_opt.verify import Verification
 
 SCHEMA_VERSION = 1
+REPORT_FILES = ("report.json", "report.md", "tradeoff.png", "confusion.png")
+
+PRUNING_SIZE_NOTE = (
+    "Pruning shows in the compressed (gzip) size, not in the raw .tflite size: the file stores a pruned "
+    "weight as a zero like any other value, and zeros compress well. Apps download compressed files."
+)
 
 
 @dataclass(frozen=True)
@@ -36,40 +46,48 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class VariantResult:
+    """One .tflite file, verified and measured."""
+
     variant: str
     path: Path
-    size_bytes: int
-    gzip_size_bytes: int
+    size: SizeStats
     sparsity: float
-    top1: float | None
     verification: Verification
     input: TensorInfo
     output: TensorInfo
+    latency: LatencyStats
+    verdict: Verdict
+    accuracy: AccuracyStats | None = None
     layer_sparsity: dict[str, float] = field(default_factory=dict)
-    latency_p50_ms: float | None = None
-    delegate: str = "xnnpack"
 
+    @property
+    def size_bytes(self) -> int:
+        return self.size.bytes
 
-PRUNING_SIZE_NOTE = (
-    "Pruning shows in the compressed (gzip) size, not in the raw .tflite size: the file stores a pruned "
-    "weight as a zero like any other value, and zeros compress well. Apps download compressed files."
-)
+    @property
+    def gzip_size_bytes(self) -> int:
+        return self.size.gzip_bytes
+
+    @property
+    def top1(self) -> float | None:
+        return self.accuracy.top1 if self.accuracy else None
 
 
 @dataclass(frozen=True)
 class ConvertReport:
-    """Everything one convert run produced and measured."""
+    """Everything one run produced and measured; convert and benchmark share it."""
 
     model: str
     output_dir: Path
     keras_top1: float | None
     eval_samples: int
     calibration_samples: int
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | None
     variants: tuple[VariantResult, ...]
     warnings: tuple[str, ...] = field(default=())
     pruning: PruneStats | None = None
     pruned_keras_top1: float | None = None
+    reference: str | None = "float32"
 
     @property
     def report_path(self) -> Path:
@@ -78,14 +96,33 @@ class ConvertReport:
     def variant(self, name: str) -> VariantResult:
         return next(v for v in self.variants if v.variant == name)
 
-    def size_ratio(self, result: VariantResult) -> float:
-        return result.size_bytes / self.variant("float32").size_bytes
+    def size_ratio(self, result: VariantResult) -> float | None:
+        if self.reference is None:
+            return None
+        return result.size_bytes / self.variant(self.reference).size_bytes
+
+    def gzip_ratio(self, result: VariantResult) -> float | None:
+        if self.reference is None:
+            return None
+        return result.gzip_size_bytes / self.variant(self.reference).gzip_size_bytes
 
     def top1_drop_points(self, result: VariantResult) -> float | None:
-        """Top-1 lost against the Keras model, in percentage points."""
-        if result.top1 is None or self.keras_top1 is None:
+        """Top-1 lost against the Keras model (or the float reference), in percentage points."""
+        baseline = self.keras_top1
+        if baseline is None and self.reference is not None:
+            baseline = self.variant(self.reference).top1
+        if result.top1 is None or baseline is None:
             return None
-        return 100.0 * (self.keras_top1 - result.top1)
+        return 100.0 * (baseline - result.top1)
+
+    @property
+    def chosen(self) -> VariantResult:
+        """The variant to ship: the smallest "good" one, else the one that loses the least top-1."""
+        candidates = [v for v in self.variants if v.variant != self.reference] or list(self.variants)
+        good = [v for v in candidates if v.verdict.label == "good"]
+        if good:
+            return min(good, key=lambda v: v.gzip_size_bytes)
+        return min(candidates, key=lambda v: (self.top1_drop_points(v) or 0.0, v.gzip_size_bytes))
 
     def _pruning_dict(self) -> dict[str, Any] | None:
         if self.pruning is None:
@@ -113,6 +150,35 @@ class ConvertReport:
             ],
         }
 
+    def _variant_dict(self, v: VariantResult) -> dict[str, Any]:
+        ratio, gzip_ratio = self.size_ratio(v), self.gzip_ratio(v)
+        return {
+            "variant": v.variant,
+            "path": os.path.relpath(v.path, self.report_path.parent),
+            "size_bytes": v.size_bytes,
+            "size_ratio": None if ratio is None else round(ratio, 4),
+            "gzip_size_bytes": v.gzip_size_bytes,
+            "gzip_ratio": None if gzip_ratio is None else round(gzip_ratio, 4),
+            "params_by_dtype": v.size.params_by_dtype,
+            "sparsity": round(v.sparsity, 4),
+            "top1": v.top1,
+            "top5": v.accuracy.top5 if v.accuracy else None,
+            "top1_drop_points": self.top1_drop_points(v),
+            "agreement": v.accuracy.agreement if v.accuracy else None,
+            "latency_ms": v.latency.to_dict(),
+            "init_ms": round(v.latency.init_ms, 2),
+            "num_threads": v.latency.num_threads,
+            "delegate": v.latency.delegate,
+            "verdict": v.verdict.label,
+            "verdict_reason": v.verdict.reason,
+            "chosen": v.variant == self.chosen.variant,
+            "verified": v.verification.passed,
+            "checks": [c.line() for c in v.verification.checks],
+            "input": v.input.to_dict(),
+            "output": v.output.to_dict(),
+            "accuracy": v.accuracy.to_dict() if v.accuracy else None,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
@@ -120,27 +186,9 @@ class ConvertReport:
             "keras_top1": self.keras_top1,
             "eval_samples": self.eval_samples,
             "calibration_samples": self.calibration_samples,
-            "preprocessing": self.preprocessing.to_dict(),
-            "variants": [
-                {
-                    "variant": v.variant,
-                    "path": os.path.relpath(v.path, self.report_path.parent),
-                    "size_bytes": v.size_bytes,
-                    "size_ratio": round(self.size_ratio(v), 4),
-                    "gzip_size_bytes": v.gzip_size_bytes,
-                    "gzip_ratio": round(v.gzip_size_bytes / self.variant("float32").gzip_size_bytes, 4),
-                    "sparsity": round(v.sparsity, 4),
-                    "latency_ms": {"p50": None if v.latency_p50_ms is None else round(v.latency_p50_ms, 4)},
-                    "delegate": v.delegate,
-                    "top1": v.top1,
-                    "top1_drop_points": self.top1_drop_points(v),
-                    "verified": v.verification.passed,
-                    "checks": [c.line() for c in v.verification.checks],
-                    "input": v.input.to_dict(),
-                    "output": v.output.to_dict(),
-                }
-                for v in self.variants
-            ],
+            "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None,
+            "reference": self.reference,
+            "variants": [self._variant_dict(v) for v in self.variants],
             "pruning": self._pruning_dict(),
             "warnings": list(self.warnings),
         }
@@ -150,26 +198,38 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100.0 * value:.2f}%"
 
 
-def format_table(report: ConvertReport) -> str:
-    """The terminal summary: one row per variant, then the checks each passed."""
-    header = ("variant", "size", "vs float32", "gzip", "vs float32", "zeros", "p50 ms", "top-1", "drop vs Keras")
-    reference_gzip = report.variant("float32").gzip_size_bytes
-    rows = [("keras", "", "", "", "", "", "", _percent(report.keras_top1), "")]
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.1f}%"
+
+
+def _rows(report: ConvertReport) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    header = ("variant", "size", "vs ref", "gzip", "vs ref", "zeros", "p50 ms", "top-1", "top-5", "drop", "verdict")
+    rows = [("keras", "", "", "", "", "", "", _percent(report.keras_top1), "", "", "")]
     for v in report.variants:
         drop = report.top1_drop_points(v)
         rows.append(
             (
                 v.variant,
                 f"{v.size_bytes / 1024:.1f} KiB",
-                f"{100.0 * report.size_ratio(v):.1f}%",
+                _ratio(report.size_ratio(v)),
                 f"{v.gzip_size_bytes / 1024:.1f} KiB",
-                f"{100.0 * v.gzip_size_bytes / reference_gzip:.1f}%",
+                _ratio(report.gzip_ratio(v)),
                 f"{100.0 * v.sparsity:.1f}%",
-                "n/a" if v.latency_p50_ms is None else f"{v.latency_p50_ms:.3f}",
+                f"{v.latency.p50:.3f}",
                 _percent(v.top1),
+                _percent(v.accuracy.top5 if v.accuracy else None),
                 "n/a" if drop is None else f"{drop:+.2f} pts",
+                v.verdict.label + (" *" if v.variant == report.chosen.variant else ""),
             )
         )
+    if report.keras_top1 is None:
+        rows.pop(0)
+    return header, rows
+
+
+def format_table(report: ConvertReport) -> str:
+    """The terminal summary: one row per variant, then verdicts, checks and notes."""
+    header, rows = _rows(report)
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
 
     def line(cells) -> str:
@@ -178,18 +238,21 @@ def format_table(report: ConvertReport) -> str:
         )
 
     out = [
-        f"{report.model}: top-1 on {report.eval_samples} held-out images"
+        f"{report.model}: top-1 on {report.eval_samples} held-out images; latency of one image, "
+        f"{report.variants[0].latency.num_threads} thread(s), median of {report.variants[0].latency.num_runs} runs"
         if report.eval_samples
         else f"{report.model}: no evaluation data given (pass --eval-data to measure top-1)"
     ]
     out += [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows), ""]
+    out.append(f"* chosen: {report.chosen.variant}")
     for v in report.variants:
-        out.append(f"{v.variant}: {v.path}" + ("" if v.delegate == "xnnpack" else f" (ran on delegate: {v.delegate})"))
+        delegate = "" if v.latency.delegate == "xnnpack" else f" (ran on delegate: {v.latency.delegate})"
+        out.append(f"{v.variant}: {v.verdict.label}: {v.verdict.reason}; {v.path}{delegate}")
         out.extend(f"  {c.line()}" for c in v.verification.checks)
     if report.pruning is not None:
         out += ["", *_pruning_lines(report)]
     out.extend(f"warning: {w}" for w in report.warnings)
-    out.append(f"report: {report.report_path}")
+    out.append(f"report: {report.report_path} (also report.md, tradeoff.png, confusion.png)")
     return "\n".join(out)
 
 
@@ -213,3 +276,119 @@ def _pruning_lines(report: ConvertReport) -> list[str]:
     lines += [f"  skipped {name}: {reason}" for name, reason in p.skipped]
     lines.append(PRUNING_SIZE_NOTE)
     return lines
+
+
+def format_markdown(report: ConvertReport) -> str:
+    """report.md: the same table and verdicts, for a pull request or a wiki."""
+    header, rows = _rows(report)
+    out = [f"# {report.model}", ""]
+    if report.eval_samples:
+        v = report.variants[0].latency
+        out.append(
+            f"Top-1 on {report.eval_samples} held-out images. Latency: one image, {v.num_threads} thread(s), "
+            f"{v.num_runs} timed runs after {v.warmup_runs} warm-up runs."
+        )
+        out.append("")
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    out += ["", f"Chosen: **{report.chosen.variant}**.", "", "## Verdicts", ""]
+    out += [f"- **{v.variant}**: {v.verdict.label}, {v.verdict.reason}." for v in report.variants]
+    out += ["", "## Latency (ms)", "", "| variant | mean | std | min | p50 | p90 | p99 | init | delegate |"]
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for v in report.variants:
+        t = v.latency
+        out.append(
+            f"| {v.variant} | {t.mean:.3f} | {t.std:.3f} | {t.min:.3f} | {t.p50:.3f} | {t.p90:.3f} | {t.p99:.3f} "
+            f"| {t.init_ms:.1f} | {t.delegate} |"
+        )
+    if report.pruning is not None:
+        out += ["", "## Pruning", "", *(f"    {line}" for line in _pruning_lines(report))]
+    if report.warnings:
+        out += ["", "## Warnings", "", *(f"- {w}" for w in report.warnings)]
+    out += ["", "![top-1 against size and latency](tradeoff.png)"]
+    if report.chosen.accuracy is not None:
+        out += ["", f"![confusion matrix of {report.chosen.variant}](confusion.png)"]
+    return "\n".join(out) + "\n"
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plot_tradeoff(report: ConvertReport) -> bytes:
+    """PNG: top-1 against gzip size and against p50 latency, one point per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    measured = [v for v in report.variants if v.top1 is not None]
+    for axis, label, value in (
+        (axes[0], "gzip size (KiB)", lambda v: v.gzip_size_bytes / 1024),
+        (axes[1], "p50 latency (ms)", lambda v: v.latency.p50),
+    ):
+        for i, v in enumerate(measured):
+            axis.scatter(value(v), 100 * v.top1, s=40)
+            # Staggered labels stay readable where variants share a top-1.
+            axis.annotate(
+                v.variant, (value(v), 100 * v.top1), textcoords="offset points", xytext=(4, 4 + 9 * (i % 3)), fontsize=8
+            )
+        low = min(100 * v.top1 for v in measured) if measured else 0.0
+        axis.set_ylim(max(0.0, low - 2.0), 100.5)
+        if report.keras_top1 is not None:
+            axis.axhline(100 * report.keras_top1, linestyle="--", linewidth=1, color="grey", label="Keras")
+            axis.legend(loc="lower right")
+        axis.set_xlabel(label)
+        axis.set_ylabel("top-1 (%)")
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"{report.model}: accuracy against size and latency")
+    content = _png(figure)
+    plt.close(figure)
+    return content
+
+
+def plot_confusion(report: ConvertReport) -> bytes | None:
+    """PNG: the confusion matrix of the chosen variant, or None without evaluation data."""
+    chosen = report.chosen
+    if chosen.accuracy is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    matrix = chosen.accuracy.confusion
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    image = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    if len(matrix) <= 20:
+        for (row, col), count in np.ndenumerate(matrix):
+            if count:
+                color = "white" if count > matrix.max() / 2 else "black"
+                axis.text(col, row, str(count), ha="center", va="center", fontsize=7, color=color)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"{report.model} {chosen.variant}: top-1 {100 * chosen.top1:.2f}%")
+    content = _png(figure)
+    plt.close(figure)
+    return content
+
+
+def report_paths(output_dir: Path) -> list[Path]:
+    return [Path(output_dir) / name for name in REPORT_FILES]
+
+
+def write_report_files(report: ConvertReport, overwrite: bool) -> None:
+    """report.md and the plots first, report.json last, each written atomically."""
+    from tflite_opt.fileio import atomic_write_bytes, atomic_write_json
+
+    directory = report.output_dir
+    atomic_write_bytes(directory / "report.md", format_markdown(report).encode("utf-8"), overwrite=overwrite)
+    atomic_write_bytes(directory / "tradeoff.png", plot_tradeoff(report), overwrite=overwrite)
+    confusion = plot_confusion(report)
+    if confusion is not None:
+        atomic_write_bytes(directory / "confusion.png", confusion, overwrite=overwrite)
+    atomic_write_json(report.report_path, report.to_dict(), overwrite=overwrite)

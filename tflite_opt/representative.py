@@ -108,9 +108,10 @@ def load_image(path: Path, size: ImageSize) -> np.ndarray:
 
 
 def _load_arrays(path: Path, size: ImageSize) -> tuple[np.ndarray, np.ndarray | None]:
+    """x (memory-mapped for .npy, so a large file is not read at once) and y, shape-checked."""
     try:
         if path.suffix == ".npy":
-            x, y = np.load(path, allow_pickle=False), None
+            x, y = np.load(path, allow_pickle=False, mmap_mode="r"), None
         else:
             with np.load(path, allow_pickle=False) as archive:
                 keys = list(archive.keys())
@@ -132,9 +133,6 @@ def _load_arrays(path: Path, size: ImageSize) -> tuple[np.ndarray, np.ndarray | 
         x = x[..., np.newaxis]
     if x.ndim != 4 or tuple(x.shape[1:]) != expected:
         raise DataError(f"{path}: array has shape {tuple(x.shape)}; expected (N, {', '.join(map(str, expected))})")
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-        bad = int(np.argmax(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
-        raise DataError(f"{path}: sample {bad} contains NaN or inf")
     if y is not None:
         y = np.asarray(y).reshape(-1)
         if len(y) != len(x):
@@ -143,6 +141,72 @@ def _load_arrays(path: Path, size: ImageSize) -> tuple[np.ndarray, np.ndarray | 
             raise DataError(f"{path}: labels have dtype {y.dtype}; expected integer class indices")
         y = y.astype(np.int64)
     return x, y
+
+
+class DataSource:
+    """Samples read on demand, so evaluation can stream a large set in batches.
+
+    A folder keeps its file list (and labels from class subfolders); an array file
+    its (for .npy memory-mapped) array.
+    """
+
+    def __init__(self, path: Path, size: ImageSize, labels: np.ndarray | None, files=None, array=None):
+        self.path, self.size, self.labels = path, size, labels
+        self._files, self._array = files, array
+
+    def __len__(self) -> int:
+        return len(self._files) if self._files is not None else len(self._array)
+
+    def name(self, index: int) -> str:
+        return str(self._files[index]) if self._files is not None else f"{self.path}[{index}]"
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Raw samples (N, H, W, C) at ``indices``.
+
+        Raises:
+            DataError: an unreadable image, or a sample with NaN or inf (named).
+        """
+        if self._files is not None:
+            return np.stack([load_image(self._files[i], self.size) for i in indices])
+        raw = np.asarray(self._array[np.asarray(indices)])
+        if raw.dtype.kind == "f":
+            finite = np.isfinite(raw.reshape(len(raw), -1)).all(axis=1)
+            if not finite.all():
+                raise DataError(
+                    f"{self.path}: sample {int(np.asarray(indices)[np.argmin(finite)])} contains NaN or inf"
+                )
+        return raw
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(raw samples, their indices) in order, ``batch_size`` at a time."""
+        for start in range(0, len(self), batch_size):
+            indices = np.arange(start, min(start + batch_size, len(self)))
+            yield self.read(indices), indices
+
+
+def open_source(source: Path, size: ImageSize, require_labels: bool = False) -> DataSource:
+    """Open a folder of images (flat, or one subfolder per class) or a ``.npy``/``.npz`` file.
+
+    Raises:
+        DataError: missing, empty or malformed source, or no labels where required.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source} does not exist")
+    if source.is_dir():
+        files, class_names = _image_files(source)
+        labels = _class_indices(class_names) if class_names is not None else None
+        opened = DataSource(source, size, labels, files=tuple(files))
+    elif source.suffix in ARRAY_SUFFIXES:
+        x, y = _load_arrays(source, size)
+        if len(x) == 0:
+            raise DataError(f"{source} contains no samples")
+        opened = DataSource(source, size, y, array=x)
+    else:
+        raise DataError(f"{source}: expected a folder of images or a .npy/.npz file")
+    if require_labels and opened.labels is None:
+        raise DataError(f"{source} has no labels; use one subfolder per class, or an .npz file with arrays 'x' and 'y'")
+    return opened
 
 
 def load_dataset(
@@ -164,28 +228,15 @@ def load_dataset(
     Raises:
         DataError: missing, empty, unreadable or malformed data.
     """
-    source = Path(source)
-    if not source.exists():
-        raise DataError(f"{source} does not exist")
+    opened = open_source(source, size, require_labels)
     warnings: list[str] = []
-    if source.is_dir():
-        files, class_names = _image_files(source)
-        indices = _draw(len(files), limit, seed, source, warnings)
-        raw = np.stack([load_image(files[i], size) for i in indices])
-        labels = _class_indices(class_names)[indices] if class_names is not None else None
-        sources = tuple(str(files[i]) for i in indices)
-    elif source.suffix in ARRAY_SUFFIXES:
-        x, y = _load_arrays(source, size)
-        if len(x) == 0:
-            raise DataError(f"{source} contains no samples")
-        indices = _draw(len(x), limit, seed, source, warnings)
-        raw, labels = x[indices], (y[indices] if y is not None else None)
-        sources = tuple(f"{source}[{i}]" for i in indices)
-    else:
-        raise DataError(f"{source}: expected a folder of images or a .npy/.npz file")
-    if require_labels and labels is None:
-        raise DataError(f"{source} has no labels; use one subfolder per class, or an .npz file with arrays 'x' and 'y'")
-    return Dataset(raw=raw, labels=labels, sources=sources, warnings=tuple(warnings))
+    indices = _draw(len(opened), limit, seed, Path(source), warnings)
+    return Dataset(
+        raw=opened.read(indices),
+        labels=opened.labels[indices] if opened.labels is not None else None,
+        sources=tuple(opened.name(i) for i in indices),
+        warnings=tuple(warnings),
+    )
 
 
 def _draw(available: int, limit: int | None, seed: int, source: Path, warnings: list[str]) -> np.ndarray:

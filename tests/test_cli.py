@@ -140,3 +140,9 @@ def test_default_model_meets_the_full_int8_targets(tmp_path, capsys):
     assert parsed.input_tensors()[0].dtype == parsed.output_tensors()[0].dtype == "INT8"
     assert report["keras_top1"] - int8["top1"] <= 0.01
     assert report["eval_samples"] == 1000 and report["calibration_samples"] == 200
+    # What the benchmark adds to make run's report.
+    assert int8["top5"] >= int8["top1"]
+    assert int8["latency_ms"]["p50"] <= int8["latency_ms"]["p90"] <= int8["latency_ms"]["p99"]
+    assert int8["verdict"] == "good" and float32["verdict"] == "reference"
+    assert (tmp_path / "report.md").is_file()
+    assert (tmp_path / "tradeoff.png").is_file() and (tmp_path / "confusion.png").is_file()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tflite_opt.config import BenchmarkSettings, Preprocessing
-from tflite_opt.errors import DataError
+from tflite_opt.errors import DataError, ModelLoadError, UsageError
 from tflite_opt.representative import DataSource, apply_preprocessing
 from tflite_opt.tflite_file import TfliteFile
 
@@ -385,14 +387,21 @@ class Verdict:
 
 
 def verdict(
-    drop_points: float | None, size_ratio: float, degenerate: bool, settings: BenchmarkSettings = DEFAULT_SETTINGS
+    drop_points: float | None,
+    size_ratio: float | None,
+    degenerate: bool,
+    settings: BenchmarkSettings = DEFAULT_SETTINGS,
 ) -> Verdict:
     """good: drop ≤ budget and size at least halved; bad: drop > 5 points or degenerate; else marginal."""
     if degenerate:
         return Verdict("bad", "predicts one class for nearly every image")
     if drop_points is None:
         return Verdict("unknown", "no evaluation data, so no accuracy to judge")
-    size = f"{100 * size_ratio:.0f}% of the float32 size"
+    if size_ratio is None:
+        size_ratio = 1.0
+        size = "an unknown share of the float32 size (no float32 model to compare with)"
+    else:
+        size = f"{100 * size_ratio:.0f}% of the float32 size"
     if drop_points > settings.bad_drop:
         return Verdict(
             "bad", f"top-1 drops {drop_points:.2f} points, more than {settings.bad_drop:g}, however small or fast"
@@ -404,3 +413,189 @@ def verdict(
             "marginal", f"top-1 drops {drop_points:.2f} points, over the {settings.accuracy_budget:g}-point budget"
         )
     return Verdict("marginal", f"top-1 holds ({drop_points:.2f} points) but the file is {size}, not halved")
+
+
+def _names(paths: list[Path]) -> tuple[str, list[str]]:
+    """(model name, variant per file) from ``<model>.<variant>.tflite`` names."""
+    stems = [p.name[: -len(".tflite")] if p.name.endswith(".tflite") else p.stem for p in paths]
+    models = {s.split(".")[0] for s in stems}
+    if len(models) == 1 and all("." in s for s in stems):
+        variants = [s.split(".", 1)[1] for s in stems]
+        if len(set(variants)) == len(variants):
+            return models.pop(), variants
+    if len(set(stems)) != len(stems):
+        raise UsageError("two --model files have the same name; give each variant its own file name")
+    return "benchmark", stems
+
+
+def _float_reference(variants: list[str], sizes: dict[str, SizeStats]) -> str | None:
+    """The float model the others are compared with: 'float32' if given, else one without quantized weights."""
+    if "float32" in variants:
+        return "float32"
+    for name in variants:
+        if set(sizes[name].params_by_dtype) <= {"float32", "int32"}:
+            return name
+    return None
+
+
+def _define_flags(flag_values) -> None:
+    from absl import flags
+
+    from tflite_opt.cli import define_preprocessing_flags
+
+    models = {"flag_values": flag_values, "module_name": "Models"}
+    flags.DEFINE_multi_string("model", None, ".tflite file to benchmark; repeat for each variant.", **models)
+    flags.DEFINE_string("keras-model", None, "The float Keras model: the top-1 and agreement reference.", **models)
+    data = {"flag_values": flag_values, "module_name": "Data (held-out evaluation; others only to refuse overlap)"}
+    flags.DEFINE_string("eval-data", None, "Labelled held-out data; without it, latency and size only.", **data)
+    flags.DEFINE_string("calibration-data", None, "The calibration data, refused if it overlaps --eval-data.", **data)
+    flags.DEFINE_string("train-data", None, "The training data, refused if it overlaps --eval-data.", **data)
+    define_preprocessing_flags(flag_values)
+    default = BenchmarkSettings()
+    timing = {"flag_values": flag_values, "module_name": "Measurement"}
+    flags.DEFINE_integer("num-runs", default.num_runs, "Timed single-image invokes per variant.", **timing)
+    flags.DEFINE_integer("warmup-runs", default.warmup_runs, "Untimed invokes before timing.", **timing)
+    flags.DEFINE_integer("num-threads", default.num_threads, "Interpreter threads.", **timing)
+    flags.DEFINE_bool("xnnpack", True, "Use the XNNPACK delegate (--noxnnpack: built-in kernels only).", **timing)
+    flags.DEFINE_integer(
+        "eval-batch-size", default.batch_size, "Images per interpreter invoke in evaluation.", **timing
+    )
+    flags.DEFINE_float("accuracy-budget", default.accuracy_budget, "Top-1 points a 'good' variant may lose.", **timing)
+    output = {"flag_values": flag_values, "module_name": "Output"}
+    flags.DEFINE_string("output-dir", "artifacts/benchmark", "Folder for report.json, report.md and plots.", **output)
+    flags.DEFINE_bool("overwrite", False, "Replace existing report files.", **output)
+    flags.DEFINE_bool("verbose", False, "Show tracebacks and TensorFlow's own log.", **output)
+
+
+def settings_from_flags(fv) -> BenchmarkSettings:
+    return BenchmarkSettings(
+        num_runs=fv["num-runs"].value,
+        warmup_runs=fv["warmup-runs"].value,
+        num_threads=fv["num-threads"].value,
+        use_xnnpack=fv["xnnpack"].value,
+        batch_size=fv["eval-batch-size"].value,
+        accuracy_budget=fv["accuracy-budget"].value,
+    )
+
+
+def run_benchmark(
+    model_paths: list[Path],
+    output_dir: Path,
+    eval_data: Path | None = None,
+    keras_model_path: Path | None = None,
+    preprocessing: Preprocessing | None = None,
+    settings: BenchmarkSettings = DEFAULT_SETTINGS,
+    seen_data: dict[str, Path] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Any:
+    """Benchmark existing .tflite files and write report.json, report.md and the plots.
+
+    Raises:
+        TfliteOptError: unreadable models, mismatched inputs, overlapping data.
+    """
+    from tflite_opt.fileio import refuse_existing
+    from tflite_opt.pipeline import assemble_results, measure_variants, seen_digests
+    from tflite_opt.report import ConvertReport, report_paths, write_report_files
+    from tflite_opt.representative import ImageSize, load_dataset, open_source
+    from tflite_opt.tflite_file import read_tflite
+    from tflite_opt.verify import Verification
+
+    if not model_paths:
+        raise UsageError("pass at least one --model file.tflite")
+    refuse_existing(report_paths(output_dir), overwrite)
+    model_name, variants = _names(model_paths)
+    converted = {}
+    for variant, path in zip(variants, model_paths, strict=True):
+        if not path.is_file():
+            raise ModelLoadError(f"{path} does not exist")
+        content = path.read_bytes()
+        converted[variant] = (content, read_tflite(content, source=str(path)))
+    shapes = {tuple(parsed.input_tensors()[0].shape[1:]) for _, parsed in converted.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+        raise UsageError(
+            f"the models take different or non-image inputs {sorted(shapes)}; benchmark one model's variants"
+        )
+    height, width, channels = next(iter(shapes))
+    size = ImageSize(height, width, channels)
+    preprocessing = preprocessing or Preprocessing()
+
+    keras_model = None
+    if keras_model_path is not None:
+        from tflite_opt.load import describe_classifier, load_keras_model
+
+        keras_model = load_keras_model(keras_model_path)
+        if describe_classifier(keras_model).input_shape != (height, width, channels):
+            raise UsageError(f"{keras_model_path} takes a different input than the .tflite files")
+    evaluation = open_source(eval_data, size, require_labels=True) if eval_data is not None else None
+    seen = seen_digests(**{what: load_dataset(path, size) for what, path in (seen_data or {}).items()})
+    sample = (
+        apply_preprocessing(evaluation.read([0]), preprocessing)[0]
+        if evaluation is not None
+        else np.zeros((height, width, channels), dtype=np.float32)
+    )
+    sizes_only = {name: measure_size(content, parsed) for name, (content, parsed) in converted.items()}
+    reference = _float_reference(variants, sizes_only)
+    keras_accuracy, accuracy, latency, sizes = measure_variants(
+        converted, evaluation, preprocessing, keras_model, settings, seen, sample, reference, progress
+    )
+    baseline = keras_accuracy.top1 if keras_accuracy else (accuracy[reference].top1 if reference in accuracy else None)
+    results = assemble_results(
+        converted,
+        dict(zip(variants, model_paths, strict=True)),
+        {name: Verification(name, ()) for name in variants},
+        accuracy,
+        latency,
+        sizes,
+        reference,
+        baseline,
+        settings,
+    )
+    report = ConvertReport(
+        model=model_name,
+        output_dir=Path(output_dir),
+        keras_top1=keras_accuracy.top1 if keras_accuracy else None,
+        eval_samples=len(evaluation) if evaluation is not None else 0,
+        calibration_samples=0,
+        preprocessing=preprocessing,
+        variants=tuple(results),
+        reference=reference,
+    )
+    write_report_files(report, overwrite=overwrite)
+    return report
+
+
+def _run(fv) -> int:
+    from tflite_opt.cli import preprocessing_from_flags
+    from tflite_opt.report import format_table
+
+    def path(name: str) -> Path | None:
+        return Path(fv[name].value) if fv[name].value else None
+
+    seen = {what: path(flag) for what, flag in (("calibration", "calibration-data"), ("training", "train-data"))}
+    report = run_benchmark(
+        [Path(p) for p in fv["model"].value or []],
+        Path(fv["output-dir"].value),
+        eval_data=path("eval-data"),
+        keras_model_path=path("keras-model"),
+        preprocessing=preprocessing_from_flags(fv),
+        settings=settings_from_flags(fv),
+        seen_data={what: p for what, p in seen.items() if p is not None},
+        overwrite=fv["overwrite"].value,
+        progress=True,
+    )
+    print(format_table(report))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tflite_opt.benchmark --model a.tflite [--model b.tflite ...]``."""
+    from tflite_opt.cli import run_cli
+
+    return run_cli("tflite_opt.benchmark", argv, _define_flags, _run)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -102,9 +102,14 @@ def run_cli(program: str, argv: Sequence[str] | None, define_flags: Callable, ru
 
 
 def _commands() -> dict[str, Callable[[Sequence[str]], int]]:
-    from tflite_opt import convert, prune, version_check
+    from tflite_opt import benchmark, convert, prune, version_check
 
-    return {"convert": convert.main, "prune": prune.main, "version-check": version_check.main}
+    return {
+        "convert": convert.main,
+        "prune": prune.main,
+        "benchmark": benchmark.main,
+        "version-check": version_check.main,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,9 @@ from tflite_opt.config import Preprocessing
 
 MODEL_NAME = "mnist_cnn"
 MODEL_PATH = Path(__file__).resolve().parent / "data" / f"{MODEL_NAME}.keras"
+# The second reference model: MobileNetV2's building blocks, where int8 usually hurts most.
+MOBILENET_NAME = "mnist_mobilenet"
+MOBILENET_PATH = Path(__file__).resolve().parent / "data" / f"{MOBILENET_NAME}.keras"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "representative_data" / "mnist"
 CALIBRATION_DIR = DATA_DIR / "calibration"
@@ -108,8 +111,51 @@ def build_model(seed: int = 0):
     )
 
 
-def train_default_model(epochs: int = 30, seed: int = 0, output: Path = MODEL_PATH) -> float:
-    """Train the reference CNN on the shipped training split and save it; returns eval top-1."""
+def build_mobilenet(seed: int = 0):
+    """A small MobileNetV2: inverted residual blocks (1x1 expand, 3x3 depthwise, 1x1 project),
+    BatchNorm and ReLU6, for 28x28 grey digits."""
+    from tflite_opt.keras2 import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+
+    def block(x, expand: int, out: int, stride: int, name: str):
+        shortcut = x
+        x = layers.Conv2D(expand, 1, use_bias=False, name=f"{name}_expand")(x)
+        x = layers.BatchNormalization(name=f"{name}_expand_bn")(x)
+        x = layers.ReLU(6.0, name=f"{name}_expand_relu6")(x)
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_depthwise")(x)
+        x = layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
+        x = layers.ReLU(6.0, name=f"{name}_depthwise_relu6")(x)
+        x = layers.Conv2D(out, 1, use_bias=False, name=f"{name}_project")(x)
+        x = layers.BatchNormalization(name=f"{name}_project_bn")(x)
+        if stride == 1 and shortcut.shape[-1] == out:
+            x = layers.Add(name=f"{name}_add")([shortcut, x])
+        return x
+
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu6")(x)
+    x = block(x, 64, 24, 2, "block1")
+    x = block(x, 96, 24, 1, "block2")
+    x = block(x, 96, 40, 2, "block3")
+    x = block(x, 160, 40, 1, "block4")
+    x = block(x, 160, 64, 2, "block5")
+    x = layers.Conv2D(256, 1, use_bias=False, name="head")(x)
+    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.ReLU(6.0, name="head_relu6")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(0.2, name="dropout")(x)
+    outputs = layers.Dense(10, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=MOBILENET_NAME)
+
+
+BUILDERS = {MODEL_NAME: (build_model, MODEL_PATH), MOBILENET_NAME: (build_mobilenet, MOBILENET_PATH)}
+
+
+def train_default_model(epochs: int = 30, seed: int = 0, name: str = MODEL_NAME) -> float:
+    """Train a reference model on the shipped training split and save it; returns eval top-1."""
     from tflite_opt.fileio import atomic_save
     from tflite_opt.keras2 import keras, tf
     from tflite_opt.representative import ImageSize, load_dataset
@@ -119,7 +165,8 @@ def train_default_model(epochs: int = 30, seed: int = 0, output: Path = MODEL_PA
         y_train = archive["y"].astype(np.int64)
     evaluation = load_dataset(EVAL_DIR, ImageSize(28, 28, 1), require_labels=True)
 
-    model = build_model(seed)
+    build, output = BUILDERS[name]
+    model = build(seed)
     augment = keras.Sequential(
         [
             keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
@@ -141,7 +188,7 @@ def train_default_model(epochs: int = 30, seed: int = 0, output: Path = MODEL_PA
     scores = model.predict(evaluation.model_input(PREPROCESSING), verbose=0)
     top1 = float(np.mean(np.argmax(scores, axis=1) == evaluation.labels))
     # An uncompiled copy: the shipped file carries weights, not optimizer state.
-    shipped = build_model(seed)
+    shipped = build(seed)
     shipped.set_weights(model.get_weights())
     atomic_save(output, shipped.save, overwrite=True)
     return top1
@@ -153,11 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = export_mnist()
         counts = f"{summary.train} training, {summary.calibration} calibration, {summary.eval} eval"
         print(f"wrote {counts} digits to {DATA_DIR}")
-    elif args[:1] == ["train"]:
-        top1 = train_default_model()
-        print(f"saved {MODEL_PATH}; top-1 on {EVAL_DIR}: {top1:.4f}")
+    elif args[:1] == ["train"] and (len(args) == 1 or args[1] in BUILDERS):
+        name = args[1] if len(args) > 1 else MODEL_NAME
+        top1 = train_default_model(name=name)
+        print(f"saved {BUILDERS[name][1]}; top-1 on {EVAL_DIR}: {top1:.4f}")
     else:
-        print("usage: python -m tflite_opt.default_model export|train", file=sys.stderr)
+        print(f"usage: python -m tflite_opt.default_model export | train [{'|'.join(BUILDERS)}]", file=sys.stderr)
         return 2
     return 0
 

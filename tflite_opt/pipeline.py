@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from tflite_opt import default_model
+from tflite_opt.benchmark import Verdict
 from tflite_opt.config import ConvertConfig, Mode, Preprocessing
 from tflite_opt.errors import DataError, UsageError
 from tflite_opt.fileio import atomic_write_bytes, refuse_existing
@@ -128,6 +129,50 @@ def measure_variants(
     return keras_accuracy, accuracy, latency, sizes
 
 
+def assemble_results(
+    converted: dict[str, tuple[bytes, TfliteFile]],
+    paths: dict[str, Path],
+    verifications: dict[str, Any],
+    accuracy: dict[str, Any],
+    latency: dict[str, Any],
+    sizes: dict[str, Any],
+    reference: str | None,
+    baseline_top1: float | None,
+    settings: Any,
+    layer_sparsity: dict[str, dict[str, tuple[int, int]]] | None = None,
+) -> list[VariantResult]:
+    """One VariantResult per variant, judged against the baseline top-1 and the reference size."""
+    from tflite_opt.benchmark import verdict
+    from tflite_opt.verify import overall_sparsity
+
+    results = []
+    for variant, (_, parsed) in converted.items():
+        measured = accuracy.get(variant)
+        drop = 100.0 * (baseline_top1 - measured.top1) if measured and baseline_top1 is not None else None
+        if variant == reference:
+            judged = Verdict("reference", "the float32 model the others are compared with")
+        else:
+            ratio = sizes[variant].bytes / sizes[reference].bytes if reference else None
+            judged = verdict(drop, ratio, bool(measured and measured.degenerate), settings)
+        layers = (layer_sparsity or {}).get(variant, {})
+        results.append(
+            VariantResult(
+                variant=variant,
+                path=paths[variant],
+                size=sizes[variant],
+                sparsity=overall_sparsity(parsed),
+                verification=verifications[variant],
+                input=_tensor_info(parsed.input_tensors()[0]),
+                output=_tensor_info(parsed.output_tensors()[0]),
+                latency=latency[variant],
+                verdict=judged,
+                accuracy=measured,
+                layer_sparsity={name: 1.0 - kept / weights for name, (weights, kept) in layers.items()},
+            )
+        )
+    return results
+
+
 def _latency_sample(calibration: Dataset | None, evaluation: DataSource | None, spec: Any, prep: Preprocessing):
     """One real input image for timing, or zeros where no data was given."""
     if calibration is not None:
@@ -147,10 +192,10 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     Raises:
         TfliteOptError: any user-facing problem, as a typed error.
     """
-    from tflite_opt.benchmark import evaluate, verdict
+    from tflite_opt.benchmark import evaluate
     from tflite_opt.convert import convert_keras
     from tflite_opt.load import describe_classifier, load_keras_model
-    from tflite_opt.verify import Verification, file_layer_sparsity, overall_sparsity, sparsity_check, verify_variant
+    from tflite_opt.verify import Verification, file_layer_sparsity, sparsity_check, verify_variant
 
     config = resolve_defaults(config)
     preprocessing = config.preprocessing
@@ -214,35 +259,14 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     if pruned is not None and evaluation is not None:
         pruned_keras_top1 = evaluate(evaluation, preprocessing, {}, keras_model=pruned.model, settings=settings)[0].top1
 
-    results = []
-    reference_size = sizes["float32"].bytes
-    for variant, (_, parsed) in converted.items():
-        layers = file_layer_sparsity(parsed, list(keras_sparsity)) if variant in from_pruned else {}
-        variant_accuracy = accuracy.get(variant)
-        drop = 100.0 * (keras_top1 - variant_accuracy.top1) if variant_accuracy and keras_top1 is not None else None
-        judged = verdict(
-            drop,
-            sizes[variant].bytes / reference_size,
-            bool(variant_accuracy and variant_accuracy.degenerate),
-            settings,
-        )
-        if variant == "float32":
-            judged = replace(judged, label="reference", reason="the float32 model the others are compared with")
-        results.append(
-            VariantResult(
-                variant=variant,
-                path=paths[variant],
-                size=sizes[variant],
-                sparsity=overall_sparsity(parsed),
-                verification=verifications[variant],
-                input=_tensor_info(parsed.input_tensors()[0]),
-                output=_tensor_info(parsed.output_tensors()[0]),
-                latency=latency[variant],
-                verdict=judged,
-                accuracy=variant_accuracy,
-                layer_sparsity={name: 1.0 - nonzero / weights for name, (weights, nonzero) in layers.items()},
-            )
-        )
+    layer_sparsity = {
+        variant: file_layer_sparsity(parsed, list(keras_sparsity))
+        for variant, (_, parsed) in converted.items()
+        if variant in from_pruned
+    }
+    results = assemble_results(
+        converted, paths, verifications, accuracy, latency, sizes, "float32", keras_top1, settings, layer_sparsity
+    )
     for variant, (content, _) in converted.items():
         atomic_write_bytes(paths[variant], content, overwrite=config.overwrite)
     report = ConvertReport(

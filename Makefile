@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-test clean data model
+.PHONY: run test lint install install-test clean data model bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,14 @@ data: install
 	$(BIN)/python -m tflite_opt.default_model export
 
 model: install
-	$(BIN)/python -m tflite_opt.default_model train
+	$(BIN)/python -m tflite_opt.default_model train mnist_cnn
+	$(BIN)/python -m tflite_opt.default_model train mnist_mobilenet
+
+## Benchmarks (scripts that print figures, not tests): the grid, evaluation speed, agreement with LiteRT.
+bench: install
+	$(BIN)/python benchmarks/grid.py
+	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/litert_compare.py
 
 clean:
 	rm -rf artifacts .pytest_cache build *.egg-info

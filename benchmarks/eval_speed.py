@@ -5,6 +5,7 @@ Usage: python benchmarks/eval_speed.py [--repeats 5]
 Converts the embedded default model to int8 (in memory), then times, side by
 side and alternating, on the 1,000-image held-out split:
   loop      the plain loop: per image set_tensor, invoke, get_tensor, argmax
+            (on preloaded images, and end to end, decoding each PNG in the loop)
   batched   TfliteRunner.predict (input resized to a batch), 1 and 2 threads
   evaluate  benchmark.evaluate end to end (streams and decodes the PNGs too)
 and a trivial model's per-invoke cost (the Python overhead a batch can save).
@@ -41,6 +42,24 @@ def plain_loop(content: bytes, images: np.ndarray) -> np.ndarray:
     return predictions
 
 
+def plain_loop_with_decoding(content: bytes, source) -> np.ndarray:
+    """The loop as users write it end to end: open each image file, normalize, invoke."""
+    from tflite_opt.representative import load_image
+
+    interpreter_type, _ = interpreter_class()
+    interpreter = interpreter_type(model_content=content, num_threads=1)
+    interpreter.allocate_tensors()
+    feed, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero_point = feed["quantization"]
+    predictions = np.empty(len(source), dtype=np.int64)
+    for i in range(len(source)):
+        image = load_image(source._files[i], source.size).astype(np.float32) / 255.0
+        interpreter.set_tensor(feed["index"], quantize(image[np.newaxis], scale, zero_point, feed["dtype"]))
+        interpreter.invoke()
+        predictions[i] = np.argmax(interpreter.get_tensor(sink["index"])[0])
+    return predictions
+
+
 def median_seconds(run, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -67,6 +86,7 @@ def main() -> None:
     two_thread_settings = BenchmarkSettings(num_threads=2)
     timings = {
         "loop": median_seconds(lambda: plain_loop(content, images), args.repeats),
+        "loop, decoding each PNG": median_seconds(lambda: plain_loop_with_decoding(content, source), args.repeats),
         "batched, 1 thread": median_seconds(lambda: one_thread.predict(images), args.repeats),
         "batched, 2 threads": median_seconds(lambda: two_threads.predict(images), args.repeats),
         "evaluate (streams and decodes PNGs), 2 threads": median_seconds(

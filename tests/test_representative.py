@@ -134,3 +134,27 @@ def test_values_far_outside_the_expected_range_get_a_warning(tmp_path):
 def test_pixels_in_range_get_no_warning(digit_folders):
     calibration, _ = digit_folders
     assert range_warnings(load_dataset(calibration, GREY_12), Preprocessing(), calibration) == []
+
+
+def test_streamed_batches_cover_every_sample_in_order(digit_folders):
+    from tflite_opt.representative import open_source
+
+    _, evaluation = digit_folders
+    source = open_source(evaluation, GREY_12, require_labels=True)
+    seen = [indices for _, indices in source.batches(7)]
+    assert [len(i) for i in seen] == [7, 7, 7, 7, 7, 5]
+    assert np.array_equal(np.concatenate(seen), np.arange(40))
+    first, _ = next(iter(source.batches(7)))
+    assert np.array_equal(first, source.read(np.arange(7)))
+
+
+def test_a_broken_image_surfaces_from_the_background_reader(tmp_path):
+    from tflite_opt.representative import open_source
+
+    images, labels = mnist_digits(6)
+    write_pngs(tmp_path, images, labels)
+    broken = sorted(tmp_path.rglob("*.png"))[4]
+    broken.write_bytes(b"not a png")
+    batches = open_source(tmp_path, GREY_12, require_labels=True).batches(2)
+    with pytest.raises(DataError, match=f"{broken.name}: unreadable"):
+        list(batches)

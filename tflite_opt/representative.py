@@ -178,10 +178,25 @@ class DataSource:
         return raw
 
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(raw samples, their indices) in order, ``batch_size`` at a time."""
-        for start in range(0, len(self), batch_size):
-            indices = np.arange(start, min(start + batch_size, len(self)))
-            yield self.read(indices), indices
+        """(raw samples, their indices) in order, ``batch_size`` at a time.
+
+        The next batch is read in a background thread while the caller works on
+        this one, so image decoding overlaps inference; at most two batches are
+        in memory.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        starts = range(0, len(self), batch_size)
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            pending = None
+            for start in starts:
+                indices = np.arange(start, min(start + batch_size, len(self)))
+                upcoming = reader.submit(self.read, indices), indices
+                if pending is not None:
+                    yield pending[0].result(), pending[1]
+                pending = upcoming
+            if pending is not None:
+                yield pending[0].result(), pending[1]
 
 
 def open_source(source: Path, size: ImageSize, require_labels: bool = False) -> DataSource:

@@ -39,21 +39,6 @@ def test_missing_and_unsupported_files_are_refused(tmp_path):
         load_keras_model(tmp_path / "model.onnx")
 
 
-def test_lambda_in_keras_file_is_refused_and_its_code_never_runs(tmp_path):
-    from tflite_opt.keras2 import keras
-
-    marker = tmp_path / "ran.txt"
-    inputs = keras.Input((12, 12, 1))
-    x = keras.layers.Flatten()(inputs)
-    x = keras.layers.Lambda(lambda t: t * 2.0, name="doubler")(x)
-    model = keras.Model(inputs, keras.layers.Dense(10)(x))
-    path = tmp_path / "lambda.keras"
-    model.save(path)
-    with pytest.raises(ModelLoadError, match="Lambda"):
-        load_keras_model(path)
-    assert not marker.exists()
-
-
 def test_a_model_that_is_not_an_image_classifier_is_refused():
     from tflite_opt.keras2 import keras
 

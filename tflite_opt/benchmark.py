@@ -441,9 +441,10 @@ def _float_reference(variants: list[str], sizes: dict[str, SizeStats]) -> str | 
 def _define_flags(flag_values) -> None:
     from absl import flags
 
-    from tflite_opt.cli import define_preprocessing_flags
+    from tflite_opt.cli import define_preprocessing_flags, define_unsafe_flag
 
     models = {"flag_values": flag_values, "module_name": "Models"}
+    define_unsafe_flag(flag_values, "Models")
     flags.DEFINE_multi_string("model", None, ".tflite file to benchmark; repeat for each variant.", **models)
     flags.DEFINE_string("keras-model", None, "The float Keras model: the top-1 and agreement reference.", **models)
     data = {"flag_values": flag_values, "module_name": "Data (held-out evaluation; others only to refuse overlap)"}
@@ -488,6 +489,7 @@ def run_benchmark(
     seen_data: dict[str, Path] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    allow_unsafe: bool = False,
 ) -> Any:
     """Benchmark existing .tflite files and write report.json, report.md and the plots.
 
@@ -524,7 +526,7 @@ def run_benchmark(
     if keras_model_path is not None:
         from tflite_opt.load import describe_classifier, load_keras_model
 
-        keras_model = load_keras_model(keras_model_path)
+        keras_model = load_keras_model(keras_model_path, allow_unsafe)
         if describe_classifier(keras_model).input_shape != (height, width, channels):
             raise UsageError(f"{keras_model_path} takes a different input than the .tflite files")
     evaluation = open_source(eval_data, size, require_labels=True) if eval_data is not None else None
@@ -583,6 +585,7 @@ def _run(fv) -> int:
         seen_data={what: p for what, p in seen.items() if p is not None},
         overwrite=fv["overwrite"].value,
         progress=True,
+        allow_unsafe=fv["allow-unsafe-deserialization"].value,
     )
     print(format_table(report))
     return 0

@@ -53,6 +53,19 @@ def preprocessing_from_flags(fv) -> Preprocessing | None:
     return None
 
 
+def define_unsafe_flag(flag_values, module_name: str) -> None:
+    """--allow-unsafe-deserialization, for every command that loads a Keras model."""
+    from absl import flags
+
+    flags.DEFINE_bool(
+        "allow-unsafe-deserialization",
+        False,
+        "Load a Keras model even if it carries code (Lambda layers, custom modules). Only for files you trust.",
+        flag_values=flag_values,
+        module_name=module_name,
+    )
+
+
 def _print_help(program: str, flag_values) -> None:
     print(f"usage: python -m {program} [flags]\n")
     print(flag_values.get_help(include_special_flags=False).lstrip("\n"))

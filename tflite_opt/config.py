@@ -199,6 +199,7 @@ class ConvertConfig:
     train_data: Path | None = None
     sparse_format: bool = False
     benchmark: BenchmarkSettings = BenchmarkSettings()
+    allow_unsafe_deserialization: bool = False
 
     def __post_init__(self) -> None:
         modes = tuple(Mode(m) for m in self.modes)

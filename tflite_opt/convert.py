@@ -107,7 +107,7 @@ def convert_keras(
 def _define_flags(flag_values):
     from absl import flags
 
-    from tflite_opt.cli import define_preprocessing_flags
+    from tflite_opt.cli import define_preprocessing_flags, define_unsafe_flag
     from tflite_opt.prune import define_pruning_flags
 
     def group(name):
@@ -125,6 +125,8 @@ def _define_flags(flag_values):
     flags.DEFINE_string(
         "model", None, "Keras model: .keras, .h5 or a SavedModel folder. Default: the embedded MNIST CNN.", **model
     )
+
+    define_unsafe_flag(flag_values, "Model")
 
     data = group("Calibration and evaluation data")
     flags.DEFINE_string(
@@ -179,6 +181,7 @@ def config_from_flags(fv) -> ConvertConfig:
         prune=prune_config_from_flags(fv),
         train_data=path("train-data"),
         sparse_format=fv["sparse-format"].value,
+        allow_unsafe_deserialization=fv["allow-unsafe-deserialization"].value,
         num_calibration_samples=fv["num-calibration-samples"].value,
         seed=fv["seed"].value,
         overwrite=fv["overwrite"].value,
@@ -198,7 +201,7 @@ def _run(fv) -> int:
     from tflite_opt.version_check import preflight
 
     config = config_from_flags(fv)
-    for warning in preflight(fv["model"].value):
+    for warning in preflight():
         print(f"warning: {warning}", file=sys.stderr)
     report = run_convert(config, progress=True)
     print(format_table(report))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,14 +53,19 @@ def _saved_keras_version(path: Path) -> str | None:
     return None
 
 
-def load_keras_model(path: Path) -> Any:
+def load_keras_model(path: Path, allow_unsafe: bool = False) -> Any:
     """Load a ``.keras``/``.h5`` file or a Keras SavedModel directory, without compiling.
 
-    ``.keras`` files load with ``safe_mode=True``, so a Lambda layer's code is refused,
-    not run.
+    The stored configuration is inspected first (model_safety), so a Lambda layer, a
+    module outside Keras or an unregistered custom class is refused by name before
+    tf-keras runs anything; ``.keras`` files then load with ``safe_mode=True``.
+
+    Args:
+        path: the model file or folder.
+        allow_unsafe: load such a file anyway (the user trusts it), with a warning on stderr.
 
     Raises:
-        ModelLoadError: missing file, Keras 3 model, unsupported kind, or a load failure.
+        ModelLoadError: missing file, Keras 3 model, unsafe content, unsupported kind, or a load failure.
     """
     path = Path(path)
     if not path.exists():
@@ -79,13 +85,16 @@ def load_keras_model(path: Path) -> Any:
         raise ModelLoadError(f"{path} was saved by Keras {version}; " + KERAS3_RESAVE_HINT)
 
     from tflite_opt.keras2 import keras
+    from tflite_opt.model_safety import check_model_file
     from tflite_opt.prune import strip_if_mid_pruning, tfmot_prune_scope
 
+    for warning in check_model_file(path, allow_unsafe):
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         # prune_scope: a model saved mid-pruning holds PruneLowMagnitude wrappers.
         with tfmot_prune_scope():
             if path.suffix == ".keras":
-                model = keras.models.load_model(path, compile=False, safe_mode=True)
+                model = keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
             else:
                 model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file; all mean "cannot load"

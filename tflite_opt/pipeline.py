@@ -210,7 +210,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     paths = {variant: output_path(config.output_dir, config.model_name, variant) for variant, *_ in plan}
     refuse_existing([*paths.values(), *report_paths(config.output_dir)], config.overwrite)
 
-    model = load_keras_model(config.model_path)
+    model = load_keras_model(config.model_path, config.allow_unsafe_deserialization)
     spec = describe_classifier(model, config.model_name)
     if not preprocessing.channel_count_fits(spec.channels):
         raise UsageError(

@@ -281,10 +281,11 @@ def prune_config_from_flags(fv, always: bool = False) -> PruneConfig | None:
 def _define_cli_flags(flag_values) -> None:
     from absl import flags
 
-    from tflite_opt.cli import define_preprocessing_flags
+    from tflite_opt.cli import define_preprocessing_flags, define_unsafe_flag
 
     define_pruning_flags(flag_values)
     define_preprocessing_flags(flag_values)
+    define_unsafe_flag(flag_values, "Model and data")
     io = {"flag_values": flag_values, "module_name": "Model and data"}
     flags.DEFINE_string("model", None, "Keras model to prune. Default: the embedded MNIST CNN.", **io)
     flags.DEFINE_string("train-data", None, "Labelled training data: per-class folder or .npz with x and y.", **io)
@@ -324,7 +325,7 @@ def _run_cli(fv) -> int:
     if output.suffix != ".keras":
         raise UsageError(f"--output must end in .keras, got {output}")
     refuse_existing([output], fv["overwrite"].value)
-    model = load_keras_model(model_path)
+    model = load_keras_model(model_path, fv["allow-unsafe-deserialization"].value)
     spec = describe_classifier(model, name)
     train = load_dataset(train_path, ImageSize(spec.height, spec.width, spec.channels), require_labels=True)
     result = prune_model(model, train.model_input(preprocessing), train.labels, config)

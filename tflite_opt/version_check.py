@@ -250,9 +250,13 @@ def check_keras_safety() -> CheckResult:
         "model-file safety",
         Status.WARN,
         "; ".join(notes),
-        "tflite_opt loads .keras files with safe_mode=True (Lambda code is refused); convert only .h5 files "
-        "you trust, or re-save them as .keras"
-        + ("; upgrade keras to 3.13.2 or later" if parsed[:1] == (3,) and parsed < (3, 13, 2) else ""),
+        "tflite_opt reads every model file's stored configuration before loading it and refuses Lambda layers, "
+        "modules outside Keras and unregistered classes (override: --allow-unsafe-deserialization)"
+        + (
+            "; other Keras code on this machine: upgrade keras to 3.13.2 or later"
+            if parsed[:1] == (3,) and parsed < (3, 13, 2)
+            else ""
+        ),
     )
 
 
@@ -294,11 +298,11 @@ def format_results(results: Sequence[CheckResult]) -> str:
     return "\n".join(lines)
 
 
-def preflight(model_path: str | None = None) -> list[str]:
+def preflight() -> list[str]:
     """The checks convert runs first: silent when all is well.
 
-    Returns the warnings worth showing for this model (the .h5 safety note only
-    for .h5 files).
+    Returns the warnings worth showing before a conversion; the model-file
+    advisory is left out, because tflite_opt inspects every model file itself.
 
     Raises:
         StackError: a check failed; the message says which and how to fix it.
@@ -309,10 +313,7 @@ def preflight(model_path: str | None = None) -> list[str]:
     failures = [r for r in results if r.status is Status.FAIL]
     if failures:
         raise StackError("; ".join(f"{r.detail} ({r.fix})" if r.fix else r.detail for r in failures))
-    is_h5 = str(model_path or "").endswith((".h5", ".hdf5"))
-    return [
-        f"{r.name}: {r.detail}" for r in results if r.status is Status.WARN and (r.name != "model-file safety" or is_h5)
-    ]
+    return [f"{r.name}: {r.detail}" for r in results if r.status is Status.WARN and r.name != "model-file safety"]
 
 
 def _define_flags(flag_values) -> None:

@@ -21,7 +21,10 @@ from tflite_opt.errors import ModelLoadError
 TRUSTED_MODULE_ROOTS = ("keras", "tf_keras", "tensorflow_model_optimization")
 # Layers that call a TensorFlow API by name (tf.math.sin on a Keras tensor), not stored code.
 TF_OP_LAYERS = frozenset({"TFOpLambda", "SlicingOpLambda"})
-MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model", "PruneLowMagnitude"})
+# Model containers, and what tensorflow-model-optimization stores in a model saved mid-pruning.
+MODEL_CLASSES = frozenset(
+    {"Functional", "Sequential", "Model", "PruneLowMagnitude", "PolynomialDecay", "ConstantSparsity"}
+)
 # Plain data a SavedModel's Keras metadata serializes with a class_name: shapes and specs, not code.
 DATA_CLASSES = frozenset({"__tuple__", "TensorShape", "TypeSpec", "TensorSpec", "__ellipsis__"})
 
@@ -98,8 +101,9 @@ def unsafe_objects(configs: list[Any]) -> list[str]:
             found.append(f"Lambda layer {layer!r} (its Python code would run)")
             continue
         module = node.get("module")
-        if isinstance(module, str) and module and module.split(".")[0] not in TRUSTED_MODULE_ROOTS:
-            found.append(f"{class_name} in {where} imports module {module!r}")
+        if isinstance(module, str) and module:
+            if module.split(".")[0] not in TRUSTED_MODULE_ROOTS:
+                found.append(f"{class_name} in {where} imports module {module!r}")
         elif class_name != "function" and not _is_known_keras_class(class_name):
             found.append(f"custom object {class_name!r} in {where} is not registered with Keras")
     return list(dict.fromkeys(found))

@@ -497,6 +497,7 @@ def run_benchmark(
         TfliteOptError: unreadable models, mismatched inputs, overlapping data.
     """
     from tflite_opt.fileio import refuse_existing
+    from tflite_opt.native_probe import check_size, probe_in_child
     from tflite_opt.pipeline import assemble_results, measure_variants, seen_digests
     from tflite_opt.report import ConvertReport, report_paths, write_report_files
     from tflite_opt.representative import ImageSize, load_dataset, open_source
@@ -511,8 +512,10 @@ def run_benchmark(
     for variant, path in zip(variants, model_paths, strict=True):
         if not path.is_file():
             raise ModelLoadError(f"{path} does not exist")
+        check_size(path)
         content = path.read_bytes()
         converted[variant] = (content, read_tflite(content, source=str(path)))
+        probe_in_child(path)  # files from elsewhere: a native crash must not take this process down
     shapes = {tuple(parsed.input_tensors()[0].shape[1:]) for _, parsed in converted.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 3:
         raise UsageError(

@@ -6,8 +6,11 @@ each ``python -m tflite_opt.<module>`` goes through :func:`run_cli` too.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -16,6 +19,28 @@ from tflite_opt.errors import TfliteOptError, UsageError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so every cleanup (temporary files) runs as for Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """Turn SIGTERM into an exception for the duration of a command (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def define_preprocessing_flags(flag_values) -> None:
@@ -98,7 +123,8 @@ def run_cli(program: str, argv: Sequence[str] | None, define_flags: Callable, ru
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
-        return run(flag_values)
+        with _sigterm_unwinds():
+            return run(flag_values)
     except TfliteOptError as exc:
         if verbose:
             traceback.print_exc()
@@ -107,6 +133,9 @@ def run_cli(program: str, argv: Sequence[str] | None, define_flags: Callable, ru
     except KeyboardInterrupt:
         print("interrupted; no partial output was left behind", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("terminated; no partial output was left behind", file=sys.stderr)
+        return EXIT_TERMINATED
     except Exception as exc:
         if verbose:
             traceback.print_exc()

@@ -7,6 +7,7 @@ pixels (0..255) and become model input through a :class:`Preprocessing` spec.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,15 +93,19 @@ def load_image(path: Path, size: ImageSize) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            mode = _PIL_MODES[size.channels]
-            if image.mode != mode:
-                image = image.convert(mode)
-            if image.size != (size.width, size.height):
-                image = image.resize((size.width, size.height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-    except Image.DecompressionBombError as exc:
+        with warnings.catch_warnings():
+            # Past Pillow's pixel limit a file is a likely decompression bomb: refuse it, do not just warn.
+            # Image.open checks the size, so the filter comes first.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                mode = _PIL_MODES[size.channels]
+                if image.mode != mode:
+                    image = image.convert(mode)
+                if image.size != (size.width, size.height):
+                    image = image.resize((size.width, size.height), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: image is too large to load safely ({exc})") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: unreadable or truncated image ({exc})") from exc

@@ -30,8 +30,8 @@ test: install-test lint
 	$(BIN)/python -m pytest
 
 lint: install-test
-	$(BIN)/ruff check tflite_opt tests
-	$(BIN)/ruff format --check tflite_opt tests
+	$(BIN)/ruff check tflite_opt tests benchmarks fuzz
+	$(BIN)/ruff format --check tflite_opt tests benchmarks fuzz
 
 ## Regenerate the shipped data (needs the `data` extra) and retrain the default model.
 data: install

@@ -144,12 +144,14 @@ def run_cli(program: str, argv: Sequence[str] | None, define_flags: Callable, ru
 
 
 def _commands() -> dict[str, Callable[[Sequence[str]], int]]:
-    from tflite_opt import benchmark, convert, prune, version_check
+    from tflite_opt import benchmark, convert, prune, publish, pull, version_check
 
     return {
         "convert": convert.main,
         "prune": prune.main,
         "benchmark": benchmark.main,
+        "publish": publish.main,
+        "pull": pull.main,
         "version-check": version_check.main,
     }
 

@@ -200,6 +200,8 @@ class ConvertConfig:
     sparse_format: bool = False
     benchmark: BenchmarkSettings = BenchmarkSettings()
     allow_unsafe_deserialization: bool = False
+    model_version: str = "1"
+    labels_file: Path | None = None
 
     def __post_init__(self) -> None:
         modes = tuple(Mode(m) for m in self.modes)
@@ -209,6 +211,8 @@ class ConvertConfig:
         ordered = (Mode.FLOAT32,) + tuple(m for m in Mode if m in modes and m is not Mode.FLOAT32)
         object.__setattr__(self, "modes", ordered)
         object.__setattr__(self, "io_type", IoType(self.io_type))
+        if not self.model_version or "/" in self.model_version or self.model_version.startswith("."):
+            raise UsageError(f"--model-version must be a plain name such as 1 or 2.0.1, got {self.model_version!r}")
         if self.num_calibration_samples < 1:
             raise UsageError(f"--num-calibration-samples must be at least 1, got {self.num_calibration_samples}")
         if self.sparse_format and self.prune is None:

@@ -152,6 +152,10 @@ def _define_flags(flag_values):
     )
 
     output = group("Output")
+    flags.DEFINE_string(
+        "model-version", "1", "Version recorded in each bundle's manifest and used by publish.", **output
+    )
+    flags.DEFINE_string("labels", None, "Class names, one per line. Default: the --eval-data folder names.", **output)
     flags.DEFINE_string("output-dir", "artifacts", "Folder for <model>.<variant>.tflite and report.json.", **output)
     flags.DEFINE_enum(
         "io-type", IoType.INT8.value, [t.value for t in IoType], "Input/output type of the full-int8 model.", **output
@@ -182,6 +186,8 @@ def config_from_flags(fv) -> ConvertConfig:
         train_data=path("train-data"),
         sparse_format=fv["sparse-format"].value,
         allow_unsafe_deserialization=fv["allow-unsafe-deserialization"].value,
+        model_version=fv["model-version"].value,
+        labels_file=path("labels"),
         num_calibration_samples=fv["num-calibration-samples"].value,
         seed=fv["seed"].value,
         overwrite=fv["overwrite"].value,

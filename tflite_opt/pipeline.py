@@ -13,6 +13,7 @@ from tflite_opt.benchmark import Verdict
 from tflite_opt.config import ConvertConfig, Mode, Preprocessing
 from tflite_opt.errors import DataError, UsageError
 from tflite_opt.fileio import atomic_write_bytes, refuse_existing
+from tflite_opt.package import BundlePaths, write_bundle
 from tflite_opt.report import ConvertReport, TensorInfo, VariantResult, report_paths, write_report_files
 from tflite_opt.representative import Dataset, DataSource, ImageSize, load_dataset, open_source, range_warnings
 from tflite_opt.tflite_file import Tensor, TfliteFile, read_tflite
@@ -208,7 +209,8 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         if config.sparse_format:
             plan += [(f"{config.variant_name(m)}-sparse", m, True, True) for m in config.pruned_modes]
     paths = {variant: output_path(config.output_dir, config.model_name, variant) for variant, *_ in plan}
-    refuse_existing([*paths.values(), *report_paths(config.output_dir)], config.overwrite)
+    bundle_files = [extra for path in paths.values() for extra in BundlePaths.beside(path).extras()]
+    refuse_existing([*paths.values(), *bundle_files, *report_paths(config.output_dir)], config.overwrite)
 
     model = load_keras_model(config.model_path, config.allow_unsafe_deserialization)
     spec = describe_classifier(model, config.model_name)
@@ -267,8 +269,6 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     results = assemble_results(
         converted, paths, verifications, accuracy, latency, sizes, "float32", keras_top1, settings, layer_sparsity
     )
-    for variant, (content, _) in converted.items():
-        atomic_write_bytes(paths[variant], content, overwrite=config.overwrite)
     report = ConvertReport(
         model=spec.name,
         output_dir=Path(config.output_dir),
@@ -281,5 +281,26 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         pruning=pruned.stats if pruned is not None else None,
         pruned_keras_top1=pruned_keras_top1,
     )
+    labels = _labels(config, evaluation, spec.num_classes)
+    for result in results:
+        content = converted[result.variant][0]
+        atomic_write_bytes(result.path, content, overwrite=config.overwrite)
+        write_bundle(report, result, content, labels, config.model_version, overwrite=True)
     write_report_files(report, overwrite=config.overwrite)
     return report
+
+
+def _labels(config: ConvertConfig, evaluation: DataSource | None, num_classes: int) -> list[str]:
+    """Class names for the bundle: --labels, else the evaluation folders' names, else the indices."""
+    if config.labels_file is not None:
+        try:
+            names = [line.strip() for line in Path(config.labels_file).read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise DataError(f"cannot read --labels {config.labels_file}: {exc}") from exc
+    elif evaluation is not None and evaluation.class_names is not None:
+        names = list(evaluation.class_names)
+    else:
+        names = [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise DataError(f"{len(names)} labels for a model with {num_classes} classes; pass --labels with one per line")
+    return names

@@ -75,6 +75,15 @@ def _image_files(folder: Path) -> tuple[list[Path], list[str] | None]:
     return loose, None
 
 
+def label_names(names: Sequence[str]) -> list[str]:
+    """The class name of each index, the inverse of _class_indices: integer folder names are
+    their own index (gaps filled with the number), other names count in sorted order."""
+    distinct = sorted(set(names))
+    if all(n.isdigit() for n in distinct):
+        return [str(i) for i in range(max(int(n) for n in distinct) + 1)]
+    return distinct
+
+
 def _class_indices(names: Sequence[str]) -> np.ndarray:
     """Class index per sample: the folder name where all are integers, else sorted order."""
     distinct = sorted(set(names))
@@ -155,9 +164,12 @@ class DataSource:
     its (for .npy memory-mapped) array.
     """
 
-    def __init__(self, path: Path, size: ImageSize, labels: np.ndarray | None, files=None, array=None):
+    def __init__(
+        self, path: Path, size: ImageSize, labels: np.ndarray | None, files=None, array=None, class_names=None
+    ):
         self.path, self.size, self.labels = path, size, labels
         self._files, self._array = files, array
+        self.class_names: list[str] | None = class_names
 
     def __len__(self) -> int:
         return len(self._files) if self._files is not None else len(self._array)
@@ -216,7 +228,8 @@ def open_source(source: Path, size: ImageSize, require_labels: bool = False) -> 
     if source.is_dir():
         files, class_names = _image_files(source)
         labels = _class_indices(class_names) if class_names is not None else None
-        opened = DataSource(source, size, labels, files=tuple(files))
+        names = label_names(class_names) if class_names is not None else None
+        opened = DataSource(source, size, labels, files=tuple(files), class_names=names)
     elif source.suffix in ARRAY_SUFFIXES:
         x, y = _load_arrays(source, size)
         if len(x) == 0:

@@ -1,0 +1,39 @@
+"""``python -m tflite_opt.publish --from <convert output dir> --to <repository dir> [--version V]``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _define_flags(flag_values) -> None:
+    from absl import flags
+
+    flags.DEFINE_string("from", None, "A convert output folder with bundles.", flag_values=flag_values)
+    flags.DEFINE_string("to", None, "The repository folder (created if missing).", flag_values=flag_values)
+    flags.DEFINE_string(
+        "version", None, "Version to publish as. Default: the manifests' version.", flag_values=flag_values
+    )
+    flags.DEFINE_bool("verbose", False, "Show tracebacks.", flag_values=flag_values)
+
+
+def _run(fv) -> int:
+    from tflite_opt.errors import UsageError
+    from tflite_opt.repository import publish
+
+    if not fv["from"].value or not fv["to"].value:
+        raise UsageError("pass --from <convert output folder> and --to <repository folder>")
+    for item in publish(Path(fv["from"].value), Path(fv["to"].value), fv["version"].value):
+        print(f"published {item.model} {item.version} ({', '.join(item.variants)}) to {item.folder}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tflite_opt.cli import run_cli
+
+    return run_cli("tflite_opt.publish", argv, _define_flags, _run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

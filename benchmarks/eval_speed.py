@@ -28,36 +28,30 @@ from tflite_opt.load import load_keras_model
 from tflite_opt.representative import ImageSize, load_dataset, open_source
 
 
-def plain_loop(content: bytes, images: np.ndarray) -> np.ndarray:
-    interpreter_type, _ = interpreter_class()
-    interpreter = interpreter_type(model_content=content, num_threads=1)
-    interpreter.allocate_tensors()
-    source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero_point = source["quantization"]
-    predictions = np.empty(len(images), dtype=np.int64)
-    for i, image in enumerate(images):
-        interpreter.set_tensor(source["index"], quantize(image[np.newaxis], scale, zero_point, source["dtype"]))
-        interpreter.invoke()
-        predictions[i] = np.argmax(interpreter.get_tensor(sink["index"])[0])
-    return predictions
+def plain_loop(content: bytes, images) -> np.ndarray:
+    """The loop as users write it: per image set_tensor, invoke, get_tensor, argmax.
 
-
-def plain_loop_with_decoding(content: bytes, source) -> np.ndarray:
-    """The loop as users write it end to end: open each image file, normalize, invoke."""
-    from tflite_opt.representative import load_image
-
+    ``images``: float model input, one image at a time (an array, or a generator that decodes files).
+    """
     interpreter_type, _ = interpreter_class()
     interpreter = interpreter_type(model_content=content, num_threads=1)
     interpreter.allocate_tensors()
     feed, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     scale, zero_point = feed["quantization"]
-    predictions = np.empty(len(source), dtype=np.int64)
-    for i in range(len(source)):
-        image = load_image(source._files[i], source.size).astype(np.float32) / 255.0
+    predictions = []
+    for image in images:
         interpreter.set_tensor(feed["index"], quantize(image[np.newaxis], scale, zero_point, feed["dtype"]))
         interpreter.invoke()
-        predictions[i] = np.argmax(interpreter.get_tensor(sink["index"])[0])
-    return predictions
+        predictions.append(int(np.argmax(interpreter.get_tensor(sink["index"])[0])))
+    return np.asarray(predictions)
+
+
+def decoded_one_by_one(source):
+    """Each image opened and normalized inside the loop, as a plain script does."""
+    from tflite_opt.representative import load_image
+
+    for i in range(len(source)):
+        yield load_image(source._files[i], source.size).astype(np.float32) / 255.0
 
 
 def median_seconds(run, repeats: int) -> float:
@@ -86,7 +80,9 @@ def main() -> None:
     two_thread_settings = BenchmarkSettings(num_threads=2)
     timings = {
         "loop": median_seconds(lambda: plain_loop(content, images), args.repeats),
-        "loop, decoding each PNG": median_seconds(lambda: plain_loop_with_decoding(content, source), args.repeats),
+        "loop, decoding each PNG": median_seconds(
+            lambda: plain_loop(content, decoded_one_by_one(source)), args.repeats
+        ),
         "batched, 1 thread": median_seconds(lambda: one_thread.predict(images), args.repeats),
         "batched, 2 threads": median_seconds(lambda: two_threads.predict(images), args.repeats),
         "evaluate (streams and decodes PNGs), 2 threads": median_seconds(

@@ -120,6 +120,29 @@ def _tensorflow_version() -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class _CodeFacts:
+    """What both generated languages need from a manifest."""
+
+    type_name: str
+    integer_in: bool
+    integer_out: bool
+    low: int
+    high: int
+
+
+def _code_facts(manifest: dict[str, Any]) -> _CodeFacts:
+    words = f"{manifest['model']}_{manifest['variant']}".replace("-", "_").split("_")
+    low, high = _INTEGER_RANGES.get(manifest["input"]["dtype"], (0, 0))
+    return _CodeFacts(
+        type_name="".join(word.capitalize() for word in words),
+        integer_in=manifest["input"]["dtype"] in _INTEGER_RANGES,
+        integer_out=manifest["output"]["dtype"] in _INTEGER_RANGES,
+        low=low,
+        high=high,
+    )
+
+
 def _kotlin_floats(values: list[float]) -> str:
     return ", ".join(f"{v!r}f" for v in values)
 
@@ -127,12 +150,14 @@ def _kotlin_floats(values: list[float]) -> str:
 def kotlin_source(manifest: dict[str, Any]) -> str:
     """Android (LiteRT Interpreter) pre- and post-processing with the manifest's constants."""
     prep, tensor_in, tensor_out = manifest["preprocessing"], manifest["input"], manifest["output"]
-    class_name = "".join(
-        part.capitalize() for part in f"{manifest['model']}_{manifest['variant']}".replace("-", "_").split("_")
+    facts = _code_facts(manifest)
+    class_name, integer_in, integer_out, low, high = (
+        facts.type_name,
+        facts.integer_in,
+        facts.integer_out,
+        facts.low,
+        facts.high,
     )
-    integer_in = tensor_in["dtype"] in _INTEGER_RANGES
-    integer_out = tensor_out["dtype"] in _INTEGER_RANGES
-    low, high = _INTEGER_RANGES.get(tensor_in["dtype"], (0, 0))
     store = {"int8": "put(q.toByte())", "uint8": "put(q.toByte())"}.get(tensor_in["dtype"], "putFloat(x)")
     element = {"int8": 1, "uint8": 1}.get(tensor_in["dtype"], 4)
     read = {
@@ -194,12 +219,14 @@ object {class_name} {{
 def swift_source(manifest: dict[str, Any]) -> str:
     """iOS (TensorFlowLiteSwift) pre- and post-processing with the manifest's constants."""
     prep, tensor_in, tensor_out = manifest["preprocessing"], manifest["input"], manifest["output"]
-    type_name = "".join(
-        part.capitalize() for part in f"{manifest['model']}_{manifest['variant']}".replace("-", "_").split("_")
+    facts = _code_facts(manifest)
+    type_name, integer_in, integer_out, low, high = (
+        facts.type_name,
+        facts.integer_in,
+        facts.integer_out,
+        facts.low,
+        facts.high,
     )
-    integer_in = tensor_in["dtype"] in _INTEGER_RANGES
-    integer_out = tensor_out["dtype"] in _INTEGER_RANGES
-    low, high = _INTEGER_RANGES.get(tensor_in["dtype"], (0, 0))
     element = {"int8": "Int8", "uint8": "UInt8"}.get(tensor_in["dtype"], "Float32")
     out_element = {"int8": "Int8", "uint8": "UInt8"}.get(tensor_out["dtype"], "Float32")
     floats = lambda values: ", ".join(repr(v) for v in values)  # noqa: E731

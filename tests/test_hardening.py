@@ -116,3 +116,28 @@ def test_written_outputs_are_whole_after_an_interrupted_write(tmp_path, monkeypa
         fileio.atomic_write_json(tmp_path / "report.json", {"new": np.arange(3).tolist()}, overwrite=True)
     assert json.loads((tmp_path / "report.json").read_text()) == {"old": True}
     output_is_whole(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "sig, expected, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_signal_that_native_code_turns_into_an_error_is_still_reported_as_the_signal(sig, expected, word, capsys):
+    """pybind11 replaces an exception raised in a signal handler during a native call with its own error."""
+    import os
+
+    from tflite_opt.cli import run_cli
+    from tflite_opt.errors import ConversionError
+
+    def run(flag_values):
+        try:
+            os.kill(os.getpid(), sig)
+            time.sleep(5)  # the handler raises here
+        except BaseException as exc:  # what the converter's binding does with it
+            raise ConversionError("float16 conversion failed: pybind11::error_already_set: MISMATCH") from exc
+        return 0
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    assert run_cli("test", [], lambda flag_values: None, run) == expected
+    err = capsys.readouterr().err.strip()
+    assert err == f"{word}; no partial output was left behind"
+    assert {s: signal.getsignal(s) for s in before} == before  # the command's handlers are gone again

@@ -26,21 +26,43 @@ class Terminated(BaseException):
     """SIGTERM, raised where the program is, so every cleanup (temporary files) runs as for Ctrl-C."""
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+_received_signal: int | None = None
+
+
+def _unwind(signum, frame) -> None:
+    # Remember the signal: native code (the converter) may turn the exception raised here into an
+    # error of its own, and the user must still be told the run was interrupted, not that it failed.
+    global _received_signal
+    _received_signal = signum
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds():
-    """Turn SIGTERM into an exception for the duration of a command (main thread only)."""
+def _signals_unwind():
+    """SIGINT and SIGTERM raise exceptions during a command (main thread only)."""
+    global _received_signal
+    _received_signal = None
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {sig: signal.signal(sig, _unwind) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted_exit(default: int | None = None) -> int | None:
+    """The exit code for a signal received during the command (or ``default``), if any; says so on stderr."""
+    received = _received_signal or default
+    if received == signal.SIGINT:
+        print("interrupted; no partial output was left behind", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if received == signal.SIGTERM:
+        print("terminated; no partial output was left behind", file=sys.stderr)
+        return EXIT_TERMINATED
+    return None
 
 
 def define_preprocessing_flags(flag_values) -> None:
@@ -123,20 +145,22 @@ def run_cli(program: str, argv: Sequence[str] | None, define_flags: Callable, ru
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
-        with _sigterm_unwinds():
+        with _signals_unwind():
             return run(flag_values)
+    except (KeyboardInterrupt, Terminated) as exc:
+        return _interrupted_exit(default=signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     except TfliteOptError as exc:
+        interrupted = _interrupted_exit()
+        if interrupted is not None:
+            return interrupted
         if verbose:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; no partial output was left behind", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Terminated:
-        print("terminated; no partial output was left behind", file=sys.stderr)
-        return EXIT_TERMINATED
     except Exception as exc:
+        interrupted = _interrupted_exit()
+        if interrupted is not None:
+            return interrupted
         if verbose:
             traceback.print_exc()
         print(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", file=sys.stderr)

@@ -428,12 +428,12 @@ def _names(paths: list[Path]) -> tuple[str, list[str]]:
     return "benchmark", stems
 
 
-def _float_reference(variants: list[str], sizes: dict[str, SizeStats]) -> str | None:
+def _float_reference(converted: dict[str, tuple[bytes, TfliteFile]]) -> str | None:
     """The float model the others are compared with: 'float32' if given, else one without quantized weights."""
-    if "float32" in variants:
+    if "float32" in converted:
         return "float32"
-    for name in variants:
-        if set(sizes[name].params_by_dtype) <= {"float32", "int32"}:
+    for name, (_, parsed) in converted.items():
+        if {t.dtype for t in parsed.tensors if t.is_constant} <= {"FLOAT32", "INT32"}:
             return name
     return None
 
@@ -498,7 +498,7 @@ def run_benchmark(
     """
     from tflite_opt.fileio import refuse_existing
     from tflite_opt.native_probe import check_size, probe_in_child
-    from tflite_opt.pipeline import assemble_results, measure_variants, seen_digests
+    from tflite_opt.pipeline import assemble_results, latency_sample, measure_variants, seen_digests
     from tflite_opt.report import ConvertReport, report_paths, write_report_files
     from tflite_opt.representative import ImageSize, load_dataset, open_source
     from tflite_opt.tflite_file import read_tflite
@@ -534,13 +534,8 @@ def run_benchmark(
             raise UsageError(f"{keras_model_path} takes a different input than the .tflite files")
     evaluation = open_source(eval_data, size, require_labels=True) if eval_data is not None else None
     seen = seen_digests(**{what: load_dataset(path, size) for what, path in (seen_data or {}).items()})
-    sample = (
-        apply_preprocessing(evaluation.read([0]), preprocessing)[0]
-        if evaluation is not None
-        else np.zeros((height, width, channels), dtype=np.float32)
-    )
-    sizes_only = {name: measure_size(content, parsed) for name, (content, parsed) in converted.items()}
-    reference = _float_reference(variants, sizes_only)
+    sample = latency_sample(None, evaluation, (height, width, channels), preprocessing)
+    reference = _float_reference(converted)
     keras_accuracy, accuracy, latency, sizes = measure_variants(
         converted, evaluation, preprocessing, keras_model, settings, seen, sample, reference, progress
     )

@@ -149,20 +149,15 @@ def run_cli(program: str, argv: Sequence[str] | None, define_flags: Callable, ru
             return run(flag_values)
     except (KeyboardInterrupt, Terminated) as exc:
         return _interrupted_exit(default=signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
-    except TfliteOptError as exc:
-        interrupted = _interrupted_exit()
-        if interrupted is not None:
-            return interrupted
-        if verbose:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except Exception as exc:
         interrupted = _interrupted_exit()
         if interrupted is not None:
             return interrupted
         if verbose:
             traceback.print_exc()
+        if isinstance(exc, TfliteOptError):
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
         print(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", file=sys.stderr)
         return 1
 

@@ -174,13 +174,15 @@ def assemble_results(
     return results
 
 
-def _latency_sample(calibration: Dataset | None, evaluation: DataSource | None, spec: Any, prep: Preprocessing):
-    """One real input image for timing, or zeros where no data was given."""
+def latency_sample(
+    calibration: Dataset | None, evaluation: DataSource | None, input_shape: tuple[int, ...], prep: Preprocessing
+) -> np.ndarray:
+    """One real input image for timing (calibration first, then evaluation), or zeros where no data was given."""
     if calibration is not None:
         return calibration.model_input(prep)[0]
     if evaluation is not None:
         return Dataset(evaluation.read([0]), None, ()).model_input(prep)[0]
-    return np.zeros(spec.input_shape, dtype=np.float32)
+    return np.zeros(input_shape, dtype=np.float32)
 
 
 def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
@@ -252,7 +254,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         model,
         settings,
         seen_digests(calibration=calibration, training=train),
-        _latency_sample(calibration, evaluation, spec, preprocessing),
+        latency_sample(calibration, evaluation, spec.input_shape, preprocessing),
         reference=None,
         progress=progress,
     )

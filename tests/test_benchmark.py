@@ -171,3 +171,9 @@ def test_benchmark_refuses_files_that_are_not_models(tmp_path, capsys, content):
     assert benchmark.main([f"--model={bad}", "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_drop_equal_to_the_budget_is_good_despite_float_rounding():
+    drop = 100.0 * (0.986 - 0.983)  # 0.30000000000000027 points
+    assert verdict(drop, 0.3, False, BenchmarkSettings(accuracy_budget=0.3)).label == "good"
+    assert verdict(0.31, 0.3, False, BenchmarkSettings(accuracy_budget=0.3)).label == "marginal"

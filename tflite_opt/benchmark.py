@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tflite_opt.config import BenchmarkSettings, Preprocessing
+from tflite_opt.config import BenchmarkSettings, Preprocessing, within_budget
 from tflite_opt.errors import DataError, ModelLoadError, UsageError
 from tflite_opt.representative import DataSource, apply_preprocessing
 from tflite_opt.tflite_file import TfliteFile
@@ -239,7 +239,7 @@ class AccuracyStats:
     def degenerate(self) -> bool:
         """One class predicted for nearly everything (90%), far beyond its share of the labels."""
         label_share = self.confusion[self.dominant_class].sum() / max(1, self.samples)
-        return self.dominant_share >= 0.9 and self.dominant_share - label_share >= 0.3
+        return bool(self.dominant_share >= 0.9 and self.dominant_share - label_share >= 0.3)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -406,9 +406,10 @@ def verdict(
         return Verdict(
             "bad", f"top-1 drops {drop_points:.2f} points, more than {settings.bad_drop:g}, however small or fast"
         )
-    if drop_points <= settings.accuracy_budget and size_ratio <= 0.5:
+    within = within_budget(drop_points, settings.accuracy_budget)
+    if within and size_ratio <= 0.5:
         return Verdict("good", f"top-1 drops {drop_points:.2f} points (budget {settings.accuracy_budget:g}) at {size}")
-    if drop_points > settings.accuracy_budget:
+    if not within:
         return Verdict(
             "marginal", f"top-1 drops {drop_points:.2f} points, over the {settings.accuracy_budget:g}-point budget"
         )

@@ -117,6 +117,8 @@ class PruneConfig:
     block_size: tuple[int, int] = (1, 1)
     m_by_n: tuple[int, int] | None = None
     seed: int = 0
+    # Sparsity the model already has (a search continuing from a pruned model): the schedule starts there.
+    initial_sparsity: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", Schedule(self.schedule))
@@ -136,6 +138,10 @@ class PruneConfig:
             raise UsageError(f"--learning-rate must be positive, got {self.learning_rate}")
         if any(b < 1 for b in self.block_size):
             raise UsageError(f"--block-size values must be at least 1, got {self.block_size}")
+        if not 0.0 <= self.initial_sparsity <= self.target_sparsity:
+            raise UsageError(
+                f"initial sparsity {self.initial_sparsity} must be between 0 and the target {self.target_sparsity}"
+            )
 
     @property
     def percent(self) -> int:
@@ -150,6 +156,7 @@ class PruneConfig:
             "learning_rate": self.learning_rate,
             "block_size": list(self.block_size),
             "m_by_n": list(self.m_by_n) if self.m_by_n else None,
+            "initial_sparsity": self.initial_sparsity,
         }
 
 
@@ -180,6 +187,47 @@ class BenchmarkSettings:
             )
 
 
+DEFAULT_SPARSITY_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def within_budget(drop_points: float, budget_points: float) -> bool:
+    """True when a top-1 drop is at most the budget; a floating-point hair over it still counts
+    (0.986 - 0.983 is 0.30000000000000027 points)."""
+    return bool(drop_points <= budget_points + 1e-9)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The accuracy budget and where to look for the smallest model within it."""
+
+    max_accuracy_drop: float
+    sparsities: tuple[float, ...] = DEFAULT_SPARSITY_GRID
+    max_float_layers: int = 3
+    refine: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_accuracy_drop <= 100.0:
+            raise UsageError(f"--max-accuracy-drop is in top-1 points (0 to 100), got {self.max_accuracy_drop}")
+        levels = tuple(sorted({float(s) for s in self.sparsities}))
+        if not levels or not all(0.0 < s < 1.0 for s in levels):
+            raise UsageError(f"--sparsity-grid needs sparsities between 0 and 1 (exclusive), got {self.sparsities}")
+        object.__setattr__(self, "sparsities", levels)
+        if self.max_float_layers < 0:
+            raise UsageError(f"--max-float-layers must not be negative, got {self.max_float_layers}")
+
+    def within(self, drop_points: float) -> bool:
+        """True when a top-1 drop (points) is within the budget."""
+        return within_budget(drop_points, self.max_accuracy_drop)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget": self.max_accuracy_drop,
+            "sparsities": list(self.sparsities),
+            "max_float_layers": self.max_float_layers,
+            "refine": self.refine,
+        }
+
+
 @dataclass(frozen=True)
 class ConvertConfig:
     """Everything one convert run needs; ``None`` paths mean the embedded default."""
@@ -202,6 +250,8 @@ class ConvertConfig:
     allow_unsafe_deserialization: bool = False
     model_version: str = "1"
     labels_file: Path | None = None
+    search: SearchConfig | None = None
+    per_tensor: bool = False
 
     def __post_init__(self) -> None:
         modes = tuple(Mode(m) for m in self.modes)
@@ -219,6 +269,14 @@ class ConvertConfig:
             raise UsageError("--sparse-format stores pruned weights sparsely; it needs --prune")
         if self.io_type is not IoType.INT8 and Mode.FULL_INT8 not in ordered:
             raise UsageError("--io-type only applies to --full-int8")
+        if (self.search is not None or self.per_tensor) and Mode.FULL_INT8 not in ordered:
+            raise UsageError("--max-accuracy-drop and --per-tensor apply to --full-int8 models")
+        if self.search is not None and set(ordered) - {Mode.FLOAT32, Mode.FULL_INT8}:
+            raise UsageError("--max-accuracy-drop searches full-int8 models; run the other modes separately")
+        if self.search is not None and self.prune is not None and self.prune.m_by_n is not None:
+            raise UsageError("--sparsity-m-by-n fixes the sparsity, so there is nothing to search; drop one of them")
+        if self.search is not None and self.sparse_format:
+            raise UsageError("--sparse-format is not searched; drop it or --max-accuracy-drop")
         if self.model_path is not None and self.model_name is None:
             object.__setattr__(self, "model_name", Path(self.model_path).name.split(".")[0] or "model")
 

@@ -187,7 +187,8 @@ def latency_sample(
 
 def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     """Convert a Keras model (pruned first with ``config.prune``) to every requested variant,
-    verify and measure each, and write them.
+    verify and measure each, and write them. With ``config.search``, search for the smallest
+    full-int8 model within the accuracy budget instead (:mod:`tflite_opt.search`).
 
     Nothing is written until every variant converted, passed verification and was
     measured; each file is written atomically, report.json last.
@@ -195,24 +196,28 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     Raises:
         TfliteOptError: any user-facing problem, as a typed error.
     """
-    from tflite_opt.benchmark import evaluate
     from tflite_opt.convert import convert_keras
     from tflite_opt.load import describe_classifier, load_keras_model
-    from tflite_opt.verify import Verification, file_layer_sparsity, sparsity_check, verify_variant
+    from tflite_opt.verify import Verification, sparsity_check, verify_variant
 
     config = resolve_defaults(config)
     preprocessing = config.preprocessing
-    # (variant, mode, from the pruned model, sparse weight format)
-    plan = [("float32", Mode.FLOAT32, False, False)]
-    if config.prune is None:
-        plan += [(m.value, m, False, False) for m in config.modes if m is not Mode.FLOAT32]
+    # (variant, mode, from the pruned model, sparse weight format, per-tensor weights)
+    plan = [("float32", Mode.FLOAT32, False, False, False)]
+    if config.search is not None:
+        from tflite_opt.search import candidate_name
+
+        plan += [(candidate_name(0.0, (), config.per_tensor), Mode.FULL_INT8, False, False, config.per_tensor)]
+    elif config.prune is None:
+        plan += [(m.value, m, False, False, False) for m in config.modes if m is not Mode.FLOAT32]
+        if config.per_tensor:
+            plan.append((f"{Mode.FULL_INT8.value}-per-tensor", Mode.FULL_INT8, False, False, True))
     else:
-        plan += [(config.variant_name(m), m, True, False) for m in config.pruned_modes]
+        plan += [(config.variant_name(m), m, True, False, config.per_tensor) for m in config.pruned_modes]
         if config.sparse_format:
-            plan += [(f"{config.variant_name(m)}-sparse", m, True, True) for m in config.pruned_modes]
+            plan += [(f"{config.variant_name(m)}-sparse", m, True, True, False) for m in config.pruned_modes]
     paths = {variant: output_path(config.output_dir, config.model_name, variant) for variant, *_ in plan}
-    bundle_files = [extra for path in paths.values() for extra in BundlePaths.beside(path).extras()]
-    refuse_existing([*paths.values(), *bundle_files, *report_paths(config.output_dir)], config.overwrite)
+    refuse_existing(_outputs(paths.values(), config.output_dir), config.overwrite)
 
     model = load_keras_model(config.model_path, config.allow_unsafe_deserialization)
     spec = describe_classifier(model, config.model_name)
@@ -222,9 +227,11 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
             f"{spec.name} takes {spec.channels} channels"
         )
     calibration, evaluation, train, warnings = _load_data(config, spec)
+    if config.search is not None and evaluation is None:
+        raise UsageError("--max-accuracy-drop judges every candidate on held-out data: pass --eval-data")
 
     pruned = None
-    if config.prune is not None:
+    if config.prune is not None and config.search is None:
         from tflite_opt.prune import prune_model
 
         pruned = prune_model(
@@ -234,9 +241,12 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
 
     calibration_input = calibration.model_input(preprocessing) if calibration is not None else None
     converted, verifications, from_pruned = {}, {}, set()
-    for variant, mode, pruned_source, sparse in plan:
+    # The search converts its own int8 candidates; only the float32 reference is converted here.
+    for variant, mode, pruned_source, sparse, per_tensor in plan if config.search is None else plan[:1]:
         source = pruned.model if pruned_source else model
-        content = convert_keras(source, mode, calibration_input, config.io_type, progress, sparse_weights=sparse)
+        content = convert_keras(
+            source, mode, calibration_input, config.io_type, progress, sparse_weights=sparse, per_tensor=per_tensor
+        )
         parsed = read_tflite(content, source=f"the {variant} model")
         verification = verify_variant(parsed, mode, config.io_type, spec.layer_names)
         if pruned_source:
@@ -247,21 +257,54 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
 
     # Measure everything before writing anything: an error or Ctrl-C while measuring leaves no file.
     settings = config.benchmark
+    if config.search is not None:
+        settings = replace(settings, accuracy_budget=min(config.search.max_accuracy_drop, settings.bad_drop))
+    seen = seen_digests(calibration=calibration, training=train)
+    sample = latency_sample(calibration, evaluation, spec.input_shape, preprocessing)
     keras_accuracy, accuracy, latency, sizes = measure_variants(
-        converted,
-        evaluation,
-        preprocessing,
-        model,
-        settings,
-        seen_digests(calibration=calibration, training=train),
-        latency_sample(calibration, evaluation, spec.input_shape, preprocessing),
-        reference=None,
-        progress=progress,
+        converted, evaluation, preprocessing, model, settings, seen, sample, reference=None, progress=progress
     )
     keras_top1 = keras_accuracy.top1 if keras_accuracy else None
+
+    outcome = None
+    if config.search is not None:
+        from tflite_opt.search import CandidateBuilder, run_search
+
+        builder = CandidateBuilder(
+            model=model,
+            spec=spec,
+            config=replace(config, benchmark=settings),
+            calibration=calibration_input,
+            train=train,
+            evaluation=evaluation,
+            seen=seen,
+            sample=sample,
+            keras_top1=keras_top1,
+            progress=progress,
+        )
+        outcome = run_search(builder)
+        first, chosen = outcome.candidates[0], outcome.chosen
+        for candidate in dict.fromkeys([first, chosen]):
+            measured = candidate.measured
+            converted[candidate.variant] = (measured.content, measured.parsed)
+            verifications[candidate.variant] = measured.verification
+            accuracy[candidate.variant] = measured.accuracy
+            latency[candidate.variant] = measured.latency
+            sizes[candidate.variant] = measured.size
+        paths[chosen.variant] = output_path(config.output_dir, config.model_name, chosen.variant)
+        refuse_existing(_outputs([paths[chosen.variant]], config.output_dir), config.overwrite)
+        if chosen.measured.pruned is not None:
+            pruned = chosen.measured.pruned
+            keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.stats.layers}
+            from_pruned.add(chosen.variant)
+
     pruned_keras_top1 = None
     if pruned is not None and evaluation is not None:
+        from tflite_opt.benchmark import evaluate
+
         pruned_keras_top1 = evaluate(evaluation, preprocessing, {}, keras_model=pruned.model, settings=settings)[0].top1
+
+    from tflite_opt.verify import file_layer_sparsity
 
     layer_sparsity = {
         variant: file_layer_sparsity(parsed, list(keras_sparsity))
@@ -271,6 +314,11 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     results = assemble_results(
         converted, paths, verifications, accuracy, latency, sizes, "float32", keras_top1, settings, layer_sparsity
     )
+    chosen_variant = None
+    if outcome is not None:
+        chosen_variant = outcome.chosen.variant
+    elif config.per_tensor:
+        chosen_variant = next(variant for variant, *_, per_tensor in plan if per_tensor)
     report = ConvertReport(
         model=spec.name,
         output_dir=Path(config.output_dir),
@@ -282,6 +330,8 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         warnings=tuple(warnings),
         pruning=pruned.stats if pruned is not None else None,
         pruned_keras_top1=pruned_keras_top1,
+        search=outcome,
+        chosen_variant=chosen_variant,
     )
     labels = _labels(config, evaluation, spec.num_classes)
     for result in results:
@@ -290,6 +340,13 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         write_bundle(report, result, content, labels, config.model_version, overwrite=True)
     write_report_files(report, overwrite=config.overwrite)
     return report
+
+
+def _outputs(model_paths, output_dir: Path) -> list[Path]:
+    """Model files, the bundle files beside them, and the report files: everything a run may write."""
+    model_paths = list(model_paths)
+    bundle_files = [extra for path in model_paths for extra in BundlePaths.beside(path).extras()]
+    return [*model_paths, *bundle_files, *report_paths(output_dir)]
 
 
 def _labels(config: ConvertConfig, evaluation: DataSource | None, num_classes: int) -> list[str]:

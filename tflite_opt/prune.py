@@ -148,7 +148,7 @@ def wrap_for_pruning(model: Any, config: PruneConfig, steps: int) -> tuple[Any, 
         # Reach the target after 70% of fine-tuning and hold it for the rest, so accuracy can recover.
         end_step = max(1, int(0.7 * steps))
         schedule = sparsity.PolynomialDecay(
-            initial_sparsity=0.0,
+            initial_sparsity=config.initial_sparsity,
             final_sparsity=config.target_sparsity,
             begin_step=0,
             end_step=end_step,

@@ -16,7 +16,7 @@ from tflite_opt.prune import PruneStats
 from tflite_opt.verify import Verification
 
 SCHEMA_VERSION = 1
-REPORT_FILES = ("report.json", "report.md", "tradeoff.png", "confusion.png")
+REPORT_FILES = ("report.json", "report.md", "tradeoff.png", "confusion.png", "search.png")
 
 PRUNING_SIZE_NOTE = (
     "Pruning shows in the compressed (gzip) size, not in the raw .tflite size: the file stores a pruned "
@@ -88,6 +88,8 @@ class ConvertReport:
     pruning: PruneStats | None = None
     pruned_keras_top1: float | None = None
     reference: str | None = "float32"
+    search: Any | None = None  # tflite_opt.search.SearchOutcome
+    chosen_variant: str | None = None
 
     @property
     def report_path(self) -> Path:
@@ -117,7 +119,10 @@ class ConvertReport:
 
     @property
     def chosen(self) -> VariantResult:
-        """The variant to ship: the smallest "good" one, else the one that loses the least top-1."""
+        """The variant to ship: the one a search or option chose, else the smallest "good" one,
+        else the one that loses the least top-1."""
+        if self.chosen_variant is not None:
+            return self.variant(self.chosen_variant)
         candidates = [v for v in self.variants if v.variant != self.reference] or list(self.variants)
         good = [v for v in candidates if v.verdict.label == "good"]
         if good:
@@ -190,8 +195,12 @@ class ConvertReport:
             "reference": self.reference,
             "variants": [self._variant_dict(v) for v in self.variants],
             "pruning": self._pruning_dict(),
+            "search": self.search.to_dict(self._search_paths()) if self.search is not None else None,
             "warnings": list(self.warnings),
         }
+
+    def _search_paths(self) -> dict[str, str]:
+        return {v.variant: os.path.relpath(v.path, self.report_path.parent) for v in self.variants}
 
 
 def _percent(value: float | None) -> str:
@@ -251,8 +260,11 @@ def format_table(report: ConvertReport) -> str:
         out.extend(f"  {c.line()}" for c in v.verification.checks)
     if report.pruning is not None:
         out += ["", *_pruning_lines(report)]
+    if report.search is not None:
+        out += ["", *_search_lines(report)]
     out.extend(f"warning: {w}" for w in report.warnings)
-    out.append(f"report: {report.report_path} (also report.md, tradeoff.png, confusion.png)")
+    plots = "tradeoff.png, confusion.png" + (", search.png" if report.search is not None else "")
+    out.append(f"report: {report.report_path} (also report.md, {plots})")
     return "\n".join(out)
 
 
@@ -275,6 +287,30 @@ def _pruning_lines(report: ConvertReport) -> list[str]:
         )
     lines += [f"  skipped {name}: {reason}" for name, reason in p.skipped]
     lines.append(PRUNING_SIZE_NOTE)
+    return lines
+
+
+def _search_lines(report: ConvertReport) -> list[str]:
+    """Every candidate of the search, in the order tried, then the outcome."""
+    outcome = report.search
+    lines = [
+        f"search: budget {outcome.config.max_accuracy_drop:g} top-1 points below Keras "
+        f"({_percent(outcome.keras_top1)}); {len(outcome.candidates)} candidates, judged on the held-out set",
+        f"  {'candidate':<28}{'top-1':>8}{'drop':>8}{'gzip KiB':>10}{'p50 ms':>9}  float layers",
+    ]
+    for c in outcome.candidates:
+        mark = "*" if c.variant == outcome.chosen.variant else ("✓" if c.within_budget else "✗")
+        p50 = f"{c.measured.latency.p50:.3f}" if c.measured else "n/a"
+        lines.append(
+            f"{mark} {c.variant:<28}{_percent(c.top1):>8}{c.drop:>8.2f}{c.gzip_bytes / 1024:>10.1f}{p50:>9}  "
+            + (", ".join(c.float_layers) or "-")
+        )
+    if outcome.ranking:
+        worst = ", ".join(f"{e.layer} {100 * e.relative_error:.1f}%" for e in outcome.ranking[:3])
+        lines.append(f"  int8 error by layer (relative, worst first): {worst}")
+    if outcome.skipped_pruning:
+        lines.append(f"  pruning not tried: {outcome.skipped_pruning}")
+    lines.append(outcome.message())
     return lines
 
 
@@ -303,6 +339,9 @@ def format_markdown(report: ConvertReport) -> str:
         )
     if report.pruning is not None:
         out += ["", "## Pruning", "", *(f"    {line}" for line in _pruning_lines(report))]
+    if report.search is not None:
+        out += ["", "## Search", "", *(f"    {line}" for line in _search_lines(report))]
+        out += ["", "![candidates: top-1 against size and latency](search.png)"]
     if report.warnings:
         out += ["", "## Warnings", "", *(f"- {w}" for w in report.warnings)]
     out += ["", "![top-1 against size and latency](tradeoff.png)"]
@@ -350,6 +389,63 @@ def plot_tradeoff(report: ConvertReport) -> bytes:
     return content
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both cost (lower) and top-1 (higher), by cost."""
+    front = []
+    for i, (cost, score) in enumerate(points):
+        dominated = any(
+            (c <= cost and s >= score) and (c < cost or s > score) for j, (c, s) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def plot_search(report: ConvertReport) -> bytes | None:
+    """PNG: every search candidate, top-1 against gzip size and p50 latency, with the Pareto front
+    and the budget line; None without a search."""
+    outcome = report.search
+    if outcome is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    floor = 100 * outcome.keras_top1 - outcome.config.max_accuracy_drop
+    measured = [c for c in outcome.candidates if c.measured is not None]
+    for axis, label, cost in (
+        (axes[0], "gzip size (KiB)", lambda c: c.gzip_bytes / 1024),
+        (axes[1], "p50 latency (ms)", lambda c: c.measured.latency.p50),
+    ):
+        points = [(cost(c), 100 * c.top1) for c in measured]
+        front = pareto_front(points)
+        axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:blue", alpha=0.5)
+        for i, c in enumerate(measured):
+            chosen = c.variant == outcome.chosen.variant
+            axis.scatter(
+                *points[i],
+                s=90 if chosen else 40,
+                marker="*" if chosen else "o",
+                color="tab:green" if c.within_budget else "tab:red",
+                zorder=3,
+            )
+            axis.annotate(c.variant, points[i], textcoords="offset points", xytext=(4, 4 + 9 * (i % 3)), fontsize=7)
+        axis.axhline(floor, linestyle="--", linewidth=1, color="grey", label=f"budget ({floor:.2f}%)")
+        axis.axhline(100 * outcome.keras_top1, linestyle=":", linewidth=1, color="black", label="Keras")
+        low = min([p[1] for p in points] + [floor])
+        axis.set_ylim(max(0.0, low - 1.0), min(100.5, 100 * outcome.keras_top1 + 1.0))
+        axis.set_xlabel(label)
+        axis.set_ylabel("top-1 (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower right", fontsize=8)
+    figure.suptitle(f"{report.model}: search candidates (green within the budget, star chosen, line the Pareto front)")
+    content = _png(figure)
+    plt.close(figure)
+    return content
+
+
 def plot_confusion(report: ConvertReport) -> bytes | None:
     """PNG: the confusion matrix of the chosen variant, or None without evaluation data."""
     chosen = report.chosen
@@ -391,4 +487,7 @@ def write_report_files(report: ConvertReport, overwrite: bool) -> None:
     confusion = plot_confusion(report)
     if confusion is not None:
         atomic_write_bytes(directory / "confusion.png", confusion, overwrite=overwrite)
+    search = plot_search(report)
+    if search is not None:
+        atomic_write_bytes(directory / "search.png", search, overwrite=overwrite)
     atomic_write_json(report.report_path, report.to_dict(), overwrite=overwrite)

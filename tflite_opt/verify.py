@@ -57,13 +57,16 @@ def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str]) -> str |
 
 
 def layer_for_operator(model: TfliteFile, op: Operator, layer_names: Iterable[str]) -> str | None:
-    """The Keras layer an operator came from, from its output then its input tensor names."""
+    """The Keras layer an operator came from: told from its output's name, else its weights'
+    (the last operator's output is named after the model's signature), else its input's."""
     names = list(layer_names)
-    for index in (*op.outputs, *op.inputs):
-        if index >= 0:
-            layer = layer_for_tensor_name(model.tensors[index].name, names)
-            if layer is not None:
-                return layer
+    valid_inputs = [i for i in op.inputs if i >= 0]
+    constants = [i for i in valid_inputs if model.tensors[i].is_constant]
+    activations = [i for i in valid_inputs if not model.tensors[i].is_constant]
+    for index in (*[i for i in op.outputs if i >= 0], *constants, *activations):
+        layer = layer_for_tensor_name(model.tensors[index].name, names)
+        if layer is not None:
+            return layer
     return None
 
 
@@ -84,6 +87,12 @@ def float_operators(model: TfliteFile) -> list[Operator]:
     return sorted(offenders, key=lambda op: (op.name in _BOUNDARY_OPS, op.index))
 
 
+def _kept_in_float(model: TfliteFile, op: Operator, layer_names: Sequence[str], float_layers: Sequence[str]) -> bool:
+    if not float_layers:
+        return False
+    return op.name in _BOUNDARY_OPS or layer_for_operator(model, op, layer_names) in float_layers
+
+
 def _io_check(model: TfliteFile, which: str, expected: str) -> Check:
     tensors = model.input_tensors() if which == "input" else model.output_tensors()
     found = sorted({t.dtype for t in tensors})
@@ -102,7 +111,11 @@ def _describe(model: TfliteFile, ops: Sequence[Operator], layer_names: Sequence[
 
 
 def verify_variant(
-    model: TfliteFile, mode: Mode, io_type: IoType = IoType.INT8, layer_names: Sequence[str] = ()
+    model: TfliteFile,
+    mode: Mode,
+    io_type: IoType = IoType.INT8,
+    layer_names: Sequence[str] = (),
+    float_layers: Sequence[str] = (),
 ) -> Verification:
     """Run the checks that fit ``mode`` and return them all, passed or not.
 
@@ -111,18 +124,29 @@ def verify_variant(
         mode: what was asked for.
         io_type: the I/O type asked for a full-int8 model.
         layer_names: Keras layer names, to tell where an offending operator came from.
+        float_layers: layers kept in float on purpose in a full-int8 model (selective
+            quantization); their operators and the (DE)QUANTIZE around them are expected.
     """
     expected_io = io_type.value.upper() if mode is Mode.FULL_INT8 else "FLOAT32"
     checks = [_io_check(model, "input", expected_io), _io_check(model, "output", expected_io)]
     if mode is Mode.FULL_INT8:
         offenders = float_operators(model)
-        detail = (
-            f"all {len(model.operators)} operators compute in integer"
-            if not offenders
-            else f"{len(offenders)} of {len(model.operators)} operators compute in float: "
-            + _describe(model, offenders, layer_names)
-            + " (no int8 kernel; the converter fell back to float)"
-        )
+        kept = [op for op in offenders if _kept_in_float(model, op, layer_names, float_layers)]
+        offenders = [op for op in offenders if op not in kept]
+        if offenders:
+            detail = (
+                f"{len(offenders)} of {len(model.operators)} operators compute in float: "
+                + _describe(model, offenders, layer_names)
+                + " (no int8 kernel; the converter fell back to float)"
+            )
+        elif kept:
+            detail = (
+                f"{len(model.operators) - len(kept)} of {len(model.operators)} operators compute in integer; "
+                f"the other {len(kept)} are the layer(s) kept in float on purpose ({', '.join(float_layers)}) "
+                "and the conversions at their edges"
+            )
+        else:
+            detail = f"all {len(model.operators)} operators compute in integer"
         checks.append(Check("integer-only", not offenders, detail))
     elif mode in (Mode.DYNAMIC_RANGE, Mode.FLOAT16):
         wanted = "INT8" if mode is Mode.DYNAMIC_RANGE else "FLOAT16"

@@ -22,11 +22,11 @@ def given(variant, drop, gzip_bytes, budget=1.0, sparsity=0.0, parent=None, floa
         phase="test",
         sparsity=sparsity,
         float_layers=tuple(float_layers),
+        top1=0.99 - drop / 100,
         drop=drop,
+        gzip_bytes=gzip_bytes,
         within_budget=SearchConfig(budget).within(drop),
         parent=parent,
-        given_top1=0.99 - drop / 100,
-        given_gzip_bytes=gzip_bytes,
     )
 
 

@@ -13,7 +13,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -41,8 +41,15 @@ def _converter_error_summary(exc: Exception) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
-def _converter(model: Any, mode: Mode, calibration: np.ndarray | None, io_type: IoType, per_tensor: bool, progress):
-    """A TFLiteConverter set up for ``mode``; ``progress`` is a callable giving the bar's output file."""
+def _converter(
+    model: Any,
+    mode: Mode,
+    calibration: np.ndarray | None,
+    io_type: IoType,
+    per_tensor: bool,
+    progress_file: TextIO | None,
+):
+    """A TFLiteConverter set up for ``mode``; calibration shows a bar on ``progress_file`` (None: no bar)."""
     from tflite_opt.keras2 import tf
     from tflite_opt.representative import calibration_generator
 
@@ -60,15 +67,14 @@ def _converter(model: Any, mode: Mode, calibration: np.ndarray | None, io_type: 
         def representative_dataset():
             from tqdm import tqdm
 
-            file = progress()
             # disable=None: a bar on a terminal, nothing in logs or pipes.
             yield from tqdm(
                 calibration_generator(calibration),
                 total=len(calibration),
                 desc="calibrating",
                 unit="img",
-                file=file,
-                disable=None if file is not None else True,
+                file=progress_file,
+                disable=None if progress_file is not None else True,
                 leave=False,
             )
 
@@ -89,7 +95,7 @@ def _tf_type(io_type: IoType) -> Any:
 def _converting(what: str):
     """TensorFlow's native log silenced and its failures turned into one ConversionError.
 
-    Yields a callable returning the terminal for a progress bar (None once the job has started).
+    Yields the real stderr, for a progress bar.
     """
     from tflite_opt.quiet import native_stderr_silenced
 
@@ -129,7 +135,7 @@ def convert_keras(
         ConversionError: the converter failed, or full-int8 was asked without calibration data.
     """
     with _converting(f"{mode.value} conversion of {model.name}") as terminal:
-        converter = _converter(model, mode, calibration, io_type, per_tensor, lambda: terminal if progress else None)
+        converter = _converter(model, mode, calibration, io_type, per_tensor, terminal if progress else None)
         if sparse_weights:
             from tflite_opt.keras2 import tf
 
@@ -144,9 +150,7 @@ def calibrate_keras(model: Any, calibration: np.ndarray, progress: bool = True) 
     gives, and it can be quantized again with other layers kept in float without calibrating again.
     """
     with _converting(f"calibration of {model.name}") as terminal:
-        converter = _converter(
-            model, Mode.FULL_INT8, calibration, IoType.INT8, False, lambda: terminal if progress else None
-        )
+        converter = _converter(model, Mode.FULL_INT8, calibration, IoType.INT8, False, terminal if progress else None)
         converter._experimental_calibrate_only = True  # the step the converter runs before quantizing
         return bytes(converter.convert())
 

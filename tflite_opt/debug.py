@@ -76,13 +76,16 @@ def layer_nodes(calibrated: TfliteFile, layer_names: Sequence[str]) -> dict[str,
     return nodes
 
 
-def float_nodes(calibrated: bytes, layers: Sequence[str], layer_names: Sequence[str]) -> list[str]:
+def float_nodes(nodes: dict[str, list[tuple[str, str]]], layers: Sequence[str]) -> list[str]:
     """The output tensor names to keep in float so that every operator of ``layers`` stays float.
+
+    Args:
+        nodes: :func:`layer_nodes` of the calibrated model.
+        layers: Keras layer names.
 
     Raises:
         ConversionError: a layer has no operator in the model.
     """
-    nodes = layer_nodes(read_tflite(calibrated, source="the calibrated model"), layer_names)
     missing = [layer for layer in layers if layer not in nodes]
     if missing:
         raise ConversionError(f"no operator of layer(s) {', '.join(missing)} in the converted model")
@@ -154,9 +157,9 @@ def quantization_errors(
     from tflite_opt.keras2 import tf
     from tflite_opt.quiet import native_stderr_silenced
 
-    parsed = read_tflite(calibrated, source="the calibrated model")
-    layer_of_node = {output: layer for layer, pairs in layer_nodes(parsed, layer_names).items() for _, output in pairs}
-    keep = float_nodes(calibrated, float_layers, layer_names) if float_layers else ()
+    nodes = layer_nodes(read_tflite(calibrated, source="the calibrated model"), layer_names)
+    layer_of_node = {output: layer for layer, pairs in nodes.items() for _, output in pairs}
+    keep = float_nodes(nodes, float_layers)
     debug_model = quantize_calibrated(calibrated, IoType.FLOAT32, per_tensor, keep, numeric_verify=True)
     channel_errors = _ChannelErrors()
     options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"channel": channel_errors})

@@ -202,16 +202,16 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
 
     config = resolve_defaults(config)
     preprocessing = config.preprocessing
+    from tflite_opt.search import candidate_name
+
     # (variant, mode, from the pruned model, sparse weight format, per-tensor weights)
     plan = [("float32", Mode.FLOAT32, False, False, False)]
     if config.search is not None:
-        from tflite_opt.search import candidate_name
-
         plan += [(candidate_name(0.0, (), config.per_tensor), Mode.FULL_INT8, False, False, config.per_tensor)]
     elif config.prune is None:
         plan += [(m.value, m, False, False, False) for m in config.modes if m is not Mode.FLOAT32]
         if config.per_tensor:
-            plan.append((f"{Mode.FULL_INT8.value}-per-tensor", Mode.FULL_INT8, False, False, True))
+            plan.append((candidate_name(0.0, (), True), Mode.FULL_INT8, False, False, True))
     else:
         plan += [(config.variant_name(m), m, True, False, config.per_tensor) for m in config.pruned_modes]
         if config.sparse_format:

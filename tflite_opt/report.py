@@ -159,7 +159,7 @@ class ConvertReport:
         ratio, gzip_ratio = self.size_ratio(v), self.gzip_ratio(v)
         return {
             "variant": v.variant,
-            "path": os.path.relpath(v.path, self.report_path.parent),
+            "path": self._relative(v.path),
             "size_bytes": v.size_bytes,
             "size_ratio": None if ratio is None else round(ratio, 4),
             "gzip_size_bytes": v.gzip_size_bytes,
@@ -200,7 +200,11 @@ class ConvertReport:
         }
 
     def _search_paths(self) -> dict[str, str]:
-        return {v.variant: os.path.relpath(v.path, self.report_path.parent) for v in self.variants}
+        return {v.variant: self._relative(v.path) for v in self.variants}
+
+    def _relative(self, path: Path) -> str:
+        """A path as report.json records it: relative to the report's folder."""
+        return os.path.relpath(path, self.report_path.parent)
 
 
 def _percent(value: float | None) -> str:
@@ -350,6 +354,16 @@ def format_markdown(report: ConvertReport) -> str:
     return "\n".join(out) + "\n"
 
 
+def _pyplot():
+    """matplotlib's pyplot drawing off-screen (no display on CI machines or servers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -358,10 +372,7 @@ def _png(figure) -> bytes:
 
 def plot_tradeoff(report: ConvertReport) -> bytes:
     """PNG: top-1 against gzip size and against p50 latency, one point per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = _pyplot()
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     measured = [v for v in report.variants if v.top1 is not None]
@@ -407,10 +418,7 @@ def plot_search(report: ConvertReport) -> bytes | None:
     outcome = report.search
     if outcome is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = _pyplot()
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     floor = 100 * outcome.keras_top1 - outcome.config.max_accuracy_drop
@@ -451,10 +459,7 @@ def plot_confusion(report: ConvertReport) -> bytes | None:
     chosen = report.chosen
     if chosen.accuracy is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = _pyplot()
 
     matrix = chosen.accuracy.confusion
     figure, axis = plt.subplots(figsize=(5.5, 5))

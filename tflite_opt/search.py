@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from tflite_opt.benchmark import AccuracyStats, LatencyStats, SizeStats
-from tflite_opt.config import ConvertConfig, Mode, PruneConfig, SearchConfig
+from tflite_opt.config import ConvertConfig, Mode, SearchConfig
 from tflite_opt.debug import LayerError
 from tflite_opt.prune import PruneResult
 from tflite_opt.tflite_file import TfliteFile
@@ -58,21 +58,13 @@ class Candidate:
     phase: str
     sparsity: float
     float_layers: tuple[str, ...]
+    top1: float
     drop: float
+    gzip_bytes: int
     within_budget: bool
     parent: str | None
+    # The converted file and every measurement; the search logic itself needs only the figures above.
     measured: Measured | None = field(default=None, repr=False, compare=False)
-    # For tests of the search logic, which need no model: top-1 and gzip size given directly.
-    given_top1: float | None = None
-    given_gzip_bytes: int | None = None
-
-    @property
-    def top1(self) -> float:
-        return self.measured.accuracy.top1 if self.measured else float(self.given_top1)
-
-    @property
-    def gzip_bytes(self) -> int:
-        return self.measured.size.gzip_bytes if self.measured else int(self.given_gzip_bytes)
 
 
 def candidate_name(sparsity: float, float_layers: Sequence[str], per_tensor: bool) -> str:
@@ -262,14 +254,17 @@ class CandidateBuilder:
         pruned: PruneResult | None = None,
     ) -> Candidate:
         from tflite_opt.convert import quantize_calibrated
-        from tflite_opt.debug import float_nodes
+        from tflite_opt.debug import float_nodes, layer_nodes
         from tflite_opt.pipeline import measure_variants
         from tflite_opt.tflite_file import read_tflite
         from tflite_opt.verify import sparsity_check, verify_variant
 
         variant = candidate_name(sparsity, float_layers, self.config.per_tensor)
-        nodes = float_nodes(calibrated, float_layers, self.spec.layer_names) if float_layers else ()
-        content = quantize_calibrated(calibrated, self.config.io_type, self.config.per_tensor, nodes)
+        keep = []
+        if float_layers:
+            nodes = layer_nodes(read_tflite(calibrated, source="the calibrated model"), self.spec.layer_names)
+            keep = float_nodes(nodes, float_layers)
+        content = quantize_calibrated(calibrated, self.config.io_type, self.config.per_tensor, keep)
         parsed = read_tflite(content, source=f"the {variant} model")
         verification = verify_variant(parsed, Mode.FULL_INT8, self.config.io_type, self.spec.layer_names, float_layers)
         if pruned is not None:
@@ -289,7 +284,16 @@ class CandidateBuilder:
         measured = Measured(content, parsed, verification, accuracy[variant], latency[variant], sizes[variant], pruned)
         drop = float(100.0 * (self.keras_top1 - measured.accuracy.top1))
         found = Candidate(
-            variant, phase, sparsity, float_layers, drop, self.search.within(drop), parent, measured=measured
+            variant=variant,
+            phase=phase,
+            sparsity=sparsity,
+            float_layers=float_layers,
+            top1=measured.accuracy.top1,
+            drop=drop,
+            gzip_bytes=measured.size.gzip_bytes,
+            within_budget=self.search.within(drop),
+            parent=parent,
+            measured=measured,
         )
         if self.progress:
             mark = "within" if found.within_budget else "over"
@@ -318,16 +322,11 @@ class CandidateBuilder:
 
         base = self.config.prune
         start = previous.measured.pruned if previous is not None else None
-        settings = PruneConfig(
+        settings = replace(
+            base,
             target_sparsity=sparsity,
-            schedule=base.schedule,
             # Continuing from a pruned model needs less fine-tuning than starting from the dense one.
             epochs=base.epochs if start is None else max(1, base.epochs // 2),
-            batch_size=base.batch_size,
-            learning_rate=base.learning_rate,
-            block_size=base.block_size,
-            m_by_n=None,
-            seed=base.seed,
             initial_sparsity=previous.sparsity if start is not None else 0.0,
         )
         result = prune_model(

@@ -29,9 +29,11 @@ run: install
 test: install-test lint
 	$(BIN)/python -m pytest
 
+## make lint: style, complexity (C901) and the import layering (commands > jobs > stages > core, no cycles).
 lint: install-test
 	$(BIN)/ruff check tflite_opt tests benchmarks fuzz
 	$(BIN)/ruff format --check tflite_opt tests benchmarks fuzz
+	$(BIN)/lint-imports
 
 ## Regenerate the shipped data (needs the `data` extra) and retrain the default model.
 data: install

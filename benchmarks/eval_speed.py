@@ -20,12 +20,13 @@ import time
 
 import numpy as np
 
-from tflite_opt import default_model
-from tflite_opt.benchmark import TfliteRunner, evaluate, interpreter_class, quantize
-from tflite_opt.config import BenchmarkSettings, Mode
-from tflite_opt.convert import convert_keras
-from tflite_opt.load import load_keras_model
-from tflite_opt.representative import ImageSize, load_dataset, open_source
+from tflite_opt.core import default_data
+from tflite_opt.core.config import BenchmarkSettings, Mode
+from tflite_opt.core.interpreter import TfliteRunner, interpreter_class, quantize
+from tflite_opt.stages.benchmark import evaluate
+from tflite_opt.stages.convert import convert_keras
+from tflite_opt.stages.data import ImageSize, load_dataset, open_source
+from tflite_opt.stages.load import load_keras_model
 
 
 def plain_loop(content: bytes, images) -> np.ndarray:
@@ -48,7 +49,7 @@ def plain_loop(content: bytes, images) -> np.ndarray:
 
 def decoded_one_by_one(source):
     """Each image opened and normalized inside the loop, as a plain script does."""
-    from tflite_opt.representative import load_image
+    from tflite_opt.stages.data import load_image
 
     for i in range(len(source)):
         yield load_image(source._files[i], source.size).astype(np.float32) / 255.0
@@ -69,11 +70,11 @@ def main() -> None:
     args = parser.parse_args()
 
     size = ImageSize(28, 28, 1)
-    model = load_keras_model(default_model.MODEL_PATH)
-    calibration = load_dataset(default_model.CALIBRATION_DIR, size).model_input(default_model.PREPROCESSING)
+    model = load_keras_model(default_data.MODEL_PATH)
+    calibration = load_dataset(default_data.CALIBRATION_DIR, size).model_input(default_data.PREPROCESSING)
     content = convert_keras(model, Mode.FULL_INT8, calibration, progress=False)
-    source = open_source(default_model.EVAL_DIR, size, require_labels=True)
-    images = load_dataset(default_model.EVAL_DIR, size).model_input(default_model.PREPROCESSING)
+    source = open_source(default_data.EVAL_DIR, size, require_labels=True)
+    images = load_dataset(default_data.EVAL_DIR, size).model_input(default_data.PREPROCESSING)
 
     one_thread, two_threads = TfliteRunner(content, 128, 1), TfliteRunner(content, 128, 2)
     assert np.array_equal(plain_loop(content, images), np.argmax(one_thread.predict(images), axis=1))
@@ -86,7 +87,7 @@ def main() -> None:
         "batched, 1 thread": median_seconds(lambda: one_thread.predict(images), args.repeats),
         "batched, 2 threads": median_seconds(lambda: two_threads.predict(images), args.repeats),
         "evaluate (streams and decodes PNGs), 2 threads": median_seconds(
-            lambda: evaluate(source, default_model.PREPROCESSING, {"int8": content}, settings=two_thread_settings),
+            lambda: evaluate(source, default_data.PREPROCESSING, {"int8": content}, settings=two_thread_settings),
             args.repeats,
         ),
     }
@@ -105,7 +106,7 @@ def main() -> None:
 
 
 def _identity_model():
-    from tflite_opt.keras2 import keras
+    from tflite_opt.core.keras2 import keras
 
     inputs = keras.Input((28, 28, 1))
     return keras.Model(inputs, keras.layers.Flatten()(inputs))

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tflite_opt import default_model
-from tflite_opt.benchmark import run_benchmark
-from tflite_opt.config import BenchmarkSettings, ConvertConfig, Mode, PruneConfig
-from tflite_opt.pipeline import run_convert
+from tflite_opt.core import default_data
+from tflite_opt.core.config import BenchmarkSettings, ConvertConfig, Mode, PruneConfig
+from tflite_opt.jobs.benchmark import run_benchmark
+from tflite_opt.jobs.convert import run_convert
+from tflite_opt.jobs.default_model import BUILDERS
 
 MODES = (Mode.FLOAT32, Mode.DYNAMIC_RANGE, Mode.FLOAT16, Mode.FULL_INT8)
 SPARSITIES = (0.5, 0.75, 0.9)
@@ -34,9 +35,9 @@ def convert_grid(name: str, model_path: Path, folder: Path) -> list[Path]:
     common = {
         "model_path": model_path,
         "model_name": name,
-        "representative_data": default_model.CALIBRATION_DIR,
+        "representative_data": default_data.CALIBRATION_DIR,
         "eval_data": None,
-        "preprocessing": default_model.PREPROCESSING,
+        "preprocessing": default_data.PREPROCESSING,
         "overwrite": True,
     }
     run_convert(ConvertConfig(modes=MODES, output_dir=folder / "plain", **common))
@@ -45,7 +46,7 @@ def convert_grid(name: str, model_path: Path, folder: Path) -> list[Path]:
         prune = PruneConfig(target_sparsity=sparsity)
         out = folder / f"pruned{prune.percent}"
         config = ConvertConfig(
-            modes=(Mode.FULL_INT8,), prune=prune, train_data=default_model.TRAIN_FILE, output_dir=out, **common
+            modes=(Mode.FULL_INT8,), prune=prune, train_data=default_data.TRAIN_FILE, output_dir=out, **common
         )
         run_convert(config)
         files.append(out / f"{name}.{config.variant_name(Mode.FULL_INT8)}.tflite")
@@ -55,8 +56,8 @@ def convert_grid(name: str, model_path: Path, folder: Path) -> list[Path]:
 
 
 def mobilenet_224_files(folder: Path) -> list[Path]:
-    from tflite_opt.convert import convert_keras
-    from tflite_opt.keras2 import keras
+    from tflite_opt.core.keras2 import keras
+    from tflite_opt.stages.convert import convert_keras
 
     model = keras.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None)
     calibration = np.random.default_rng(0).uniform(-1, 1, (16, 224, 224, 3)).astype(np.float32)
@@ -116,17 +117,17 @@ def main() -> None:
     settings = BenchmarkSettings(num_threads=args.num_threads)
     results, sections = {}, []
     started = time.perf_counter()
-    for name, (_, model_path) in default_model.BUILDERS.items():
+    for name, (_, model_path) in BUILDERS.items():
         folder = args.output_dir / name
         files = convert_grid(name, model_path, folder)
         report = run_benchmark(
             files,
             folder / "report",
-            eval_data=default_model.EVAL_DIR,
+            eval_data=default_data.EVAL_DIR,
             keras_model_path=model_path,
-            preprocessing=default_model.PREPROCESSING,
+            preprocessing=default_data.PREPROCESSING,
             settings=settings,
-            seen_data={"calibration": default_model.CALIBRATION_DIR, "training": default_model.TRAIN_FILE},
+            seen_data={"calibration": default_data.CALIBRATION_DIR, "training": default_data.TRAIN_FILE},
             overwrite=True,
         )
         results[name] = rows(report.to_dict())

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tflite_opt.benchmark import measure_latency
-from tflite_opt.config import BenchmarkSettings, Mode
-from tflite_opt.convert import convert_keras
+from tflite_opt.core.config import BenchmarkSettings, Mode
+from tflite_opt.stages.benchmark import measure_latency
+from tflite_opt.stages.convert import convert_keras
 
 
 def mobilenet_v2_files(folder: Path) -> list[Path]:
-    from tflite_opt.keras2 import keras
+    from tflite_opt.core.keras2 import keras
 
     model = keras.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None)
     calibration = np.random.default_rng(0).uniform(-1, 1, (8, 224, 224, 3)).astype(np.float32)
@@ -51,7 +51,7 @@ def litert_median_ms(path: Path, threads: int, runs: int, warmup: int) -> float:
 
 def ours_p50_ms(path: Path, settings: BenchmarkSettings) -> float:
     content = path.read_bytes()
-    from tflite_opt.tflite_file import read_tflite
+    from tflite_opt.core.tflite_file import read_tflite
 
     shape = read_tflite(content).input_tensors()[0].shape[1:]
     sample = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)

@@ -19,9 +19,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from tflite_opt.errors import ModelLoadError
-from tflite_opt.native_probe import probe_in_child
-from tflite_opt.tflite_file import read_tflite
+from tflite_opt.core.errors import ModelLoadError
+from tflite_opt.core.native_probe import probe_in_child
+from tflite_opt.core.tflite_file import read_tflite
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus" / "tflite"
 SEED = (CORPUS / "valid.tflite").read_bytes()

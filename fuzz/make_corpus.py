@@ -21,9 +21,9 @@ CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"
 
 
 def small_model_bytes() -> bytes:
-    from tflite_opt.config import Mode
-    from tflite_opt.convert import convert_keras
-    from tflite_opt.keras2 import keras
+    from tflite_opt.core.config import Mode
+    from tflite_opt.core.keras2 import keras
+    from tflite_opt.stages.convert import convert_keras
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential(

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny seeded models built in code, and real digits written as files."""
+"""Shared fixtures: real digits written as files, and a tiny model saved as a file."""
 
 from __future__ import annotations
 
@@ -6,68 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import build_outlier_model, build_sequential, mnist_digits, write_pngs
 
-from tflite_opt import default_model
-
-INPUT_SIZE = 12
-
-
-def build_sequential(channels: int = 1, seed: int = 0):
-    """Conv2D, DepthwiseConv2D, BatchNormalization and Dense in a Sequential model."""
-    from tflite_opt.keras2 import keras
-
-    keras.utils.set_random_seed(seed)
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            layers.Input((INPUT_SIZE, INPUT_SIZE, channels)),
-            layers.Conv2D(16, 3, activation="relu", name="conv"),
-            layers.DepthwiseConv2D(3, name="depthwise"),
-            layers.BatchNormalization(name="bn"),
-            layers.ReLU(name="relu"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(32, activation="relu", name="hidden"),
-            layers.Dense(10, activation="softmax", name="scores"),
-        ],
-        name="tiny_sequential",
-    )
-
-
-def build_functional(channels: int = 1, seed: int = 0):
-    """A Functional model with a residual branch, BatchNorm and a Dense head."""
-    from tflite_opt.keras2 import keras
-
-    keras.utils.set_random_seed(seed)
-    layers = keras.layers
-    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, channels), name="image")
-    x = layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
-    x = layers.ReLU(6.0, name="stem_relu6")(x)
-    branch = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
-    x = layers.Add(name="residual")([x, branch])
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    x = layers.Dense(160, activation="relu", name="hidden")(x)
-    outputs = layers.Dense(10, name="logits")(x)
-    return keras.Model(inputs, outputs, name="tiny_functional")
-
-
-def mnist_digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Real 28x28 digits and labels from the shipped training split."""
-    with np.load(default_model.TRAIN_FILE) as archive:
-        x, y = archive["x"], archive["y"]
-    indices = np.random.default_rng(seed).choice(len(x), size=count, replace=False)
-    return x[indices], y[indices].astype(np.int64)
-
-
-def write_pngs(folder: Path, images: np.ndarray, labels: np.ndarray | None = None) -> Path:
-    """Write digits as PNGs: flat, or one subfolder per label."""
-    from PIL import Image
-
-    for i, image in enumerate(images):
-        target = folder if labels is None else folder / str(int(labels[i]))
-        target.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image, mode="L").save(target / f"digit_{i:03d}.png")
-    return folder
+from tflite_opt.core.config import ConvertConfig, Mode
+from tflite_opt.jobs.convert import run_convert
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +28,42 @@ def saved_tiny_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny.keras"
     build_sequential().save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def outlier_data(tmp_path_factory) -> Path:
+    """Real digits: .npz training data, calibration PNGs and held-out per-class PNGs, none shared."""
+    root = tmp_path_factory.mktemp("outlier")
+    images, labels = mnist_digits(2400, seed=1)
+    np.savez(root / "train.npz", x=images[:1900], y=labels[:1900])
+    write_pngs(root / "calibration", images[1900:2000])
+    write_pngs(root / "eval", images[2000:], labels[2000:])
+    return root
+
+
+@pytest.fixture(scope="session")
+def outlier_model(outlier_data) -> Path:
+    """The model whose full-int8 conversion loses about 78 points (see build_outlier_model), saved."""
+    with np.load(outlier_data / "train.npz") as archive:
+        model = build_outlier_model(archive["x"], archive["y"])
+    path = outlier_data / "outlier_model.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory) -> Path:
+    """The default job's output: float32 and int8 bundles, the report beside them."""
+    out = tmp_path_factory.mktemp("bundles")
+    run_convert(ConvertConfig(output_dir=out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def converted_dir(saved_tiny_model, digit_folders, tmp_path_factory) -> Path:
+    """The tiny model converted to float32, float16 and int8 by the convert job."""
+    calibration, evaluation = digit_folders
+    out = tmp_path_factory.mktemp("converted")
+    modes = (Mode.FULL_INT8, Mode.FLOAT16)
+    run_convert(ConvertConfig(modes, saved_tiny_model, calibration, evaluation, output_dir=out))
+    return out

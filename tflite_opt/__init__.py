@@ -11,21 +11,27 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
+from tflite_opt.core.version import __version__
 
 _PUBLIC = {
-    "ConvertConfig": "tflite_opt.config",
-    "IoType": "tflite_opt.config",
-    "Mode": "tflite_opt.config",
-    "Preprocessing": "tflite_opt.config",
-    "run_convert": "tflite_opt.pipeline",
-    "convert_keras": "tflite_opt.convert",
-    "load_keras_model": "tflite_opt.load",
-    "load_dataset": "tflite_opt.representative",
-    "read_tflite": "tflite_opt.tflite_file",
-    "verify_variant": "tflite_opt.verify",
-    "ConvertReport": "tflite_opt.report",
-    "TfliteOptError": "tflite_opt.errors",
+    "ConvertConfig": "tflite_opt.core.config",
+    "IoType": "tflite_opt.core.config",
+    "Mode": "tflite_opt.core.config",
+    "Preprocessing": "tflite_opt.core.config",
+    "PruneConfig": "tflite_opt.core.config",
+    "SearchConfig": "tflite_opt.core.config",
+    "BenchmarkSettings": "tflite_opt.core.config",
+    "TfliteOptError": "tflite_opt.core.errors",
+    "read_tflite": "tflite_opt.core.tflite_file",
+    "load_keras_model": "tflite_opt.stages.load",
+    "load_dataset": "tflite_opt.stages.data",
+    "convert_keras": "tflite_opt.stages.convert",
+    "verify_variant": "tflite_opt.stages.verify",
+    "ConvertReport": "tflite_opt.stages.report",
+    "run_convert": "tflite_opt.jobs.convert",
+    "run_benchmark": "tflite_opt.jobs.benchmark",
+    "run_prune": "tflite_opt.jobs.prune",
+    "run_layer_errors": "tflite_opt.jobs.layer_errors",
 }
 
 __all__ = ["__version__", *_PUBLIC]

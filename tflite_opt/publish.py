@@ -6,22 +6,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from absl import flags
 
-def _define_flags(flag_values) -> None:
-    from absl import flags
+from tflite_opt.command import run_cli
+from tflite_opt.core.errors import UsageError
+from tflite_opt.stages.repository import publish
 
+
+def _define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_string("from", None, "A convert output folder with bundles.", flag_values=flag_values)
     flags.DEFINE_string("to", None, "The repository folder (created if missing).", flag_values=flag_values)
     flags.DEFINE_string(
         "version", None, "Version to publish as. Default: the manifests' version.", flag_values=flag_values
     )
-    flags.DEFINE_bool("verbose", False, "Show tracebacks.", flag_values=flag_values)
 
 
-def _run(fv) -> int:
-    from tflite_opt.errors import UsageError
-    from tflite_opt.repository import publish
-
+def _run(fv: flags.FlagValues) -> int:
     if not fv["from"].value or not fv["to"].value:
         raise UsageError("pass --from <convert output folder> and --to <repository folder>")
     for item in publish(Path(fv["from"].value), Path(fv["to"].value), fv["version"].value):
@@ -30,8 +30,7 @@ def _run(fv) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tflite_opt.cli import run_cli
-
+    """``python -m tflite_opt.publish``: publish bundles into a repository; returns the exit code."""
     return run_cli("tflite_opt.publish", argv, _define_flags, _run)
 
 

@@ -6,23 +6,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from absl import flags
 
-def _define_flags(flag_values) -> None:
-    from absl import flags
+from tflite_opt.command import run_cli
+from tflite_opt.core.errors import UsageError
+from tflite_opt.stages.repository import pull
 
+
+def _define_flags(flag_values: flags.FlagValues) -> None:
     fv = {"flag_values": flag_values}
     flags.DEFINE_string("from", None, "Repository folder, or an http(s) URL serving it.", **fv)
     flags.DEFINE_string("model", None, "Model name.", **fv)
     flags.DEFINE_string("version", None, "Version. Default: the latest published.", **fv)
     flags.DEFINE_string("variant", "int8", "Variant, e.g. int8 or int8-pruned80.", **fv)
     flags.DEFINE_string("to", None, "Destination folder.", **fv)
-    flags.DEFINE_bool("verbose", False, "Show tracebacks.", **fv)
 
 
-def _run(fv) -> int:
-    from tflite_opt.errors import UsageError
-    from tflite_opt.repository import pull
-
+def _run(fv: flags.FlagValues) -> int:
     if not fv["from"].value or not fv["model"].value or not fv["to"].value:
         raise UsageError("pass --from <repository>, --model <name> and --to <folder>")
     written = pull(fv["from"].value, fv["model"].value, fv["variant"].value, Path(fv["to"].value), fv["version"].value)
@@ -32,8 +32,7 @@ def _run(fv) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tflite_opt.cli import run_cli
-
+    """``python -m tflite_opt.pull``: fetch and verify a variant; returns the exit code."""
     return run_cli("tflite_opt.pull", argv, _define_flags, _run)
 
 

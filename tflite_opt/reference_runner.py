@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 _MODES = {"grayscale": "L", "RGB": "RGB", "RGBA": "RGBA"}
@@ -26,8 +27,6 @@ class BundleClassifier:
     """The bundle's model with its manifest's pre- and post-processing."""
 
     def __init__(self, manifest_path: Path):
-        from ai_edge_litert.interpreter import Interpreter
-
         manifest_path = Path(manifest_path)
         self.manifest = json.loads(manifest_path.read_text())
         folder = manifest_path.parent

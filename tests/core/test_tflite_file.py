@@ -1,0 +1,33 @@
+import pytest
+from helpers import CORPUS
+
+from tflite_opt.core.errors import ModelLoadError
+from tflite_opt.core.tflite_file import kernel_tensor, read_tflite, weight_counts
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello, this is text", b"\x00\x00\x00\x00TFL3", b"\x1c\x00\x00\x00TFL3" + b"\xff" * 40],
+    ids=["empty", "text", "header-only", "garbage-after-header"],
+)
+def test_non_models_are_refused_with_model_load_error(content):
+    with pytest.raises(ModelLoadError):
+        read_tflite(content, source="x.tflite")
+
+
+def test_the_corpus_model_reads_back_its_tensors_operators_and_weights():
+    """valid.tflite: Conv2D(4, 3x3) on 8x8x1, Flatten, Dense(10), full int8 (fuzz/make_corpus.py)."""
+    model = read_tflite((CORPUS / "tflite" / "valid.tflite").read_bytes())
+    assert [op.name for op in model.operators if op.name in ("CONV_2D", "FULLY_CONNECTED")] == [
+        "CONV_2D",
+        "FULLY_CONNECTED",
+    ]
+    assert model.input_tensors()[0].shape == (1, 8, 8, 1) and model.input_tensors()[0].dtype == "INT8"
+    assert model.output_tensors()[0].shape == (1, 10)
+    kernels = [kernel_tensor(model, op) for op in model.operators]
+    conv, dense = [k for k in kernels if k is not None]
+    assert conv.shape == (4, 3, 3, 1) and conv.dtype == "INT8"
+    assert dense.shape == (10, 144)
+    weights, nonzero = weight_counts(model, dense)
+    assert weights == 1440 and 0 < nonzero <= weights
+    assert model.constant_array(dense).shape == (10, 144)

@@ -1,0 +1,117 @@
+"""Test helpers: tiny seeded models built in code, real digits written as files, and the checks many tests share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tflite_opt.core import default_data, keras2
+
+INPUT_SIZE = 12
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def build_sequential(channels: int = 1, seed: int = 0):
+    """Conv2D, DepthwiseConv2D, BatchNormalization and Dense in a Sequential model."""
+    keras = keras2.keras
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            layers.Input((INPUT_SIZE, INPUT_SIZE, channels)),
+            layers.Conv2D(16, 3, activation="relu", name="conv"),
+            layers.DepthwiseConv2D(3, name="depthwise"),
+            layers.BatchNormalization(name="bn"),
+            layers.ReLU(name="relu"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(32, activation="relu", name="hidden"),
+            layers.Dense(10, activation="softmax", name="scores"),
+        ],
+        name="tiny_sequential",
+    )
+
+
+def build_functional(channels: int = 1, seed: int = 0):
+    """A Functional model with a residual branch, BatchNorm and a Dense head."""
+    keras = keras2.keras
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, channels), name="image")
+    x = layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu6")(x)
+    branch = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = layers.Add(name="residual")([x, branch])
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dense(160, activation="relu", name="hidden")(x)
+    outputs = layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, outputs, name="tiny_functional")
+
+
+def build_outlier_model(images: np.ndarray, labels: np.ndarray, outlier: str = "activation"):
+    """A small trained CNN whose 'squash' layer (Dense + tanh) has an outlier in unit 0, which feeds
+    nothing (its outgoing weights are zero), so the float model does not notice it.
+
+    outlier="activation": unit 0's pre-activations are near 10,000. int8 gives the layer's whole
+    output one range, now 0..10,000 in steps of 40, and every other unit's values round to nothing.
+    outlier="weight": one of unit 0's weights is 1,000, on an input that is always 0 (conv channel 7
+    is switched off). One scale per weight tensor rounds all the other weights to zero; one scale
+    per output channel confines the damage to unit 0.
+    """
+    keras = keras2.keras
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            layers.Input((28, 28, 1)),
+            layers.Conv2D(8, 3, activation="relu", name="conv"),
+            layers.MaxPooling2D(2, name="pool"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(32, activation="tanh", name="squash"),
+            layers.Dense(10, name="logits"),
+        ],
+        name="outlier_model",
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images[..., None] / 255.0, labels, epochs=3, batch_size=64, verbose=0)
+    squash_kernel, squash_bias = model.get_layer("squash").get_weights()
+    if outlier == "activation":
+        squash_bias[0] = 1e4
+    else:
+        conv_kernel, conv_bias = model.get_layer("conv").get_weights()
+        conv_kernel[..., 7], conv_bias[7] = 0.0, -1.0
+        model.get_layer("conv").set_weights([conv_kernel, conv_bias])
+        squash_kernel[7, 0] = 1000.0  # flatten index 7: channel 7 at the first position
+    model.get_layer("squash").set_weights([squash_kernel, squash_bias])
+    kernel, bias = model.get_layer("logits").get_weights()
+    kernel[0] = 0.0
+    model.get_layer("logits").set_weights([kernel, bias])
+    return model
+
+
+def mnist_digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Real 28x28 digits and labels from the shipped training split."""
+    with np.load(default_data.TRAIN_FILE) as archive:
+        x, y = archive["x"], archive["y"]
+    indices = np.random.default_rng(seed).choice(len(x), size=count, replace=False)
+    return x[indices], y[indices].astype(np.int64)
+
+
+def write_pngs(folder: Path, images: np.ndarray, labels: np.ndarray | None = None) -> Path:
+    """Write digits as PNGs: flat, or one subfolder per label."""
+    from PIL import Image
+
+    for i, image in enumerate(images):
+        target = folder if labels is None else folder / str(int(labels[i]))
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="L").save(target / f"digit_{i:03d}.png")
+    return folder
+
+
+def one_line_error(capsys) -> str:
+    """The one stderr line a failed command printed (and no traceback)."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err

@@ -1,0 +1,70 @@
+"""The benchmark job on .tflite files it did not make: the full report, and what it refuses."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import CORPUS
+
+from tflite_opt.core.config import BenchmarkSettings, Preprocessing
+from tflite_opt.core.errors import DataError, ModelLoadError, UsageError
+from tflite_opt.core.interpreter import TfliteRunner
+from tflite_opt.jobs.benchmark import run_benchmark
+from tflite_opt.stages.data import ImageSize, load_dataset
+
+pytestmark = pytest.mark.slow
+FAST = BenchmarkSettings(num_runs=10, warmup_runs=2)
+
+
+def test_the_report_has_every_variant_measured_against_the_keras_model(
+    converted_dir, saved_tiny_model, digit_folders, tmp_path
+):
+    _, evaluation = digit_folders
+    paths = [converted_dir / f"tiny.{v}.tflite" for v in ("float32", "float16", "int8")]
+    report = run_benchmark(paths, tmp_path, evaluation, saved_tiny_model, settings=FAST)
+    assert report.model == "tiny" and report.reference == "float32"
+    assert [v.variant for v in report.variants] == ["float32", "float16", "int8"]
+    data = load_dataset(evaluation, ImageSize(12, 12, 1), require_labels=True)
+    inputs = data.model_input(Preprocessing())
+    int8 = report.variant("int8")
+    expected = np.argmax(TfliteRunner(paths[2].read_bytes()).predict(inputs), axis=1)
+    assert int8.top1 == pytest.approx(np.mean(expected == data.labels))
+    assert int8.accuracy.confusion.sum() == 40 and len(int8.accuracy.confusion) == 10
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["schema_version"] == 1 and sum(v["chosen"] for v in saved["variants"]) == 1
+    assert saved["variants"][0]["verdict"] == "reference"
+    assert (tmp_path / "report.md").read_text().startswith("# tiny")
+    for plot in ("tradeoff.png", "confusion.png"):
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_a_keras_model_the_float_file_is_the_reference(converted_dir, digit_folders, tmp_path):
+    _, evaluation = digit_folders
+    paths = [converted_dir / f"tiny.{v}.tflite" for v in ("int8", "float32")]
+    report = run_benchmark(paths, tmp_path, evaluation, settings=FAST)
+    assert report.reference == "float32" and report.keras_top1 is None
+    assert report.top1_drop_points(report.variant("int8")) == pytest.approx(
+        100 * (report.variant("float32").top1 - report.variant("int8").top1)
+    )
+
+
+def test_without_eval_data_only_latency_and_size_are_reported(converted_dir, tmp_path):
+    report = run_benchmark([converted_dir / "tiny.int8.tflite"], tmp_path, settings=FAST)
+    (variant,) = report.variants
+    assert variant.top1 is None and variant.latency.p50 > 0 and variant.verdict.label == "unknown"
+    assert not (tmp_path / "confusion.png").exists()
+
+
+def test_eval_data_shared_with_calibration_is_refused(converted_dir, digit_folders, tmp_path):
+    _, evaluation = digit_folders
+    with pytest.raises(DataError, match="is also in the calibration data; accuracy must be measured on held-out"):
+        run_benchmark([converted_dir / "tiny.int8.tflite"], tmp_path, evaluation, seen_data={"calibration": evaluation})
+
+
+def test_models_of_different_inputs_and_missing_files_are_refused(converted_dir, tmp_path):
+    with pytest.raises(UsageError, match="different or non-image inputs"):
+        run_benchmark([converted_dir / "tiny.int8.tflite", CORPUS / "tflite" / "valid.tflite"], tmp_path)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        run_benchmark([tmp_path / "absent.tflite"], tmp_path)
+    with pytest.raises(UsageError, match="pass at least one --model"):
+        run_benchmark([], tmp_path)

@@ -1,0 +1,36 @@
+"""The per-layer error job: the worst layer first, the layers kept in float left out."""
+
+import pytest
+
+from tflite_opt.core.config import ConvertConfig, Preprocessing
+from tflite_opt.core.errors import UsageError
+from tflite_opt.jobs.layer_errors import run_layer_errors
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_outlier_layer_is_first_and_the_report_serializes(outlier_model, outlier_data):
+    config = ConvertConfig(
+        model_path=outlier_model, representative_data=outlier_data / "calibration", preprocessing=Preprocessing()
+    )
+    report = run_layer_errors(config)
+    assert report.model == "outlier_model" and report.samples == 100
+    assert report.errors[0].layer == "squash"
+    saved = report.to_dict()
+    assert [e["layer"] for e in saved["layers"]] == [e.layer for e in report.errors]
+    kept = run_layer_errors(config, float_layers=["squash"])
+    assert "squash" not in [e.layer for e in kept.errors]
+
+
+def test_a_float_layer_the_model_lacks_is_refused(outlier_model, outlier_data):
+    config = ConvertConfig(model_path=outlier_model, representative_data=outlier_data / "calibration")
+    with pytest.raises(UsageError, match="outlier_model has no layer nosuch"):
+        run_layer_errors(config, float_layers=["nosuch"])
+
+
+def test_the_embedded_default_is_measured_without_arguments():
+    report = run_layer_errors(ConvertConfig(num_calibration_samples=20))
+    assert report.model == "mnist_cnn" and report.samples == 20
+    # A convolution fused with its BatchNorm and ReLU is named after the layer that writes its output.
+    assert {e.layer for e in report.errors} >= {"relu1", "conv2", "relu3", "fc1", "probabilities"}
+    assert all(e.relative_error < 0.2 for e in report.errors)  # the default quantizes well

@@ -1,0 +1,55 @@
+"""Measuring variants side by side: verdicts against the baseline and the reference's size."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import CORPUS
+
+from tflite_opt.core.config import BenchmarkSettings, Preprocessing
+from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.jobs.measure import Bench, assemble_results, latency_sample
+from tflite_opt.stages.benchmark import LatencyStats, Measured, SizeStats, accuracy_stats
+from tflite_opt.stages.data import Dataset
+from tflite_opt.stages.verify import Verification, Verified
+
+VALID = (CORPUS / "tflite" / "valid.tflite").read_bytes()
+
+
+def measured(size: int, correct_of_10: int) -> Measured:
+    labels = np.arange(10)
+    predicted = np.where(np.arange(10) < correct_of_10, labels, (labels + 1) % 10)
+    latency = LatencyStats(0.1, 0.0, 0.1, 0.1, 0.1, 0.1, 1.0, 1, 10, 1, "xnnpack")
+    file = Verified(VALID, read_tflite(VALID), Verification("x", ()))
+    return Measured(file, latency, SizeStats(size, size, {}), accuracy_stats(labels, predicted[:, None], 10))
+
+
+def test_each_variant_is_judged_against_the_baseline_and_the_reference_size():
+    variants = {"float32": measured(4000, 10), "int8": measured(1000, 10), "tiny": measured(500, 3)}
+    paths = {name: Path(f"m.{name}.tflite") for name in variants}
+    results = {r.variant: r for r in assemble_results(variants, paths, "float32", 1.0, BenchmarkSettings())}
+    assert results["float32"].verdict.label == "reference"
+    assert results["int8"].verdict.label == "good" and "25% of the float32 size" in results["int8"].verdict.reason
+    assert results["tiny"].verdict.label == "bad" and "drops 70.00 points" in results["tiny"].verdict.reason
+    assert results["int8"].input.dtype == "INT8" and results["int8"].input.scale > 0
+    assert results["int8"].path == Path("m.int8.tflite")
+
+
+def test_without_a_reference_size_the_verdict_says_the_share_is_unknown():
+    (result,) = assemble_results({"a": measured(1000, 10)}, {"a": Path("a.tflite")}, None, 1.0, BenchmarkSettings())
+    assert result.verdict.label == "marginal" and "unknown share" in result.verdict.reason
+
+
+def test_the_latency_sample_is_a_real_preprocessed_image_where_there_is_one():
+    calibration = Dataset(np.full((2, 8, 8, 1), 255, np.uint8), None, ())
+    np.testing.assert_allclose(latency_sample(calibration, None, (8, 8, 1), Preprocessing()), 1.0)
+    assert latency_sample(None, None, (8, 8, 1), Preprocessing()).shape == (8, 8, 1)
+
+
+@pytest.mark.slow
+def test_a_bench_measures_latency_and_size_without_evaluation_data():
+    bench = Bench(None, Preprocessing(), BenchmarkSettings(num_runs=5, warmup_runs=1), np.zeros((8, 8, 1)), {})
+    keras_accuracy, results = bench.measure({"int8": Verified(VALID, read_tflite(VALID), Verification("int8", ()))})
+    assert keras_accuracy is None
+    assert results["int8"].accuracy is None and results["int8"].latency.num_runs == 5
+    assert results["int8"].size.bytes == len(VALID) and results["int8"].size.gzip_bytes < len(VALID)

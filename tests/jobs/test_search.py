@@ -1,0 +1,110 @@
+"""The accuracy-budget search on real models: one that quantizes badly, and the embedded default."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import build_outlier_model
+
+from tflite_opt.core.config import ConvertConfig, Mode, Preprocessing, PruneConfig, SearchConfig
+from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.jobs.convert import run_convert
+
+pytestmark = pytest.mark.slow
+
+
+def search_config(data, model_path, output, **kwargs):
+    return ConvertConfig(
+        modes=(Mode.FULL_INT8,),
+        model_path=model_path,
+        representative_data=data / "calibration",
+        eval_data=data / "eval",
+        train_data=data / "train.npz",
+        output_dir=output,
+        preprocessing=Preprocessing(),
+        **kwargs,
+    )
+
+
+def test_selective_quantization_keeps_the_outlier_layer_in_float_and_restores_accuracy(
+    outlier_model, outlier_data, tmp_path
+):
+    report = run_convert(search_config(outlier_data, outlier_model, tmp_path, search=SearchConfig(1.0)))
+    outcome = report.search
+    first, chosen = outcome.candidates[0], outcome.chosen
+    assert first.variant == "int8" and first.drop > 30, "the model was meant to quantize badly"
+    assert chosen.float_layers == ("squash",)
+    assert chosen.within_budget and chosen.drop <= 1.0
+    assert outcome.met
+
+    written = read_tflite((tmp_path / f"outlier_model.{chosen.variant}.tflite").read_bytes())
+    float_ops = {op.name for op in written.operators if any(written.tensors[i].is_float for i in op.outputs)}
+    assert {"FULLY_CONNECTED", "TANH"} <= float_ops
+    assert [t.dtype for t in written.input_tensors()] == ["INT8"]
+
+    saved = json.loads((tmp_path / "report.json").read_text())
+    rows = {row["variant"]: row for row in saved["search"]["candidates"]}
+    assert saved["search"]["budget"] == 1.0 and saved["search"]["met"]
+    assert rows[chosen.variant]["chosen"] and rows[chosen.variant]["float_layers"] == ["squash"]
+    cost = rows[chosen.variant]["step_cost"]
+    assert cost["top1_points"] > 30 and cost["size_bytes"] > 0  # float weights cost bytes, win the accuracy back
+    assert [v["variant"] for v in saved["variants"] if v["chosen"]] == [chosen.variant]
+    assert saved["search"]["layer_ranking"][0]["layer"] == "squash"
+    assert (tmp_path / "search.png").stat().st_size > 10_000
+
+
+def test_the_sparsity_search_returns_the_highest_sparsity_within_budget(outlier_model, outlier_data, tmp_path):
+    config = search_config(
+        outlier_data,
+        outlier_model,
+        tmp_path,
+        search=SearchConfig(2.0, sparsities=(0.5, 0.75, 0.95)),
+        prune=PruneConfig(epochs=2, batch_size=64, learning_rate=1e-3),
+    )
+    report = run_convert(config)
+    outcome = report.search
+    pruned = [c for c in outcome.candidates if c.sparsity]
+    assert len(outcome.candidates) >= 3
+    assert all(c.float_layers == ("squash",) for c in pruned), "the float layer found unpruned is kept"
+    chosen = outcome.chosen
+    assert chosen.within_budget and chosen.sparsity > 0
+    assert chosen.sparsity == max(c.sparsity for c in pruned if c.within_budget)
+    # The level after the chosen one on the grid was tried and missed, unless the chosen is the last.
+    above = [c for c in pruned if c.sparsity > chosen.sparsity]
+    assert all(not c.within_budget for c in above)
+    # Its zeros are in the file, and the report describes the pruning of the chosen model.
+    assert report.variant(chosen.variant).sparsity >= chosen.sparsity - 0.02
+    assert report.pruning.config.target_sparsity == chosen.sparsity
+
+
+def test_per_tensor_weights_show_their_accuracy_cost_next_to_per_channel(outlier_data, tmp_path):
+    with np.load(outlier_data / "train.npz") as archive:
+        model = build_outlier_model(archive["x"], archive["y"], outlier="weight")
+    path = tmp_path / "wide_weights.keras"
+    model.save(path)
+
+    report = run_convert(search_config(outlier_data, path, tmp_path / "out", per_tensor=True))
+    assert report.chosen.variant == "int8-per-tensor"
+    per_channel, per_tensor = report.variant("int8"), report.variant("int8-per-tensor")
+    assert report.top1_drop_points(per_channel) < 2.0
+    assert report.top1_drop_points(per_tensor) > 20.0
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {v["variant"] for v in saved["variants"]} == {"float32", "int8", "int8-per-tensor"}
+
+
+def test_default_model_search_returns_a_pruned_model_within_a_third_of_a_point(tmp_path):
+    """The issue's done-when on a shorter grid (the full default grid takes about 4 minutes)."""
+    report = run_convert(
+        ConvertConfig(
+            output_dir=tmp_path,
+            prune=PruneConfig(),
+            search=SearchConfig(0.3, sparsities=(0.6, 0.8, 0.9)),
+        )
+    )
+    outcome = report.search
+    chosen = outcome.chosen
+    assert len(outcome.candidates) >= 3
+    assert chosen.sparsity >= 0.6 and chosen.within_budget
+    assert 100 * (report.keras_top1 - report.variant(chosen.variant).top1) <= 0.3 + 1e-9
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["search"]["budget"] == 0.3 and len(saved["search"]["candidates"]) >= 3

@@ -1,0 +1,192 @@
+import numpy as np
+import pytest
+from helpers import CORPUS, mnist_digits, write_pngs
+from PIL import Image
+
+from tflite_opt.core.config import Preprocessing
+from tflite_opt.core.errors import DataError
+from tflite_opt.stages.data import (
+    ImageSize,
+    apply_preprocessing,
+    calibration_generator,
+    load_dataset,
+    load_image,
+    open_source,
+    range_warnings,
+)
+
+GREY_12 = ImageSize(12, 12, 1)
+
+
+def test_flat_folder_is_resized_to_the_model_input_and_has_no_labels(digit_folders):
+    calibration, _ = digit_folders
+    dataset = load_dataset(calibration, GREY_12)
+    assert dataset.raw.shape == (40, 12, 12, 1)
+    assert dataset.raw.dtype == np.uint8
+    assert dataset.labels is None
+
+
+def test_class_subfolders_give_labels_from_folder_names(digit_folders):
+    _, evaluation = digit_folders
+    dataset = load_dataset(evaluation, ImageSize(28, 28, 1), require_labels=True)
+    for label, source in zip(dataset.labels, dataset.sources, strict=True):
+        assert source.split("/")[-2] == str(label)
+
+
+def test_rgb_images_are_converted_to_the_model_channel_count(tmp_path):
+    Image.new("RGB", (20, 10), (200, 100, 50)).save(tmp_path / "colour.png")
+    grey = load_dataset(tmp_path, GREY_12)
+    rgb = load_dataset(tmp_path, ImageSize(12, 12, 3))
+    assert grey.raw.shape == (1, 12, 12, 1)
+    assert rgb.raw.shape == (1, 12, 12, 3)
+    assert tuple(rgb.raw[0, 5, 5]) == (200, 100, 50)
+
+
+def test_draw_is_deterministic_per_seed_and_sized_as_asked(digit_folders):
+    calibration, _ = digit_folders
+    first = load_dataset(calibration, GREY_12, limit=10, seed=3)
+    again = load_dataset(calibration, GREY_12, limit=10, seed=3)
+    other = load_dataset(calibration, GREY_12, limit=10, seed=4)
+    assert len(first) == 10
+    assert first.sources == again.sources
+    assert first.sources != other.sources
+
+
+def test_fewer_samples_than_asked_is_a_warning(digit_folders):
+    calibration, _ = digit_folders
+    dataset = load_dataset(calibration, GREY_12, limit=500)
+    assert len(dataset) == 40
+    assert any("fewer than the 500 asked" in w for w in dataset.warnings)
+
+
+def test_calibration_samples_are_float32_batches_of_one(digit_folders):
+    calibration, _ = digit_folders
+    samples = load_dataset(calibration, GREY_12, limit=3).model_input(Preprocessing())
+    batches = list(calibration_generator(samples))
+    assert len(batches) == 3
+    assert all(len(b) == 1 and b[0].shape == (1, 12, 12, 1) and b[0].dtype == np.float32 for b in batches)
+    assert 0.0 <= batches[0][0].min() and batches[0][0].max() <= 1.0
+
+
+def test_empty_folder_is_refused(tmp_path):
+    with pytest.raises(DataError, match="contains no images"):
+        load_dataset(tmp_path, GREY_12)
+
+
+def test_missing_source_is_refused(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(tmp_path / "nowhere", GREY_12)
+
+
+def test_truncated_image_is_refused_naming_the_file(tmp_path):
+    images, _ = mnist_digits(2)
+    write_pngs(tmp_path, images)
+    broken = tmp_path / "digit_001.png"
+    broken.write_bytes(broken.read_bytes()[:60])
+    with pytest.raises(DataError, match="digit_001.png: unreadable or truncated image"):
+        load_dataset(tmp_path, GREY_12)
+
+
+def test_text_file_named_png_is_refused(tmp_path):
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(DataError, match="notes.png: unreadable"):
+        load_dataset(tmp_path, GREY_12)
+
+
+def test_array_of_the_wrong_shape_is_refused_naming_the_file(tmp_path):
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 10, 10, 1), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"wrong.npy: array has shape \(4, 10, 10, 1\); expected \(N, 12, 12, 1\)"):
+        load_dataset(tmp_path / "wrong.npy", GREY_12)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_is_refused_naming_the_sample(tmp_path, bad):
+    x = np.ones((3, 12, 12), dtype=np.float32)
+    x[2, 4, 4] = bad
+    np.save(tmp_path / "bad.npy", x)
+    with pytest.raises(DataError, match="bad.npy: sample 2 contains NaN or inf"):
+        load_dataset(tmp_path / "bad.npy", GREY_12)
+
+
+def test_npz_labels_must_match_the_sample_count(tmp_path):
+    np.savez(tmp_path / "data.npz", x=np.zeros((5, 12, 12), np.uint8), y=np.zeros(4, np.int64))
+    with pytest.raises(DataError, match="5 samples but 4 labels"):
+        load_dataset(tmp_path / "data.npz", GREY_12)
+
+
+def test_npz_without_labels_is_refused_where_labels_are_required(tmp_path):
+    np.savez(tmp_path / "data.npz", x=np.zeros((5, 12, 12), np.uint8))
+    with pytest.raises(DataError, match="has no labels"):
+        load_dataset(tmp_path / "data.npz", GREY_12, require_labels=True)
+
+
+def test_object_arrays_are_not_unpickled(tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="objects.npy: cannot read arrays"):
+        load_dataset(tmp_path / "objects.npy", GREY_12)
+
+
+def test_already_normalized_arrays_get_a_range_warning(tmp_path):
+    np.save(tmp_path / "normalized.npy", np.random.default_rng(0).random((8, 12, 12), dtype=np.float32))
+    dataset = load_dataset(tmp_path / "normalized.npy", GREY_12)
+    warnings = range_warnings(dataset, Preprocessing(), tmp_path / "normalized.npy")
+    assert len(warnings) == 1 and "already normalized" in warnings[0]
+
+
+def test_values_far_outside_the_expected_range_get_a_warning(tmp_path):
+    np.save(tmp_path / "big.npy", np.full((2, 12, 12), 4000.0, dtype=np.float32))
+    dataset = load_dataset(tmp_path / "big.npy", GREY_12)
+    assert "far outside" in range_warnings(dataset, Preprocessing(), tmp_path / "big.npy")[0]
+
+
+def test_pixels_in_range_get_no_warning(digit_folders):
+    calibration, _ = digit_folders
+    assert range_warnings(load_dataset(calibration, GREY_12), Preprocessing(), calibration) == []
+
+
+def test_streamed_batches_cover_every_sample_in_order(digit_folders):
+    _, evaluation = digit_folders
+    source = open_source(evaluation, GREY_12, require_labels=True)
+    seen = [indices for _, indices in source.batches(7)]
+    assert [len(i) for i in seen] == [7, 7, 7, 7, 7, 5]
+    assert np.array_equal(np.concatenate(seen), np.arange(40))
+    first, _ = next(iter(source.batches(7)))
+    assert np.array_equal(first, source.read(np.arange(7)))
+
+
+def test_a_broken_image_surfaces_from_the_background_reader(tmp_path):
+    images, labels = mnist_digits(6)
+    write_pngs(tmp_path, images, labels)
+    broken = sorted(tmp_path.rglob("*.png"))[4]
+    broken.write_bytes(b"not a png")
+    batches = open_source(tmp_path, GREY_12, require_labels=True).batches(2)
+    with pytest.raises(DataError, match=f"{broken.name}: unreadable"):
+        list(batches)
+
+
+def test_preprocessing_applies_per_channel_scale_and_offset():
+    raw = np.array([[[[0, 255, 100]]]], dtype=np.uint8)
+    spec = Preprocessing.from_mean_std(mean=(0.0, 127.5, 100.0), std=(1.0, 127.5, 50.0))
+    np.testing.assert_allclose(apply_preprocessing(raw, spec), [[[[0.0, 1.0, 0.0]]]], atol=1e-6)
+
+
+@pytest.mark.parametrize("path", sorted((CORPUS / "images").iterdir()), ids=lambda p: p.name)
+def test_malformed_images_are_a_data_error_naming_the_file(path):
+    with pytest.raises(DataError, match=path.name):
+        load_image(path, ImageSize(8, 8, 1))
+
+
+def test_images_past_the_pixel_limit_are_refused_not_just_warned(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    Image.new("L", (90, 90)).save(tmp_path / "warns.png")  # 8100 pixels: Pillow would only warn
+    with pytest.raises(DataError, match="too large to load safely"):
+        load_image(tmp_path / "warns.png", ImageSize(8, 8, 1))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F", "CMYK", "P", "LA", "1"])
+def test_unusual_image_modes_load_as_the_model_channels(tmp_path, mode):
+    path = tmp_path / ("image.tiff" if mode in ("I;16", "F", "CMYK") else "image.png")
+    Image.new(mode, (10, 12)).save(path)
+    for channels in (1, 3):
+        loaded = load_image(path, ImageSize(8, 8, channels))
+        assert loaded.shape == (8, 8, channels) and loaded.dtype == np.uint8

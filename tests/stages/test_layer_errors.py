@@ -1,0 +1,48 @@
+"""Per-layer int8 error: the layer that quantizes badly is ranked first, and named by its Keras layer."""
+
+import pytest
+
+from tflite_opt.core.config import Preprocessing
+from tflite_opt.core.errors import ConversionError
+from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.stages.convert import calibrate_keras
+from tflite_opt.stages.data import ImageSize, load_dataset
+from tflite_opt.stages.layer_errors import float_nodes, layer_nodes, quantization_errors
+from tflite_opt.stages.load import load_keras_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def calibrated_outlier(outlier_model, outlier_data):
+    model = load_keras_model(outlier_model)
+    samples = load_dataset(outlier_data / "calibration", ImageSize(28, 28, 1)).model_input(Preprocessing())
+    return calibrate_keras(model, samples, False), samples, [layer.name for layer in model.layers]
+
+
+def test_the_debugger_ranks_the_layer_with_extreme_activations_first(calibrated_outlier):
+    calibrated, samples, layers = calibrated_outlier
+    errors = quantization_errors(calibrated, samples, layers)
+    assert errors[0].layer == "squash"
+    assert set(errors[0].operators) == {"FULLY_CONNECTED", "TANH"}
+    assert errors[0].relative_error > 0.5
+    conv = next(e for e in errors if e.layer == "conv")
+    assert conv.relative_error < 0.05
+    assert 0.1 < conv.rmse_over_scale < 0.5  # plain rounding is 0.29
+
+
+def test_a_layer_kept_in_float_is_not_measured_and_the_rest_recover(calibrated_outlier):
+    calibrated, samples, layers = calibrated_outlier
+    errors = quantization_errors(calibrated, samples, layers, float_layers=["squash"])
+    assert "squash" not in [e.layer for e in errors]
+    assert max(e.relative_error for e in errors) < 0.1
+
+
+def test_each_layer_is_mapped_to_the_outputs_of_its_operators(calibrated_outlier):
+    calibrated, _, layers = calibrated_outlier
+    nodes = layer_nodes(read_tflite(calibrated), layers)
+    assert {"conv", "squash", "logits"} <= set(nodes)
+    assert {op for op, _ in nodes["squash"]} == {"FULLY_CONNECTED", "TANH"}
+    assert float_nodes(nodes, ["squash"]) == [output for _, output in nodes["squash"]]
+    with pytest.raises(ConversionError, match="no operator of layer\\(s\\) nosuch"):
+        float_nodes(nodes, ["nosuch"])

@@ -1,0 +1,72 @@
+"""Bundles: manifests read from the converted file, and the generated app code carrying their constants."""
+
+import hashlib
+import json
+import re
+
+import pytest
+
+from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.stages.package import BundlePaths, kotlin_source, swift_source
+
+pytestmark = pytest.mark.slow
+
+
+def test_bundle_files_are_named_after_the_model_and_variant(tmp_path):
+    paths = BundlePaths.beside(tmp_path / "cats.int8-pruned80.tflite")
+    assert paths.manifest.name == "cats.int8-pruned80.manifest.json"
+    assert paths.labels.name == "cats.labels.txt"  # shared by the model's variants
+    assert (paths.kotlin.name, paths.swift.name) == ("cats.int8-pruned80.kt", "cats.int8-pruned80.swift")
+    assert paths.extras() == [paths.manifest, paths.labels, paths.kotlin, paths.swift]
+
+
+def test_int8_manifest_matches_the_file(bundle_dir):
+    manifest = json.loads((bundle_dir / "mnist_cnn.int8.manifest.json").read_text())
+    content = (bundle_dir / "mnist_cnn.int8.tflite").read_bytes()
+    assert manifest["schema_version"] == 1 and manifest["variant"] == "int8" and manifest["version"] == "1"
+    assert manifest["file"]["sha256"] == hashlib.sha256(content).hexdigest()
+    assert manifest["file"]["size_bytes"] == len(content)
+    tensor_in, tensor_out = read_tflite(content).input_tensors()[0], read_tflite(content).output_tensors()[0]
+    assert manifest["input"]["scale"] == tensor_in.quantization.scale
+    assert manifest["input"]["zero_point"] == tensor_in.quantization.zero_point
+    assert manifest["output"]["zero_point"] == tensor_out.quantization.zero_point
+    assert manifest["input"]["shape"] == list(tensor_in.shape) and manifest["input"]["dtype"] == "int8"
+    assert manifest["labels"] == [str(i) for i in range(10)]
+    assert (bundle_dir / manifest["labels_file"]).read_text().split() == manifest["labels"]
+    report = json.loads((bundle_dir / "report.json").read_text())
+    measured = next(v for v in report["variants"] if v["variant"] == "int8")
+    assert manifest["metrics"]["top1"] == measured["top1"] and manifest["metrics"]["verdict"] == measured["verdict"]
+    assert manifest["preprocessing"]["scale"] == report["preprocessing"]["scale"]
+
+
+def constant(source: str, name: str) -> str:
+    match = re.search(rf"\b{name}\b(?::\s*\w+)?\s*=\s*(.+)", source)
+    assert match, f"{name} not in the generated code"
+    return match.group(1).strip()
+
+
+def test_generated_kotlin_and_swift_carry_the_manifest_constants(bundle_dir):
+    manifest = json.loads((bundle_dir / "mnist_cnn.int8.manifest.json").read_text())
+    kotlin = (bundle_dir / "mnist_cnn.int8.kt").read_text()
+    swift = (bundle_dir / "mnist_cnn.int8.swift").read_text()
+    tensor_in, prep = manifest["input"], manifest["preprocessing"]
+    assert float(constant(kotlin, "INPUT_QUANT_SCALE").rstrip("f")) == pytest.approx(tensor_in["scale"], rel=1e-7)
+    assert int(constant(kotlin, "INPUT_ZERO_POINT")) == tensor_in["zero_point"]
+    assert int(constant(kotlin, "INPUT_HEIGHT")) == prep["resize"]["height"]
+    assert constant(kotlin, "MODEL_SHA256").strip('"') == manifest["file"]["sha256"]
+    assert constant(kotlin, "val SCALE") == f"floatArrayOf({prep['scale'][0]!r}f)"
+    assert int(constant(kotlin, "NUM_CLASSES")) == len(manifest["labels"])
+    assert float(constant(swift, "static let inputQuantScale")) == pytest.approx(tensor_in["scale"], rel=1e-7)
+    assert int(constant(swift, "static let inputZeroPoint")) == tensor_in["zero_point"]
+    assert constant(swift, "static let modelSHA256").strip('"') == manifest["file"]["sha256"]
+    assert constant(swift, "static let labelsFile").strip('"') == manifest["labels_file"]
+
+
+def test_generated_code_follows_the_model_io_types(bundle_dir):
+    int8 = json.loads((bundle_dir / "mnist_cnn.int8.manifest.json").read_text())
+    float32 = json.loads((bundle_dir / "mnist_cnn.float32.manifest.json").read_text())
+    assert "put(q.toByte())" in kotlin_source(int8) and "putFloat(x)" in kotlin_source(float32)
+    assert "Int8(max(-128, min(127," in swift_source(int8) and "Float32(x)" in swift_source(float32)
+    assert "object MnistCnnInt8" in kotlin_source(int8) and "enum MnistCnnFloat32" in swift_source(float32)
+    assert float32["preprocessing"]["integer_formula"].startswith("none")
+    assert int8["output"]["dequantize"].startswith(f"score = (q - {int8['output']['zero_point']})")

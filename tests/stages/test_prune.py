@@ -1,0 +1,122 @@
+"""Pruning: sparsity after strip, skipped layers, refusals, and the zeros surviving conversion."""
+
+import logging
+
+import numpy as np
+import pytest
+from helpers import INPUT_SIZE, build_functional, build_sequential
+
+from tflite_opt.core import keras2
+from tflite_opt.core.config import IoType, Mode, Preprocessing, PruneConfig, Schedule
+from tflite_opt.core.errors import UsageError
+from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.stages import prune
+from tflite_opt.stages.convert import convert_keras
+from tflite_opt.stages.data import ImageSize, load_dataset
+from tflite_opt.stages.verify import file_layer_sparsity, sparsity_check
+
+pytestmark = pytest.mark.slow
+FAST = {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def digits(digit_folders):
+    """Real labelled digits at the tiny models' input size."""
+    _, evaluation = digit_folders
+    data = load_dataset(evaluation, ImageSize(INPUT_SIZE, INPUT_SIZE, 1), require_labels=True)
+    return data.model_input(Preprocessing()), data.labels
+
+
+@pytest.mark.parametrize("schedule", list(Schedule))
+@pytest.mark.parametrize("builder", [build_sequential, build_functional], ids=["sequential", "functional"])
+def test_each_pruned_layer_is_within_one_point_of_the_target_after_strip(digits, builder, schedule):
+    model = builder()
+    result = prune.prune_model(model, *digits, PruneConfig(target_sparsity=0.6, schedule=schedule, **FAST))
+    assert result.stats.layers, "no layer was pruned"
+    for layer in result.stats.layers:
+        assert abs(layer.sparsity - 0.6) <= 0.01, layer
+    kept = {layer.name for layer in result.model.layers}
+    assert not any(name.startswith("prune_low_magnitude") for name in kept)
+
+
+def test_pruning_leaves_the_callers_model_untouched(digits):
+    model = build_sequential()
+    before = [w.copy() for w in model.get_weights()]
+    prune.prune_model(model, *digits, PruneConfig(target_sparsity=0.5, **FAST))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_each_fine_tuning_epoch_is_logged(digits, caplog):
+    with caplog.at_level(logging.INFO, logger="tflite_opt"):
+        result = prune.prune_model(build_sequential(), *digits, PruneConfig(target_sparsity=0.5, **FAST))
+    lines = [r.getMessage() for r in caplog.records if r.name == "tflite_opt.stages.prune"]
+    assert [line.split(":")[1].strip() for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("loss" in line and "accuracy" in line for line in lines)
+    assert result.stats.seconds > 0
+
+
+def test_zeros_survive_into_the_int8_weights(digits):
+    model = build_sequential()
+    result = prune.prune_model(model, *digits, PruneConfig(target_sparsity=0.7, **FAST))
+    parsed = read_tflite(convert_keras(result.model, Mode.FULL_INT8, digits[0], IoType.INT8, progress=False))
+    in_file = file_layer_sparsity(parsed, result.stats.pruned_layer_names)
+    assert set(in_file) == set(result.stats.pruned_layer_names)
+    for layer in result.stats.layers:
+        weights, nonzero = in_file[layer.layer]
+        assert weights == layer.weights
+        assert 1 - nonzero / weights >= layer.sparsity - 0.01
+    assert sparsity_check(parsed, {layer.layer: layer.sparsity for layer in result.stats.layers}).passed
+
+
+def test_two_by_four_skips_the_single_channel_first_conv_with_a_note(digits):
+    result = prune.prune_model(build_sequential(), *digits, PruneConfig(m_by_n=(2, 4), **FAST))
+    skipped = dict(result.stats.skipped)
+    assert "1 input channels cannot form groups of 4" in skipped["conv"]
+    assert "conv" not in result.stats.pruned_layer_names
+    assert result.stats.config.target_sparsity == 0.5
+    hidden = next(layer for layer in result.model.layers if layer.name == "hidden").kernel.numpy()
+    groups = hidden.T.reshape(-1, 4)  # groups run along the input channels
+    assert np.all((groups == 0).sum(axis=1) >= 2)
+
+
+def test_an_unsupported_layer_is_skipped_with_a_note(digits):
+    keras = keras2.keras
+
+    class Doubler(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs * 2.0
+
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = Doubler(name="doubler")(x)
+    x = keras.layers.Dense(32, name="hidden")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="scores")(x))
+    result = prune.prune_model(model, *digits, PruneConfig(target_sparsity=0.5, **FAST))
+    assert "Doubler is not supported" in dict(result.stats.skipped)["doubler"]
+    assert set(result.stats.pruned_layer_names) == {"hidden", "scores"}
+
+
+def test_depthwise_convolutions_are_skipped_because_tfmot_prunes_none_of_their_weights(digits):
+    result = prune.prune_model(build_sequential(), *digits, PruneConfig(target_sparsity=0.5, **FAST))
+    assert "does not prune DepthwiseConv2D" in dict(result.stats.skipped)["depthwise"]
+    assert set(result.stats.pruned_layer_names) == {"conv", "hidden", "scores"}
+
+
+def test_a_model_with_nothing_to_prune_is_refused_with_the_reasons(digits):
+    keras = keras2.keras
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 1))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+    with pytest.raises(UsageError, match="no layer that can be pruned"):
+        prune.prune_model(model, *digits, PruneConfig(**FAST))
+
+
+def test_too_little_training_data_for_one_batch_is_refused(digits):
+    x, y = digits
+    with pytest.raises(UsageError, match="at least --batch-size=64 training samples, got 5"):
+        prune.prune_model(build_sequential(), x[:5], y[:5], PruneConfig(batch_size=64))
+
+
+def test_a_softmax_output_is_told_from_logits():
+    sample = np.random.default_rng(0).random((8, INPUT_SIZE, INPUT_SIZE, 1), dtype=np.float32)
+    assert prune.output_is_probability(build_sequential(), sample)
+    assert not prune.output_is_probability(build_functional(), sample)

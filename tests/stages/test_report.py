@@ -1,0 +1,158 @@
+"""The report: which variant is chosen, the terminal table, report.json, report.md and the plots."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tflite_opt.core.config import Preprocessing, SearchConfig
+from tflite_opt.stages.benchmark import LatencyStats, SizeStats, Verdict, accuracy_stats
+from tflite_opt.stages.layer_errors import LayerError
+from tflite_opt.stages.report import (
+    ConvertReport,
+    TensorInfo,
+    VariantResult,
+    format_error_table,
+    format_markdown,
+    format_table,
+    pareto_front,
+    write_report_files,
+)
+from tflite_opt.stages.search import Candidate, SearchOutcome
+from tflite_opt.stages.verify import Check, Verification
+
+LABELS = np.arange(20) % 10
+
+
+def accuracy(correct: int):
+    """Stats of a model that gets the first ``correct`` of 20 images right."""
+    predicted = LABELS.copy()
+    predicted[correct:] = (predicted[correct:] + 1) % 10
+    top_k = np.stack([predicted, *[(predicted + i) % 10 for i in range(1, 5)]], axis=1)
+    return accuracy_stats(LABELS, top_k, 10, reference=LABELS)
+
+
+def result(name, size, gzip_size, correct, label, p50=0.2):
+    latency = LatencyStats(p50, 0.01, p50 * 0.9, p50, p50 * 1.1, p50 * 1.2, 3.0, 1, 100, 10, "xnnpack")
+    dtype = "FLOAT32" if name == "float32" else "INT8"
+    tensor = TensorInfo("x", dtype, (1, 28, 28, 1), None if dtype == "FLOAT32" else 0.004, None)
+    return VariantResult(
+        variant=name,
+        path=Path("out") / f"m.{name}.tflite",
+        size=SizeStats(size, gzip_size, {dtype.lower(): 1000}),
+        sparsity=0.0,
+        verification=Verification(name, (Check("input dtype", True, dtype),)),
+        input=tensor,
+        output=tensor,
+        latency=latency,
+        verdict=Verdict(label, f"{label} because"),
+        accuracy=accuracy(correct),
+    )
+
+
+def report(*variants, **kwargs):
+    return ConvertReport(
+        model="m",
+        output_dir=Path("out"),
+        keras_top1=1.0,
+        eval_samples=20,
+        calibration_samples=10,
+        preprocessing=Preprocessing(),
+        variants=variants,
+        **kwargs,
+    )
+
+
+FLOAT = result("float32", 4000, 3600, 20, "reference")
+INT8 = result("int8", 1000, 900, 20, "good")
+PRUNED = result("int8-pruned80", 1000, 300, 19, "good")
+WRECKED = result("int8-pruned95", 1000, 100, 10, "bad")
+
+
+def test_the_smallest_good_variant_is_chosen_not_a_smaller_bad_one():
+    assert report(FLOAT, INT8, PRUNED, WRECKED).chosen.variant == "int8-pruned80"
+
+
+def test_without_a_good_variant_the_one_losing_least_is_chosen():
+    marginal = result("float16", 2000, 1800, 20, "marginal")
+    assert report(FLOAT, marginal, WRECKED).chosen.variant == "float16"
+
+
+def test_a_variant_named_by_a_search_or_option_is_chosen_over_the_rule():
+    assert report(FLOAT, INT8, PRUNED, chosen_variant="int8").chosen.variant == "int8"
+
+
+def test_the_table_has_a_row_per_variant_with_ratios_drop_and_the_chosen_mark():
+    table = format_table(report(FLOAT, INT8, PRUNED))
+    lines = table.splitlines()
+    assert lines[0] == "m: top-1 on 20 held-out images; latency of one image, 1 thread(s), median of 100 runs"
+    assert lines[1].split()[:3] == ["variant", "size", "vs"] and lines[1].split()[-1] == "verdict"
+    rows = {line.split()[0]: line for line in lines[3:7]}
+    assert rows["keras"].split() == ["keras", "100.00%"]
+    assert "25.0%" in rows["int8"] and "+0.00 pts" in rows["int8"] and rows["int8"].endswith("good")
+    assert "8.3%" in rows["int8-pruned80"] and "+5.00 pts" in rows["int8-pruned80"]
+    assert rows["int8-pruned80"].endswith("good *")
+    assert "* chosen: int8-pruned80" in lines
+    assert lines[-1] == "report: out/report.json (also report.md, tradeoff.png, confusion.png)"
+
+
+def test_report_json_records_every_variant_with_paths_relative_to_it():
+    saved = report(FLOAT, INT8).to_dict()
+    assert saved["schema_version"] == 1 and saved["keras_top1"] == 1.0 and saved["reference"] == "float32"
+    int8 = saved["variants"][1]
+    assert int8["path"] == "m.int8.tflite" and int8["size_ratio"] == 0.25 and int8["gzip_ratio"] == 0.25
+    assert int8["top1_drop_points"] == 0.0 and int8["chosen"] and not saved["variants"][0]["chosen"]
+    assert int8["checks"] == ["✓ input dtype: INT8"] and int8["verified"]
+    assert set(int8["latency_ms"]) == {"mean", "std", "min", "p50", "p90", "p99"}
+    assert saved["pruning"] is None and saved["search"] is None
+
+
+def test_the_search_section_lists_each_candidate_marked():
+    candidates = (
+        Candidate("int8", "int8", 0.0, (), 0.5, 50.0, 900, False, None),
+        Candidate("int8-mixed1", "float layers", 0.0, ("squash",), 0.99, 1.0, 1500, True, "int8"),
+    )
+    outcome = SearchOutcome(SearchConfig(2.0), 1.0, 20, False, candidates)
+    table = format_table(report(FLOAT, INT8, search=outcome))
+    assert "search: budget 2 top-1 points below Keras (100.00%); 2 candidates" in table
+    assert any(line.startswith("✗ int8 ") for line in table.splitlines())
+    assert any(line.startswith("* int8-mixed1") and line.endswith("squash") for line in table.splitlines())
+
+
+def test_markdown_has_the_table_verdicts_and_latency():
+    text = format_markdown(report(FLOAT, INT8))
+    assert text.startswith("# m\n")
+    assert "| int8 | 1.0 KiB | 25.0% |" in text and "Chosen: **int8**." in text
+    assert "- **int8**: good, good because." in text
+    assert "| int8 | 0.200 | 0.010 | 0.180 | 0.200 | 0.220 | 0.240 | 3.0 | xnnpack |" in text
+
+
+def test_the_report_files_are_written_and_report_json_matches(tmp_path):
+    written = report(FLOAT, INT8)
+    moved = ConvertReport(**{**written.__dict__, "output_dir": tmp_path})
+    write_report_files(moved, overwrite=False)
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(moved.to_dict()))
+    for plot in ("tradeoff.png", "confusion.png"):
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "search.png").exists()
+    with pytest.raises(Exception, match="exists; pass --overwrite"):
+        write_report_files(moved, overwrite=False)
+
+
+def test_pareto_front_keeps_only_points_nothing_beats_on_both_axes():
+    points = [(100.0, 98.0), (50.0, 98.5), (60.0, 97.0), (20.0, 90.0), (50.0, 98.5)]
+    front = pareto_front(points)
+    assert [points[i] for i in front] == [(20.0, 90.0), (50.0, 98.5), (50.0, 98.5)]
+
+
+def test_the_layer_error_table_lists_layers_worst_first_aligned():
+    errors = (
+        LayerError("squash", ("FULLY_CONNECTED", "TANH"), 0.18, 1.0, 40.0, 32, 3),
+        LayerError("conv", ("CONV_2D",), 0.29, 0.0057, 0.02, 5408, 0),
+    )
+    lines = format_error_table(errors, "m", 100).splitlines()
+    assert lines[0] == "m: int8 error per layer on 100 calibration samples, worst first"
+    assert lines[3].split() == ["squash", "FULLY_CONNECTED,TANH", "100.00%", "0.180", "40"]
+    assert lines[4].split() == ["conv", "CONV_2D", "0.57%", "0.290", "0.02"]
+    assert len({len(line) for line in lines[1:5]}) == 1  # aligned columns

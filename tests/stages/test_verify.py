@@ -1,0 +1,85 @@
+"""Verification: I/O dtypes, every operator integer (a float fallback named with its layer), zeros kept."""
+
+import numpy as np
+import pytest
+from helpers import INPUT_SIZE, build_sequential
+
+from tflite_opt.core import keras2
+from tflite_opt.core.config import IoType, Mode
+from tflite_opt.core.errors import VerificationError
+from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.stages.convert import convert_keras
+from tflite_opt.stages.verify import (
+    file_layer_sparsity,
+    float_operators,
+    layer_for_tensor_name,
+    overall_sparsity,
+    sparsity_check,
+    verify_variant,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def calibration_samples(count: int = 16) -> np.ndarray:
+    return np.random.default_rng(0).random((count, INPUT_SIZE, INPUT_SIZE, 1), dtype=np.float32)
+
+
+def model_with_sin_layer():
+    """Dense → sin → Dense: SIN has no int8 kernel, so the converter silently keeps it in float."""
+    keras, tf = keras2.keras, keras2.tf
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 1))
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    x = keras.layers.Dense(16, name="dense_in")(x)
+    x = keras.layers.Lambda(tf.math.sin, name="periodic")(x)
+    outputs = keras.layers.Dense(10, name="dense_out")(x)
+    return keras.Model(inputs, outputs, name="with_sin")
+
+
+def test_the_layer_is_told_from_fused_tensor_names():
+    names = ["conv", "bn", "scores"]
+    assert layer_for_tensor_name("tiny/bn/FusedBatchNormV3;tiny/conv/Conv2D", names) == "bn"
+    assert layer_for_tensor_name("StatefulPartitionedCall:0", names) is None
+
+
+def test_float_fallback_is_caught_naming_the_operator_and_its_layer():
+    model = model_with_sin_layer()
+    parsed = read_tflite(convert_keras(model, Mode.FULL_INT8, calibration_samples(), progress=False))
+    verification = verify_variant(parsed, Mode.FULL_INT8, IoType.INT8, [layer.name for layer in model.layers])
+    assert not verification.passed
+    with pytest.raises(VerificationError, match=r"SIN \(layer 'periodic'\).*fell back to float"):
+        verification.raise_for_failures()
+
+
+def test_a_float_model_presented_as_int8_fails_the_dtype_checks():
+    parsed = read_tflite(convert_keras(build_sequential(), Mode.FLOAT32))
+    failed = {c.name for c in verify_variant(parsed, Mode.FULL_INT8).checks if not c.passed}
+    assert failed == {"input dtype", "output dtype", "integer-only"}
+
+
+def test_a_full_int8_model_passes_every_check():
+    parsed = read_tflite(convert_keras(build_sequential(), Mode.FULL_INT8, calibration_samples(), progress=False))
+    verification = verify_variant(parsed, Mode.FULL_INT8)
+    assert [c.name for c in verification.checks] == ["input dtype", "output dtype", "integer-only"]
+    assert verification.passed and float_operators(parsed) == []
+    assert f"all {len(parsed.operators)} operators compute in integer" in verification.checks[-1].detail
+
+
+def test_sparsity_is_counted_per_layer_from_the_stored_weights():
+    model = build_sequential()
+    kernel, bias = model.get_layer("hidden").get_weights()
+    kernel[: kernel.shape[0] // 2] = 0.0  # half of the hidden layer's weights
+    model.get_layer("hidden").set_weights([kernel, bias])
+    parsed = read_tflite(convert_keras(model, Mode.FULL_INT8, calibration_samples(), progress=False))
+    weights, nonzero = file_layer_sparsity(parsed, ["hidden", "scores"])["hidden"]
+    # The zeroed half stays zero; int8 rounds a few tiny weights of the other half to zero too.
+    assert weights == kernel.size and 0.45 * kernel.size <= nonzero <= kernel.size / 2
+    assert 0.0 < overall_sparsity(parsed) < 0.5
+    assert sparsity_check(parsed, {"hidden": 0.5}).passed
+
+
+def test_the_sparsity_check_fails_when_the_file_has_fewer_zeros_than_keras():
+    parsed = read_tflite(convert_keras(build_sequential(), Mode.FULL_INT8, calibration_samples(), progress=False))
+    check = sparsity_check(parsed, {"hidden": 0.8, "absent": 0.5})
+    assert not check.passed and "pruning did not survive conversion: hidden" in check.detail
+    assert "absent (no weights found in the file)" in check.detail

@@ -1,0 +1,290 @@
+"""What every command shares: flag groups, the one error edge (:func:`run_cli`), signals and exit codes.
+
+A command module (``python -m tflite_opt.<command>``) defines its flags from the
+groups here, turns them into a configuration, makes one call to a job and prints
+what comes back. Nothing below the commands imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from absl import flags
+
+from tflite_opt.core.config import Preprocessing, PruneConfig, Schedule
+from tflite_opt.core.errors import TfliteOptError, UsageError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+OUTPUT_GROUP = "Output"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so every cleanup (temporary files) runs as for Ctrl-C."""
+
+
+_received_signal: int | None = None
+
+
+def _unwind(signum, frame) -> None:
+    # Remember the signal: native code (the converter) may turn the exception raised here into an
+    # error of its own, and the user must still be told the run was interrupted, not that it failed.
+    global _received_signal
+    _received_signal = signum
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGINT and SIGTERM raise exceptions during a command (main thread only)."""
+    global _received_signal
+    _received_signal = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _unwind) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted_exit(default: int | None = None) -> int | None:
+    """The exit code for a signal received during the command (or ``default``), if any; says so on stderr."""
+    received = _received_signal or default
+    if received == signal.SIGINT:
+        print("interrupted; no partial output was left behind", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if received == signal.SIGTERM:
+        print("terminated; no partial output was left behind", file=sys.stderr)
+        return EXIT_TERMINATED
+    return None
+
+
+class _UserLines(logging.Formatter):
+    """Log records as the lines a user reads: a warning says so, progress is the message itself."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return f"warning: {message}" if record.levelno >= logging.WARNING else message
+
+
+@contextlib.contextmanager
+def _progress_on_stderr(verbose: bool) -> Iterator[None]:
+    """The jobs' log (``tflite_opt.*`` loggers) on stderr while a command runs: progress and warnings,
+    and with --verbose each step too (DEBUG)."""
+    logger = logging.getLogger("tflite_opt")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_UserLines())
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def _print_help(program: str, flag_values: flags.FlagValues) -> None:
+    print(f"usage: python -m {program} [flags]\n")
+    print(flag_values.get_help(include_special_flags=False).lstrip("\n"))
+
+
+def _parse(program: str, args: list[str], flag_values: flags.FlagValues) -> str | None:
+    """Parse ``args`` into ``flag_values``; a one-line error message where they do not parse."""
+    try:
+        leftover = flag_values([program, *args])
+    except flags.Error as exc:
+        return f"error: {exc} (see --help)"
+    if len(leftover) > 1:
+        return f"error: unexpected argument {leftover[1]!r}; every option is a --flag (see --help)"
+    return None
+
+
+def run_cli(
+    program: str,
+    argv: Sequence[str] | None,
+    define_flags: Callable[[flags.FlagValues], None],
+    run: Callable[[flags.FlagValues], int],
+) -> int:
+    """Parse ``argv`` with a fresh set of flags, call ``run(flags)`` and map errors to exit codes.
+
+    Every command gets ``--verbose`` here. A user error (TfliteOptError, bad flag) prints one
+    line and returns its exit code (2 for most); a traceback only appears with ``--verbose``.
+    Each call gets its own FlagValues, so commands can run in-process, one after another,
+    in tests or notebooks.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flags.DEFINE_bool(
+        "verbose",
+        False,
+        "Show tracebacks, each step, and TensorFlow's own log.",
+        flag_values=flag_values,
+        module_name=OUTPUT_GROUP,
+    )
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in args):
+        _print_help(program, flag_values)
+        return 0
+    problem = _parse(program, args, flag_values)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    verbose = flag_values["verbose"].value
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    try:
+        with _signals_unwind(), _progress_on_stderr(verbose):
+            return run(flag_values)
+    except (KeyboardInterrupt, Terminated) as exc:
+        return _interrupted_exit(default=signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+    except Exception as exc:
+        return _failed(exc, verbose)
+
+
+def _failed(exc: Exception, verbose: bool) -> int:
+    """The exit code and one line for an exception a command raised."""
+    interrupted = _interrupted_exit()
+    if interrupted is not None:
+        return interrupted
+    if verbose:
+        traceback.print_exc()
+    if isinstance(exc, TfliteOptError):
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", file=sys.stderr)
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------- flag groups
+
+
+def define_unsafe_flag(flag_values: flags.FlagValues, group: str) -> None:
+    """--allow-unsafe-deserialization, for every command that loads a Keras model."""
+    flags.DEFINE_bool(
+        "allow-unsafe-deserialization",
+        False,
+        "Load a Keras model even if it carries code (Lambda layers, custom modules). Only for files you trust.",
+        flag_values=flag_values,
+        module_name=group,
+    )
+
+
+def define_model_flags(flag_values: flags.FlagValues, group: str, model_help: str) -> None:
+    """--model (a Keras model; default: the embedded one) and --allow-unsafe-deserialization."""
+    flags.DEFINE_string("model", None, model_help, flag_values=flag_values, module_name=group)
+    define_unsafe_flag(flag_values, group)
+
+
+def define_calibration_flags(flag_values: flags.FlagValues, group: str) -> None:
+    """--representative-data, --num-calibration-samples and --seed."""
+    data = {"flag_values": flag_values, "module_name": group}
+    flags.DEFINE_string(
+        "representative-data", None, "Calibration images (folder, flat or per class) or .npy/.npz.", **data
+    )
+    flags.DEFINE_integer("num-calibration-samples", 200, "Calibration samples to draw.", lower_bound=1, **data)
+    flags.DEFINE_integer("seed", 0, "Seed of the calibration draw.", **data)
+
+
+def define_preprocessing_flags(flag_values: flags.FlagValues) -> None:
+    """--input-scale/--input-offset or --mean/--std, shared by every command that reads images."""
+    prep = {
+        "flag_values": flag_values,
+        "module_name": "Preprocessing (x = pixel * scale + offset, pixel in 0..255; kept with the artifact)",
+    }
+    flags.DEFINE_list("input-scale", None, "Scale, one value or one per channel. Default 1/255.", **prep)
+    flags.DEFINE_list("input-offset", None, "Offset, one value or one per channel. Default 0.", **prep)
+    flags.DEFINE_list("mean", None, "Alternative: x = (pixel - mean) / std; one value or one per channel.", **prep)
+    flags.DEFINE_list("std", None, "Standard deviation for --mean.", **prep)
+
+
+PRUNING_GROUP = "Pruning (tensorflow-model-optimization)"
+
+
+def define_pruning_flags(flag_values: flags.FlagValues) -> None:
+    """The pruning flags shared by ``convert --prune`` and ``python -m tflite_opt.prune``."""
+    group = {"flag_values": flag_values, "module_name": PRUNING_GROUP}
+    default = PruneConfig()
+    flags.DEFINE_bool("prune", False, "Prune (magnitude) and fine-tune before converting.", **group)
+    flags.DEFINE_float("target-sparsity", default.target_sparsity, "Fraction of weights set to zero.", **group)
+    flags.DEFINE_enum(
+        "pruning-schedule", default.schedule.value, [s.value for s in Schedule], "How sparsity ramps up.", **group
+    )
+    flags.DEFINE_integer("pruning-epochs", default.epochs, "Fine-tuning epochs.", **group)
+    flags.DEFINE_integer("batch-size", default.batch_size, "Fine-tuning batch size.", **group)
+    flags.DEFINE_float("learning-rate", default.learning_rate, "Fine-tuning learning rate (Adam).", **group)
+    flags.DEFINE_string("block-size", "1,1", "Prune blocks of HxW weights together, e.g. 1,4.", **group)
+    flags.DEFINE_string("sparsity-m-by-n", None, "Structured sparsity: m zeros in every n weights, e.g. 2:4.", **group)
+
+
+def define_overwrite_flag(flag_values: flags.FlagValues, group: str, what: str) -> None:
+    """--overwrite: replace ``what`` if it exists."""
+    flags.DEFINE_bool("overwrite", False, f"Replace {what}.", flag_values=flag_values, module_name=group)
+
+
+# ---------------------------------------------------------------------------------------------- flag values
+
+
+def path_flag(flag_values: flags.FlagValues, name: str) -> Path | None:
+    """A flag's value as a path, or None where it was not given."""
+    return Path(flag_values[name].value) if flag_values[name].value else None
+
+
+def _floats(values: Sequence[str] | None, name: str) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError as exc:
+        raise UsageError(f"--{name} takes numbers separated by commas, got {','.join(values)}") from exc
+
+
+def preprocessing_from_flags(fv: flags.FlagValues) -> Preprocessing | None:
+    """The preprocessing the flags give, or None where they give none (the job's default applies)."""
+    scale, offset = _floats(fv["input-scale"].value, "input-scale"), _floats(fv["input-offset"].value, "input-offset")
+    mean, std = _floats(fv["mean"].value, "mean"), _floats(fv["std"].value, "std")
+    if (scale or offset) and (mean or std):
+        raise UsageError("give either --input-scale/--input-offset or --mean/--std, not both")
+    if mean or std:
+        return Preprocessing.from_mean_std(mean or (0.0,), std or (1.0,))
+    if scale or offset:
+        return Preprocessing(scale=scale or (1.0 / 255.0,), offset=offset or (0.0,))
+    return None
+
+
+def _pair(text: str | None, separator: str, flag: str) -> tuple[int, int] | None:
+    if not text:
+        return None
+    parts = text.replace(" ", "").split(separator)
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise UsageError(f"--{flag} takes two integers as A{separator}B, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def prune_config_from_flags(fv: flags.FlagValues, always: bool = False) -> PruneConfig | None:
+    """A PruneConfig when --prune is given (or ``always``), else None."""
+    if not (always or fv["prune"].value):
+        return None
+    return PruneConfig(
+        target_sparsity=fv["target-sparsity"].value,
+        schedule=Schedule(fv["pruning-schedule"].value),
+        epochs=fv["pruning-epochs"].value,
+        batch_size=fv["batch-size"].value,
+        learning_rate=fv["learning-rate"].value,
+        block_size=_pair(fv["block-size"].value, ",", "block-size") or (1, 1),
+        m_by_n=_pair(fv["sparsity-m-by-n"].value, ":", "sparsity-m-by-n"),
+    )

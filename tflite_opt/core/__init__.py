@@ -1,0 +1,1 @@
+"""Core: what every stage builds on. Core modules import only core modules."""

@@ -1,0 +1,307 @@
+"""Configuration: string enums and frozen dataclasses, validated on creation."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tflite_opt.core.errors import UsageError
+
+
+class Mode(str, enum.Enum):
+    """A conversion mode; its value is the variant name used in file names and reports."""
+
+    FLOAT32 = "float32"
+    DYNAMIC_RANGE = "dynamic-range"
+    FLOAT16 = "float16"
+    FULL_INT8 = "int8"
+
+
+class IoType(str, enum.Enum):
+    """Input and output tensor type of a full-integer model."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+    FLOAT32 = "float32"
+
+
+def _as_floats(values: float | Sequence[float], name: str) -> tuple[float, ...]:
+    floats = (float(values),) if isinstance(values, (int, float)) else tuple(float(v) for v in values)
+    if not floats:
+        raise UsageError(f"{name} needs at least one value")
+    if not all(math.isfinite(v) for v in floats):
+        raise UsageError(f"{name} must be finite numbers, got {floats}")
+    return floats
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw pixels (0..255) become model input: ``x = pixel * scale + offset``.
+
+    scale and offset hold one value, or one per channel. The app must apply the
+    same formula, so the spec is written next to every artifact.
+    """
+
+    scale: tuple[float, ...] = (1.0 / 255.0,)
+    offset: tuple[float, ...] = (0.0,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", _as_floats(self.scale, "input scale"))
+        object.__setattr__(self, "offset", _as_floats(self.offset, "input offset"))
+        if any(s == 0.0 for s in self.scale):
+            raise UsageError("input scale must not be 0 (std must not be infinite)")
+        if len(self.scale) != len(self.offset) and 1 not in (len(self.scale), len(self.offset)):
+            raise UsageError(
+                f"input scale has {len(self.scale)} values and offset {len(self.offset)}; "
+                "give one value or one per channel for each"
+            )
+
+    @classmethod
+    def from_mean_std(cls, mean: float | Sequence[float], std: float | Sequence[float]) -> Preprocessing:
+        """The spec for ``x = (pixel - mean) / std``."""
+        means = _as_floats(mean, "mean")
+        stds = _as_floats(std, "std")
+        if any(s <= 0.0 for s in stds):
+            raise UsageError(f"std must be positive, got {stds}")
+        if len(means) != len(stds) and 1 not in (len(means), len(stds)):
+            raise UsageError(f"mean has {len(means)} values and std {len(stds)}; they must match")
+        count = max(len(means), len(stds))
+        means = means * count if len(means) == 1 else means
+        stds = stds * count if len(stds) == 1 else stds
+        return cls(scale=tuple(1.0 / s for s in stds), offset=tuple(-m / s for m, s in zip(means, stds, strict=True)))
+
+    def channel_count_fits(self, channels: int) -> bool:
+        """True when every per-channel list has 1 or ``channels`` values."""
+        return all(len(v) in (1, channels) for v in (self.scale, self.offset))
+
+    def expected_range(self) -> tuple[float, float]:
+        """The range of model input values that pixels 0..255 map to."""
+        scales, offsets = self.per_channel()
+        ends = [255.0 * s + o for s, o in zip(scales, offsets, strict=True)]
+        return min([*offsets, *ends]), max([*offsets, *ends])
+
+    def per_channel(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(scale, offset) with the same number of values each: a single value repeated where the other has more."""
+        count = max(len(self.scale), len(self.offset))
+
+        def broadcast(values: tuple[float, ...]) -> tuple[float, ...]:
+            return values * count if len(values) == 1 else values
+
+        return broadcast(self.scale), broadcast(self.offset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "formula": "x = pixel * scale + offset, pixel in 0..255",
+            "scale": list(self.scale),
+            "offset": list(self.offset),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(scale=tuple(data["scale"]), offset=tuple(data["offset"]))
+
+
+class Schedule(str, enum.Enum):
+    POLYNOMIAL_DECAY = "polynomial-decay"
+    CONSTANT = "constant"
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How to prune and fine-tune; defaults suit the embedded MNIST CNN."""
+
+    target_sparsity: float = 0.8
+    schedule: Schedule = Schedule.POLYNOMIAL_DECAY
+    epochs: int = 8
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    block_size: tuple[int, int] = (1, 1)
+    m_by_n: tuple[int, int] | None = None
+    seed: int = 0
+    # Sparsity the model already has (a search continuing from a pruned model): the schedule starts there.
+    initial_sparsity: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schedule", Schedule(self.schedule))
+        if self.m_by_n is not None:
+            m, n = self.m_by_n
+            if not 0 < m < n:
+                raise UsageError(f"--sparsity-m-by-n needs 0 < m < n, got {m}:{n}")
+            # m zeros in every n weights fixes the sparsity at m/n.
+            object.__setattr__(self, "target_sparsity", m / n)
+        if not 0.0 < self.target_sparsity < 1.0:
+            raise UsageError(f"--target-sparsity must be between 0 and 1 (exclusive), got {self.target_sparsity}")
+        if self.epochs < 1:
+            raise UsageError(f"--pruning-epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise UsageError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if any(b < 1 for b in self.block_size):
+            raise UsageError(f"--block-size values must be at least 1, got {self.block_size}")
+        if not 0.0 <= self.initial_sparsity <= self.target_sparsity:
+            raise UsageError(
+                f"initial sparsity {self.initial_sparsity} must be between 0 and the target {self.target_sparsity}"
+            )
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.target_sparsity)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target_sparsity": self.target_sparsity,
+            "schedule": self.schedule.value,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "block_size": list(self.block_size),
+            "m_by_n": list(self.m_by_n) if self.m_by_n else None,
+            "initial_sparsity": self.initial_sparsity,
+        }
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """How variants are measured; defaults give stable figures on a shared 2-core machine."""
+
+    num_runs: int = 100
+    warmup_runs: int = 10
+    num_threads: int = 1
+    use_xnnpack: bool = True
+    batch_size: int = 128
+    accuracy_budget: float = 1.0
+    bad_drop: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.num_runs < 2:
+            raise UsageError(f"--num-runs must be at least 2, got {self.num_runs}")
+        if self.warmup_runs < 0:
+            raise UsageError(f"--warmup-runs must not be negative, got {self.warmup_runs}")
+        if self.num_threads < 1:
+            raise UsageError(f"--num-threads must be at least 1, got {self.num_threads}")
+        if self.batch_size < 1:
+            raise UsageError(f"--eval-batch-size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.accuracy_budget <= self.bad_drop:
+            raise UsageError(
+                f"--accuracy-budget must be between 0 and {self.bad_drop} points, got {self.accuracy_budget}"
+            )
+
+
+DEFAULT_SPARSITY_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def within_budget(drop_points: float, budget_points: float) -> bool:
+    """True when a top-1 drop is at most the budget; a floating-point hair over it still counts
+    (0.986 - 0.983 is 0.30000000000000027 points)."""
+    return bool(drop_points <= budget_points + 1e-9)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The accuracy budget and where to look for the smallest model within it."""
+
+    max_accuracy_drop: float
+    sparsities: tuple[float, ...] = DEFAULT_SPARSITY_GRID
+    max_float_layers: int = 3
+    refine: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_accuracy_drop <= 100.0:
+            raise UsageError(f"--max-accuracy-drop is in top-1 points (0 to 100), got {self.max_accuracy_drop}")
+        levels = tuple(sorted({float(s) for s in self.sparsities}))
+        if not levels or not all(0.0 < s < 1.0 for s in levels):
+            raise UsageError(f"--sparsity-grid needs sparsities between 0 and 1 (exclusive), got {self.sparsities}")
+        object.__setattr__(self, "sparsities", levels)
+        if self.max_float_layers < 0:
+            raise UsageError(f"--max-float-layers must not be negative, got {self.max_float_layers}")
+
+    def within(self, drop_points: float) -> bool:
+        """True when a top-1 drop (points) is within the budget."""
+        return within_budget(drop_points, self.max_accuracy_drop)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget": self.max_accuracy_drop,
+            "sparsities": list(self.sparsities),
+            "max_float_layers": self.max_float_layers,
+            "refine": self.refine,
+        }
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Everything one convert run needs; ``None`` paths mean the embedded default."""
+
+    modes: tuple[Mode, ...] = (Mode.FULL_INT8,)
+    model_path: Path | None = None
+    representative_data: Path | None = None
+    eval_data: Path | None = None
+    output_dir: Path = Path("artifacts")
+    io_type: IoType = IoType.INT8
+    preprocessing: Preprocessing | None = None
+    num_calibration_samples: int = 200
+    seed: int = 0
+    overwrite: bool = False
+    model_name: str | None = None
+    prune: PruneConfig | None = None
+    train_data: Path | None = None
+    sparse_format: bool = False
+    benchmark: BenchmarkSettings = BenchmarkSettings()
+    allow_unsafe_deserialization: bool = False
+    model_version: str = "1"
+    labels_file: Path | None = None
+    search: SearchConfig | None = None
+    per_tensor: bool = False
+
+    def __post_init__(self) -> None:
+        modes = tuple(Mode(m) for m in self.modes)
+        if not modes:
+            raise UsageError("choose at least one mode: --full-int8, --dynamic-range, --float16 or --float32")
+        # float32 is always produced as the reference; keep a stable order without repeats.
+        ordered = (Mode.FLOAT32,) + tuple(m for m in Mode if m in modes and m is not Mode.FLOAT32)
+        object.__setattr__(self, "modes", ordered)
+        object.__setattr__(self, "io_type", IoType(self.io_type))
+        if not self.model_version or "/" in self.model_version or self.model_version.startswith("."):
+            raise UsageError(f"--model-version must be a plain name such as 1 or 2.0.1, got {self.model_version!r}")
+        if self.num_calibration_samples < 1:
+            raise UsageError(f"--num-calibration-samples must be at least 1, got {self.num_calibration_samples}")
+        self._check_combinations()
+        if self.model_path is not None and self.model_name is None:
+            object.__setattr__(self, "model_name", Path(self.model_path).name.split(".")[0] or "model")
+
+    def _check_combinations(self) -> None:
+        """Options that only make sense with others."""
+        if self.sparse_format and self.prune is None:
+            raise UsageError("--sparse-format stores pruned weights sparsely; it needs --prune")
+        if self.io_type is not IoType.INT8 and Mode.FULL_INT8 not in self.modes:
+            raise UsageError("--io-type only applies to --full-int8")
+        if (self.search is not None or self.per_tensor) and Mode.FULL_INT8 not in self.modes:
+            raise UsageError("--max-accuracy-drop and --per-tensor apply to --full-int8 models")
+        if self.search is None:
+            return
+        if set(self.modes) - {Mode.FLOAT32, Mode.FULL_INT8}:
+            raise UsageError("--max-accuracy-drop searches full-int8 models; run the other modes separately")
+        if self.prune is not None and self.prune.m_by_n is not None:
+            raise UsageError("--sparsity-m-by-n fixes the sparsity, so there is nothing to search; drop one of them")
+        if self.sparse_format:
+            raise UsageError("--sparse-format is not searched; drop it or --max-accuracy-drop")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return Mode.FULL_INT8 in self.modes
+
+    def variant_name(self, mode: Mode) -> str:
+        """``int8``, or ``int8-pruned80`` for a pruned model."""
+        return mode.value if self.prune is None else f"{mode.value}-pruned{self.prune.percent}"
+
+    @property
+    def pruned_modes(self) -> tuple[Mode, ...]:
+        """Modes converted from the pruned model: all but the float32 reference, unless it is the only one."""
+        if self.prune is None:
+            return ()
+        return tuple(m for m in self.modes if m is not Mode.FLOAT32) or (Mode.FLOAT32,)

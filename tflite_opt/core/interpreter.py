@@ -1,0 +1,123 @@
+"""Run a .tflite classifier with the LiteRT interpreter, in batches, quantizing I/O as the model says."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from tflite_opt.core import keras2
+from tflite_opt.core.quiet import native_stderr_silenced
+
+# The range of each integer tensor type, by its name in a manifest or numpy.
+INTEGER_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
+def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    """Float model input to an integer tensor: ``round(x / scale) + zero_point``, clipped."""
+    low, high = INTEGER_RANGES[np.dtype(dtype).name]
+    return np.clip(np.round(values / scale) + zero_point, low, high).astype(dtype)
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer model output back to float: ``(q - zero_point) * scale``."""
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+def interpreter_class() -> tuple[type, Any]:
+    """LiteRT's Interpreter and OpResolverType; TensorFlow's deprecated tf.lite ones where LiteRT is missing."""
+    try:
+        # Deferred: loads the native interpreter library, which --help does not need.
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        return keras2.tf.lite.Interpreter, keras2.tf.lite.experimental.OpResolverType
+    return Interpreter, OpResolverType
+
+
+class TfliteRunner:
+    """Runs a .tflite classifier on float input in batches, quantizing I/O as the model says.
+
+    XNNPACK (the default delegate) is used where it can prepare the model; where it
+    cannot (sparse FULLY_CONNECTED weights from EXPERIMENTAL_SPARSITY), the runner
+    falls back to the built-in kernels and says so in ``delegate``.
+    """
+
+    def __init__(
+        self, model_content: bytes, batch_size: int = 64, num_threads: int | None = None, use_xnnpack: bool = True
+    ):
+        started = time.perf_counter()
+        with native_stderr_silenced():
+            if not use_xnnpack:
+                detail = self._prepare(model_content, batch_size, num_threads, default_delegates=False)
+                self.delegate = "none"
+            else:
+                try:
+                    detail = self._prepare(model_content, batch_size, num_threads, default_delegates=True)
+                    self.delegate = "xnnpack"
+                except RuntimeError:
+                    detail = self._prepare(model_content, batch_size, num_threads, default_delegates=False)
+                    self.delegate = "none (XNNPACK could not prepare this model)"
+        self.init_ms = 1000.0 * (time.perf_counter() - started)
+        self._input_index = detail["index"]
+        self._input_dtype = np.dtype(detail["dtype"])
+        self._input_quant = detail["quantization"]
+        output = self._interpreter.get_output_details()[0]
+        self._output_index = output["index"]
+        self._output_quant = output["quantization"]
+        self._output_integer = np.dtype(output["dtype"]).kind in "iu"
+
+    def _prepare(self, content: bytes, batch_size: int, num_threads: int | None, default_delegates: bool) -> dict:
+        interpreter_type, resolver = interpreter_class()
+        options = (
+            {} if default_delegates else {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+        )
+        self._interpreter = interpreter_type(model_content=content, num_threads=num_threads, **options)
+        detail = self._interpreter.get_input_details()[0]
+        # A dynamic batch dimension lets one invoke score many images at once.
+        dynamic = len(detail["shape_signature"]) > 0 and detail["shape_signature"][0] == -1
+        self.batch_size = batch_size if dynamic else int(detail["shape"][0])
+        if dynamic:
+            self._interpreter.resize_tensor_input(detail["index"], [self.batch_size, *detail["shape"][1:]])
+        self._interpreter.allocate_tensors()
+        return detail
+
+    def invoke_on_zeros(self) -> None:
+        """One invoke on an all-zero input of the model's own type: where a malformed model crashes."""
+        detail = self._interpreter.get_input_details()[0]
+        self._interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
+        self._interpreter.invoke()
+
+    def time_invokes(self, sample: np.ndarray, runs: int, warmup: int) -> np.ndarray:
+        """Wall time in ms of ``runs`` invokes on ``sample`` (one image of float model input), after ``warmup``."""
+        batch = np.repeat(sample[np.newaxis], self.batch_size, axis=0)
+        self._interpreter.set_tensor(self._input_index, self._to_input(batch))
+        for _ in range(warmup):
+            self._interpreter.invoke()
+        times = np.empty(runs)
+        for i in range(runs):
+            started = time.perf_counter()
+            self._interpreter.invoke()
+            times[i] = time.perf_counter() - started
+        return 1000.0 * times
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Float scores for float32 model input of shape (N, H, W, C)."""
+        results = []
+        for start in range(0, len(inputs), self.batch_size):
+            batch = inputs[start : start + self.batch_size]
+            count = len(batch)
+            if count < self.batch_size:
+                padding = np.zeros((self.batch_size - count, *batch.shape[1:]), dtype=batch.dtype)
+                batch = np.concatenate([batch, padding])
+            self._interpreter.set_tensor(self._input_index, self._to_input(batch))
+            self._interpreter.invoke()
+            scores = self._interpreter.get_tensor(self._output_index)[:count]
+            results.append(dequantize(scores, *self._output_quant) if self._output_integer else scores.copy())
+        return np.concatenate(results) if results else np.zeros((0,), dtype=np.float32)
+
+    def _to_input(self, batch: np.ndarray) -> np.ndarray:
+        if self._input_dtype.kind in "iu":
+            scale, zero_point = self._input_quant
+            return quantize(batch, scale, zero_point, self._input_dtype)
+        return batch.astype(self._input_dtype)

@@ -1,0 +1,138 @@
+"""Benchmark .tflite files you already have: ``python -m tflite_opt.benchmark`` as a job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tflite_opt.core.config import BenchmarkSettings, Preprocessing
+from tflite_opt.core.errors import ModelLoadError, UsageError
+from tflite_opt.core.fileio import refuse_existing
+from tflite_opt.core.native_probe import check_size, probe_in_child
+from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.jobs.inputs import seen_digests
+from tflite_opt.jobs.measure import Bench, assemble_results, latency_sample
+from tflite_opt.stages.benchmark import DEFAULT_SETTINGS, Measured
+from tflite_opt.stages.data import ImageSize, load_dataset, open_source
+from tflite_opt.stages.load import describe_classifier, load_keras_model
+from tflite_opt.stages.report import ConvertReport, report_paths, write_report_files
+from tflite_opt.stages.verify import Verification, Verified
+
+
+def run_benchmark(
+    model_paths: list[Path],
+    output_dir: Path,
+    eval_data: Path | None = None,
+    keras_model_path: Path | None = None,
+    preprocessing: Preprocessing | None = None,
+    settings: BenchmarkSettings = DEFAULT_SETTINGS,
+    seen_data: dict[str, Path] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    allow_unsafe: bool = False,
+) -> ConvertReport:
+    """Benchmark existing .tflite files and write report.json, report.md and the plots.
+
+    Args:
+        model_paths: the variants, ``<model>.<variant>.tflite`` where the names allow it.
+        output_dir: where the report files go.
+        eval_data: labelled held-out data; without it, latency and size only.
+        keras_model_path: the float Keras model, the top-1 and agreement reference.
+        preprocessing: pixels to model input (default: x = pixel / 255).
+        settings: latency runs, threads, batch size, verdict thresholds.
+        seen_data: data the models saw, by what it was for ("calibration", "training"); refused if
+            it shares an image with ``eval_data``.
+        overwrite: replace existing report files.
+        progress: a progress bar on a terminal.
+        allow_unsafe: load a Keras model that carries code.
+
+    Raises:
+        TfliteOptError: unreadable models, mismatched inputs, overlapping data.
+    """
+    if not model_paths:
+        raise UsageError("pass at least one --model file.tflite")
+    refuse_existing(report_paths(output_dir), overwrite)
+    model_name, variants = _names(model_paths)
+    files = {variant: _foreign_file(path, variant) for variant, path in zip(variants, model_paths, strict=True)}
+    size = _image_size(files)
+    preprocessing = preprocessing or Preprocessing()
+    keras_model = _keras_reference(keras_model_path, size, allow_unsafe) if keras_model_path is not None else None
+    evaluation = open_source(eval_data, size, require_labels=True) if eval_data is not None else None
+    reference = _float_reference(files)
+    seen = seen_digests(**{what: load_dataset(path, size) for what, path in (seen_data or {}).items()})
+    sample = latency_sample(None, evaluation, (size.height, size.width, size.channels), preprocessing)
+    bench = Bench(evaluation, preprocessing, settings, sample, seen, keras_model, reference, progress)
+    keras_accuracy, measured = bench.measure(files)
+    keras_top1 = keras_accuracy.top1 if keras_accuracy else None
+    baseline = keras_top1 if keras_top1 is not None else _reference_top1(measured, reference)
+    report = ConvertReport(
+        model=model_name,
+        output_dir=Path(output_dir),
+        keras_top1=keras_top1,
+        eval_samples=len(evaluation) if evaluation is not None else 0,
+        calibration_samples=0,
+        preprocessing=preprocessing,
+        variants=tuple(
+            assemble_results(measured, dict(zip(variants, model_paths, strict=True)), reference, baseline, settings)
+        ),
+        reference=reference,
+    )
+    write_report_files(report, overwrite=overwrite)
+    return report
+
+
+def _reference_top1(measured: dict[str, Measured], reference: str | None) -> float | None:
+    accuracy = measured[reference].accuracy if reference is not None else None
+    return accuracy.top1 if accuracy else None
+
+
+def _foreign_file(path: Path, variant: str) -> Verified:
+    """A .tflite file made elsewhere: size-checked, parsed in pure Python, then probed in a child process."""
+    if not path.is_file():
+        raise ModelLoadError(f"{path} does not exist")
+    check_size(path)
+    content = path.read_bytes()
+    parsed = read_tflite(content, source=str(path))
+    probe_in_child(path)  # files from elsewhere: a native crash must not take this process down
+    return Verified(content, parsed, Verification(variant, ()))
+
+
+def _image_size(files: dict[str, Verified]) -> ImageSize:
+    """The one image input size all files share."""
+    shapes = {tuple(file.parsed.input_tensors()[0].shape[1:]) for file in files.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+        raise UsageError(
+            f"the models take different or non-image inputs {sorted(shapes)}; benchmark one model's variants"
+        )
+    height, width, channels = next(iter(shapes))
+    return ImageSize(height, width, channels)
+
+
+def _keras_reference(path: Path, size: ImageSize, allow_unsafe: bool) -> Any:
+    keras_model = load_keras_model(path, allow_unsafe)
+    if describe_classifier(keras_model).input_shape != (size.height, size.width, size.channels):
+        raise UsageError(f"{path} takes a different input than the .tflite files")
+    return keras_model
+
+
+def _names(paths: list[Path]) -> tuple[str, list[str]]:
+    """(model name, variant per file) from ``<model>.<variant>.tflite`` names."""
+    stems = [p.name[: -len(".tflite")] if p.name.endswith(".tflite") else p.stem for p in paths]
+    models = {s.split(".")[0] for s in stems}
+    if len(models) == 1 and all("." in s for s in stems):
+        variants = [s.split(".", 1)[1] for s in stems]
+        if len(set(variants)) == len(variants):
+            return models.pop(), variants
+    if len(set(stems)) != len(stems):
+        raise UsageError("two --model files have the same name; give each variant its own file name")
+    return "benchmark", stems
+
+
+def _float_reference(files: dict[str, Verified]) -> str | None:
+    """The float model the others are compared with: 'float32' if given, else one without quantized weights."""
+    if "float32" in files:
+        return "float32"
+    for name, file in files.items():
+        if {t.dtype for t in file.parsed.tensors if t.is_constant} <= {"FLOAT32", "INT32"}:
+            return name
+    return None

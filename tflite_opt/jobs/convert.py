@@ -1,0 +1,269 @@
+"""The main job as one function: load → prune → calibrate → convert → verify → measure → write.
+
+:func:`run_convert` plans the variants (one :class:`PlannedVariant` each), converts and
+verifies them, measures them all side by side, lets the search add its candidates,
+and writes nothing until all of that succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tflite_opt.core.config import BenchmarkSettings, ConvertConfig, Mode
+from tflite_opt.core.errors import UsageError
+from tflite_opt.core.fileio import atomic_write_bytes, refuse_existing
+from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.jobs.inputs import Inputs, labels_for, load_classifier, load_inputs, resolve_defaults
+from tflite_opt.jobs.measure import Bench, assemble_results, latency_sample
+from tflite_opt.jobs.search import CandidateBuilder, run_search
+from tflite_opt.jobs.version_check import preflight
+from tflite_opt.stages.benchmark import Measured, evaluate
+from tflite_opt.stages.convert import convert_keras
+from tflite_opt.stages.load import ClassifierSpec
+from tflite_opt.stages.package import BundlePaths, write_bundle
+from tflite_opt.stages.prune import PruneResult, prune_model
+from tflite_opt.stages.report import ConvertReport, VariantResult, report_paths, write_report_files
+from tflite_opt.stages.search import SearchOutcome, candidate_name
+from tflite_opt.stages.verify import Verified, file_layer_sparsity, sparsity_check, verify_variant
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedVariant:
+    """One .tflite file a run converts: its name, its mode, and what it is converted from and how."""
+
+    name: str
+    mode: Mode
+    from_pruned: bool = False
+    sparse_weights: bool = False
+    per_tensor: bool = False
+
+
+def plan_variants(config: ConvertConfig) -> tuple[PlannedVariant, ...]:
+    """The variants a run converts itself, float32 reference first (a search adds its own candidates)."""
+    plan = [PlannedVariant("float32", Mode.FLOAT32)]
+    if config.search is not None:
+        return tuple(plan)
+    if config.prune is None:
+        plan += [PlannedVariant(m.value, m) for m in config.modes if m is not Mode.FLOAT32]
+        if config.per_tensor:
+            plan.append(PlannedVariant(candidate_name(0.0, (), True), Mode.FULL_INT8, per_tensor=True))
+        return tuple(plan)
+    pruned = config.pruned_modes
+    plan += [PlannedVariant(config.variant_name(m), m, from_pruned=True, per_tensor=config.per_tensor) for m in pruned]
+    if config.sparse_format:
+        plan += [
+            PlannedVariant(f"{config.variant_name(m)}-sparse", m, from_pruned=True, sparse_weights=True) for m in pruned
+        ]
+    return tuple(plan)
+
+
+def output_path(output_dir: Path, model_name: str, variant: str) -> Path:
+    """``<output_dir>/<model>.<variant>.tflite``."""
+    return Path(output_dir) / f"{model_name}.{variant}.tflite"
+
+
+def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
+    """Convert a Keras model (pruned first with ``config.prune``) to every requested variant,
+    verify and measure each, and write them. With ``config.search``, search for the smallest
+    full-int8 model within the accuracy budget instead (:mod:`tflite_opt.jobs.search`).
+
+    The stack is checked first (the version check's warnings are logged). Nothing is
+    written until every variant converted, passed verification and was measured; each
+    file is written atomically, report.json last.
+
+    Args:
+        config: what to convert and how.
+        progress: progress bars on a terminal.
+
+    Raises:
+        TfliteOptError: any user-facing problem, as a typed error.
+    """
+    for warning in preflight():
+        log.warning(warning)
+    config = resolve_defaults(config)
+    plan = plan_variants(config)
+    names = [v.name for v in plan] + ([candidate_name(0.0, (), config.per_tensor)] if config.search else [])
+    paths = {name: output_path(config.output_dir, config.model_name, name) for name in names}
+    refuse_existing(_outputs(paths.values(), config.output_dir), config.overwrite)
+    log.debug("loading %s", config.model_path)
+    model, spec = load_classifier(config)
+    inputs = load_inputs(config, spec)
+    if config.search is not None and inputs.evaluation is None:
+        raise UsageError("--max-accuracy-drop judges every candidate on held-out data: pass --eval-data")
+    pruned = None
+    if config.prune is not None and config.search is None:
+        pruned = prune_model(model, inputs.train.model_input(config.preprocessing), inputs.train.labels, config.prune)
+    log.debug("converting %s", ", ".join(v.name for v in plan))
+    files = _convert_and_verify(plan, model, pruned, inputs, config, spec, progress)
+    bench = _bench(config, model, inputs, spec, progress)
+    log.debug("measuring %s", ", ".join(files))
+    keras_accuracy, measured = bench.measure(files)
+    keras_top1 = keras_accuracy.top1 if keras_accuracy else None
+    outcome, chosen_variant = None, next((v.name for v in plan if v.per_tensor), None)
+    pruned_variants = [v.name for v in plan if v.from_pruned]
+    if config.search is not None:
+        outcome = run_search(_candidate_builder(config, model, spec, inputs, bench, keras_top1))
+        pruned = _take_search_results(outcome, config, measured, paths)
+        chosen_variant = outcome.chosen.variant
+        pruned_variants = [chosen_variant] if pruned is not None else []
+    results = assemble_results(
+        measured, paths, "float32", keras_top1, bench.settings, _file_sparsity(measured, pruned, pruned_variants)
+    )
+    report = _report(config, spec, inputs, bench, results, keras_top1, pruned, outcome, chosen_variant)
+    _write(report, measured, labels_for(config, inputs.evaluation, spec.num_classes), config)
+    return report
+
+
+def _convert_and_verify(
+    plan: Iterable[PlannedVariant],
+    model: Any,
+    pruned: PruneResult | None,
+    inputs: Inputs,
+    config: ConvertConfig,
+    spec: ClassifierSpec,
+    progress: bool,
+) -> dict[str, Verified]:
+    """Each planned variant converted and verified; the first failure raises VerificationError."""
+    calibration = inputs.calibration.model_input(config.preprocessing) if inputs.calibration is not None else None
+    files = {}
+    for planned in plan:
+        source = pruned.model if planned.from_pruned else model
+        content = convert_keras(
+            source,
+            planned.mode,
+            calibration,
+            config.io_type,
+            progress,
+            sparse_weights=planned.sparse_weights,
+            per_tensor=planned.per_tensor,
+        )
+        parsed = read_tflite(content, source=f"the {planned.name} model")
+        verification = verify_variant(parsed, planned.mode, config.io_type, spec.layer_names)
+        if planned.from_pruned:
+            keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.stats.layers}
+            verification = replace(verification, variant=planned.name).with_check(
+                sparsity_check(parsed, keras_sparsity)
+            )
+        verification.raise_for_failures()
+        files[planned.name] = Verified(content, parsed, verification)
+    return files
+
+
+def _settings(config: ConvertConfig) -> BenchmarkSettings:
+    """The benchmark settings; a search's budget is the verdict's budget too."""
+    settings = config.benchmark
+    if config.search is not None:
+        settings = replace(settings, accuracy_budget=min(config.search.max_accuracy_drop, settings.bad_drop))
+    return settings
+
+
+def _bench(config: ConvertConfig, model: Any, inputs: Inputs, spec: ClassifierSpec, progress: bool) -> Bench:
+    return Bench(
+        evaluation=inputs.evaluation,
+        preprocessing=config.preprocessing,
+        settings=_settings(config),
+        sample=latency_sample(inputs.calibration, inputs.evaluation, spec.input_shape, config.preprocessing),
+        seen=inputs.seen(),
+        keras_model=model,
+        progress=progress,
+    )
+
+
+def _candidate_builder(
+    config: ConvertConfig, model: Any, spec: ClassifierSpec, inputs: Inputs, bench: Bench, keras_top1: float
+) -> CandidateBuilder:
+    calibration = inputs.calibration.model_input(config.preprocessing)
+    return CandidateBuilder(
+        model=model,
+        spec=spec,
+        config=replace(config, benchmark=bench.settings),
+        calibration=calibration,
+        train=inputs.train,
+        bench=bench,
+        keras_top1=keras_top1,
+    )
+
+
+def _take_search_results(
+    outcome: SearchOutcome, config: ConvertConfig, measured: dict[str, Measured], paths: dict[str, Path]
+) -> PruneResult | None:
+    """Add the first candidate (plain int8) and the chosen one to the run's variants; returns the pruned
+    Keras model the chosen one came from, if any."""
+    first, chosen = outcome.candidates[0], outcome.chosen
+    for candidate in dict.fromkeys([first, chosen]):
+        measured[candidate.variant] = candidate.measured
+    paths[chosen.variant] = output_path(config.output_dir, config.model_name, chosen.variant)
+    refuse_existing(_outputs([paths[chosen.variant]], config.output_dir), config.overwrite)
+    return chosen.pruned
+
+
+def _file_sparsity(
+    measured: dict[str, Measured], pruned: PruneResult | None, variants: list[str]
+) -> dict[str, dict[str, tuple[int, int]]]:
+    """(weights, non-zero weights) of each pruned layer, read from the files of the variants converted from
+    the pruned model."""
+    if pruned is None:
+        return {}
+    layers = list(pruned.stats.pruned_layer_names)
+    return {name: file_layer_sparsity(measured[name].file.parsed, layers) for name in variants}
+
+
+def _report(
+    config: ConvertConfig,
+    spec: ClassifierSpec,
+    inputs: Inputs,
+    bench: Bench,
+    results: list[VariantResult],
+    keras_top1: float | None,
+    pruned: PruneResult | None,
+    outcome: SearchOutcome | None,
+    chosen_variant: str | None,
+) -> ConvertReport:
+    """The run's report: every variant's result, and what the Keras and pruned Keras models scored."""
+    return ConvertReport(
+        model=spec.name,
+        output_dir=Path(config.output_dir),
+        keras_top1=keras_top1,
+        eval_samples=len(inputs.evaluation) if inputs.evaluation is not None else 0,
+        calibration_samples=len(inputs.calibration) if inputs.calibration is not None else 0,
+        preprocessing=config.preprocessing,
+        variants=tuple(results),
+        warnings=inputs.warnings,
+        pruning=pruned.stats if pruned is not None else None,
+        pruned_keras_top1=_pruned_keras_top1(pruned, inputs, bench),
+        search=outcome,
+        chosen_variant=chosen_variant,
+    )
+
+
+def _pruned_keras_top1(pruned: PruneResult | None, inputs: Inputs, bench: Bench) -> float | None:
+    """The pruned Keras model's top-1 on the held-out data, where there is both."""
+    if pruned is None or inputs.evaluation is None:
+        return None
+    keras_accuracy, _ = evaluate(
+        inputs.evaluation, bench.preprocessing, {}, keras_model=pruned.model, settings=bench.settings
+    )
+    return keras_accuracy.top1
+
+
+def _write(report: ConvertReport, measured: dict[str, Measured], labels: list[str], config: ConvertConfig) -> None:
+    """Every variant's file and bundle, then the report files, each atomically."""
+    log.debug("writing into %s", config.output_dir)
+    for result in report.variants:
+        content = measured[result.variant].file.content
+        atomic_write_bytes(result.path, content, overwrite=config.overwrite)
+        write_bundle(report, result, content, labels, config.model_version, overwrite=True)
+    write_report_files(report, overwrite=config.overwrite)
+
+
+def _outputs(model_paths: Iterable[Path], output_dir: Path) -> list[Path]:
+    """Model files, the bundle files beside them, and the report files: everything a run may write."""
+    model_paths = list(model_paths)
+    bundle_files = [extra for path in model_paths for extra in BundlePaths.beside(path).extras()]
+    return [*model_paths, *bundle_files, *report_paths(output_dir)]

@@ -1,0 +1,145 @@
+"""Measuring variants, shared by the convert, benchmark and search jobs: one streamed evaluation pass for all,
+latency, size, and each variant's result with its verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tflite_opt.core.config import BenchmarkSettings, Preprocessing
+from tflite_opt.core.tflite_file import Tensor
+from tflite_opt.stages.benchmark import (
+    AccuracyStats,
+    Measured,
+    Verdict,
+    evaluate,
+    measure_latency,
+    measure_size,
+    verdict,
+)
+from tflite_opt.stages.data import Dataset, DataSource
+from tflite_opt.stages.report import TensorInfo, VariantResult
+from tflite_opt.stages.verify import Verified, overall_sparsity
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every variant of a run is measured on, and how.
+
+    Attributes:
+        evaluation: held-out data, or None for latency and size only.
+        preprocessing: pixels to model input.
+        settings: latency runs, threads, batch size, verdict thresholds.
+        sample: one image of model input, for timing.
+        seen: content digests of the data the model saw; an evaluation image among them is refused.
+        keras_model: the float Keras model, the top-1 and agreement reference.
+        reference: without a Keras model, the variant that is the agreement reference.
+        progress: a progress bar on a terminal.
+    """
+
+    evaluation: DataSource | None
+    preprocessing: Preprocessing
+    settings: BenchmarkSettings
+    sample: np.ndarray
+    seen: dict[str, set[str]]
+    keras_model: Any | None = None
+    reference: str | None = None
+    progress: bool = False
+
+    def measure(self, files: dict[str, Verified]) -> tuple[AccuracyStats | None, dict[str, Measured]]:
+        """Accuracy (one streamed pass for all variants), latency and size of every file.
+
+        Returns:
+            (the Keras model's accuracy or None, each variant measured).
+        """
+        keras_accuracy, accuracy = None, {}
+        if self.evaluation is not None:
+            keras_accuracy, accuracy = evaluate(
+                self.evaluation,
+                self.preprocessing,
+                {name: file.content for name, file in files.items()},
+                keras_model=self.keras_model,
+                reference=self.reference,
+                settings=self.settings,
+                held_out_from=self.seen,
+                progress=self.progress,
+            )
+        latency = {name: measure_latency(file.content, self.sample, self.settings) for name, file in files.items()}
+        measured = {
+            name: Measured(file, latency[name], measure_size(file.content, file.parsed), accuracy.get(name))
+            for name, file in files.items()
+        }
+        return keras_accuracy, measured
+
+
+def latency_sample(
+    calibration: Dataset | None, evaluation: DataSource | None, input_shape: tuple[int, ...], prep: Preprocessing
+) -> np.ndarray:
+    """One real input image for timing (calibration first, then evaluation), or zeros where no data was given."""
+    if calibration is not None:
+        return calibration.model_input(prep)[0]
+    if evaluation is not None:
+        return Dataset(evaluation.read([0]), None, ()).model_input(prep)[0]
+    return np.zeros(input_shape, dtype=np.float32)
+
+
+def tensor_info(tensor: Tensor) -> TensorInfo:
+    """An input or output tensor of a converted file, as the report records it."""
+    q = tensor.quantization
+    return TensorInfo(
+        name=tensor.name,
+        dtype=tensor.dtype,
+        shape=tensor.shape,
+        scale=q.scale if q else None,
+        zero_point=q.zero_point if q else None,
+    )
+
+
+def assemble_results(
+    measured: dict[str, Measured],
+    paths: dict[str, Path],
+    reference: str | None,
+    baseline_top1: float | None,
+    settings: BenchmarkSettings,
+    layer_sparsity: dict[str, dict[str, tuple[int, int]]] | None = None,
+) -> list[VariantResult]:
+    """One VariantResult per variant, judged against the baseline top-1 and the reference size.
+
+    Args:
+        measured: every variant, measured.
+        paths: where each variant's file is (or will be) written.
+        reference: the float variant the others are compared with, if any.
+        baseline_top1: the top-1 a variant's drop is counted from (the Keras model's, else the reference's).
+        settings: the verdict's thresholds.
+        layer_sparsity: per variant, (weights, non-zero weights) of each pruned layer read from the file.
+    """
+    results = []
+    for variant, result in measured.items():
+        accuracy = result.accuracy
+        drop = 100.0 * (baseline_top1 - accuracy.top1) if accuracy and baseline_top1 is not None else None
+        if variant == reference:
+            judged = Verdict("reference", "the float32 model the others are compared with")
+        else:
+            ratio = result.size.bytes / measured[reference].size.bytes if reference else None
+            judged = verdict(drop, ratio, bool(accuracy and accuracy.degenerate), settings)
+        layers = (layer_sparsity or {}).get(variant, {})
+        parsed = result.file.parsed
+        results.append(
+            VariantResult(
+                variant=variant,
+                path=paths[variant],
+                size=result.size,
+                sparsity=overall_sparsity(parsed),
+                verification=result.file.verification,
+                input=tensor_info(parsed.input_tensors()[0]),
+                output=tensor_info(parsed.output_tensors()[0]),
+                latency=result.latency,
+                verdict=judged,
+                accuracy=accuracy,
+                layer_sparsity={name: 1.0 - kept / weights for name, (weights, kept) in layers.items()},
+            )
+        )
+    return results

@@ -1,0 +1,190 @@
+"""The accuracy-budget search as a job: build, verify and measure each candidate the search logic
+(:mod:`tflite_opt.stages.search`) asks for."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from tflite_opt.core.config import ConvertConfig, Mode, SearchConfig
+from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.jobs.measure import Bench
+from tflite_opt.stages.convert import calibrate_keras, quantize_calibrated
+from tflite_opt.stages.data import Dataset
+from tflite_opt.stages.layer_errors import LayerError, float_nodes, layer_nodes, quantization_errors
+from tflite_opt.stages.load import ClassifierSpec
+from tflite_opt.stages.prune import PruneResult, prune_model
+from tflite_opt.stages.search import (
+    PHASE_FLOAT_LAYERS,
+    PHASE_INT8,
+    PHASE_SPARSITY,
+    Candidate,
+    SearchOutcome,
+    candidate_name,
+    choose,
+    search_float_layers,
+    search_sparsity,
+)
+from tflite_opt.stages.verify import Verified, sparsity_check, verify_variant
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CandidateBuilder:
+    """What candidates are built from and judged on; converts, verifies and measures each.
+
+    Attributes:
+        model: the float Keras model.
+        spec: its description (layer names name the operators).
+        config: the run's configuration, with its search.
+        calibration: float model input for calibration.
+        train: labelled data for pruning's fine-tuning (None without ``config.prune``).
+        bench: the held-out data and settings every candidate is measured with.
+        keras_top1: the Keras model's top-1 on the held-out data, the budget's reference.
+    """
+
+    model: Any
+    spec: ClassifierSpec
+    config: ConvertConfig
+    calibration: np.ndarray
+    train: Dataset | None
+    bench: Bench
+    keras_top1: float
+
+    @property
+    def search(self) -> SearchConfig:
+        return self.config.search
+
+    def candidate(
+        self,
+        calibrated: bytes,
+        phase: str,
+        sparsity: float,
+        float_layers: tuple[str, ...],
+        parent: str | None,
+        pruned: PruneResult | None = None,
+    ) -> Candidate:
+        """Quantize ``calibrated`` with ``float_layers`` kept in float, verify it, and measure it."""
+        variant = candidate_name(sparsity, float_layers, self.config.per_tensor)
+        file = self._quantized(calibrated, variant, float_layers, pruned)
+        _, measured = self.bench.measure({variant: file})
+        result = measured[variant]
+        drop = float(100.0 * (self.keras_top1 - result.accuracy.top1))
+        found = Candidate(
+            variant=variant,
+            phase=phase,
+            sparsity=sparsity,
+            float_layers=float_layers,
+            top1=result.accuracy.top1,
+            drop=drop,
+            gzip_bytes=result.size.gzip_bytes,
+            within_budget=self.search.within(drop),
+            parent=parent,
+            measured=result,
+            pruned=pruned,
+        )
+        log.info(
+            "search: %s: top-1 %.2f%% (drop %.2f, %s the %g-point budget), gzip %.1f KiB, p50 %.3f ms",
+            variant,
+            100 * found.top1,
+            drop,
+            "within" if found.within_budget else "over",
+            self.search.max_accuracy_drop,
+            found.gzip_bytes / 1024,
+            result.latency.p50,
+        )
+        return found
+
+    def _quantized(
+        self, calibrated: bytes, variant: str, float_layers: tuple[str, ...], pruned: PruneResult | None
+    ) -> Verified:
+        keep = []
+        if float_layers:
+            nodes = layer_nodes(read_tflite(calibrated, source="the calibrated model"), self.spec.layer_names)
+            keep = float_nodes(nodes, float_layers)
+        content = quantize_calibrated(calibrated, self.config.io_type, self.config.per_tensor, keep)
+        parsed = read_tflite(content, source=f"the {variant} model")
+        verification = verify_variant(parsed, Mode.FULL_INT8, self.config.io_type, self.spec.layer_names, float_layers)
+        if pruned is not None:
+            keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.stats.layers}
+            verification = replace(verification, variant=variant).with_check(sparsity_check(parsed, keras_sparsity))
+        verification.raise_for_failures()
+        return Verified(content, parsed, verification)
+
+    def calibrate(self, model: Any) -> bytes:
+        return calibrate_keras(model, self.calibration, self.bench.progress)
+
+    def rank(self, calibrated: bytes, float_layers: tuple[str, ...]) -> tuple[LayerError, ...]:
+        return quantization_errors(
+            calibrated, self.calibration, self.spec.layer_names, self.config.per_tensor, float_layers
+        )
+
+    def pruned(self, sparsity: float, previous: Candidate | None, float_layers: tuple[str, ...]) -> Candidate:
+        """The candidate pruned to ``sparsity``, fine-tuned from the previous level's pruned model."""
+        base = self.config.prune
+        start = previous.pruned if previous is not None else None
+        settings = replace(
+            base,
+            target_sparsity=sparsity,
+            # Continuing from a pruned model needs less fine-tuning than starting from the dense one.
+            epochs=base.epochs if start is None else max(1, base.epochs // 2),
+            initial_sparsity=previous.sparsity if start is not None else 0.0,
+        )
+        result = prune_model(
+            start.model if start is not None else self.model,
+            self.train.model_input(self.config.preprocessing),
+            self.train.labels,
+            settings,
+        )
+        calibrated = self.calibrate(result.model)
+        parent = previous.variant if previous is not None else candidate_name(0.0, float_layers, self.config.per_tensor)
+        return self.candidate(calibrated, PHASE_SPARSITY, sparsity, float_layers, parent, result)
+
+
+def run_search(builder: CandidateBuilder) -> SearchOutcome:
+    """Search (selective quantization, then sparsity with ``config.prune``) for the smallest model within budget.
+
+    Raises:
+        TfliteOptError: a candidate failed to convert or verify.
+    """
+    spec, config = builder.spec, builder.config
+    search = config.search
+    calibrated = builder.calibrate(builder.model)
+    first = builder.candidate(calibrated, PHASE_INT8, 0.0, (), None)
+    first_ranking: list[tuple[LayerError, ...]] = []
+
+    def rank(float_layers: tuple[str, ...]) -> list[str]:
+        ranking = builder.rank(calibrated, float_layers)
+        if not first_ranking:
+            first_ranking.append(ranking)
+        return [e.layer for e in ranking if e.layer in spec.layer_names]
+
+    def keep_in_float(float_layers: tuple[str, ...], parent: Candidate) -> Candidate:
+        return builder.candidate(calibrated, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant)
+
+    candidates = search_float_layers(first, rank, keep_in_float, search.max_float_layers)
+    skipped = None
+    if config.prune is not None:
+        unpruned = choose(candidates)
+        if unpruned.within_budget:
+            candidates += search_sparsity(
+                search.sparsities,
+                lambda level, previous: builder.pruned(level, previous, unpruned.float_layers),
+                refine=search.refine,
+                bad_drop=config.benchmark.bad_drop,
+            )
+        else:
+            skipped = "even the unpruned int8 candidates miss the budget, and pruning only loses more"
+    return SearchOutcome(
+        config=search,
+        keras_top1=builder.keras_top1,
+        eval_samples=len(builder.bench.evaluation),
+        per_tensor=config.per_tensor,
+        candidates=tuple(candidates),
+        ranking=first_ranking[0] if first_ranking else (),
+        skipped_pruning=skipped,
+    )

@@ -1,0 +1,224 @@
+"""Per-layer int8 quantization error, with Keras layer names (``python -m tflite_opt.debug`` prints it).
+
+TensorFlow's QuantizationDebugger runs a model in which every quantized
+operator has a float twin fed the same input; comparing the two tells how much
+error each operator adds. Two measures per Keras layer (its worst operator):
+
+- ``rmse/scale``: TensorFlow's own measure, the error in units of the output's
+  quantization step. Plain rounding gives 0.29 (1/sqrt(12)); much more means
+  the operator computes badly in int8 (e.g. weights that lose precision).
+- ``relative error``: per output channel, rms(int8 - float) / rms(float) over all
+  samples; the median over channels. It catches what rmse/scale cannot: a few
+  extreme values that stretch a tensor's one int8 range until the other channels
+  round to nothing (their error is still "half a step", but a step is now larger
+  than the values themselves). Taken per channel, tiny values that never matter
+  (most of a softmax's output) do not count against a layer.
+
+Layers are ranked by relative error; the search keeps the worst in float.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from tflite_opt.core import keras2
+from tflite_opt.core.config import IoType
+from tflite_opt.core.errors import ConversionError
+from tflite_opt.core.quiet import native_stderr_silenced
+from tflite_opt.core.tflite_file import TfliteFile, read_tflite
+from tflite_opt.stages.convert import quantize_calibrated
+from tflite_opt.stages.verify import layer_for_operator, layer_for_tensor_name
+
+# Values this close to zero have no meaningful relative error.
+_TINY = 1e-6
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """How much int8 error one Keras layer adds, measured on the calibration data."""
+
+    layer: str
+    operators: tuple[str, ...]
+    rmse_over_scale: float
+    relative_error: float
+    scale: float
+    elements: int
+    position: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "operators": list(self.operators),
+            "rmse_over_scale": round(self.rmse_over_scale, 4),
+            "relative_error": round(self.relative_error, 4),
+            "scale": self.scale,
+            "elements": self.elements,
+        }
+
+
+def layer_nodes(calibrated: TfliteFile, layer_names: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """(operator, output tensor name) of each Keras layer's operators in a calibrated model.
+
+    An operator no layer name matches is listed under its output tensor's name.
+    """
+    nodes: dict[str, list[tuple[str, str]]] = {}
+    for op in calibrated.operators:
+        if not op.outputs or op.outputs[0] < 0:
+            continue
+        output = calibrated.tensors[op.outputs[0]].name
+        layer = layer_for_operator(calibrated, op, layer_names) or output
+        nodes.setdefault(layer, []).append((op.name, output))
+    return nodes
+
+
+def float_nodes(nodes: dict[str, list[tuple[str, str]]], layers: Sequence[str]) -> list[str]:
+    """The output tensor names to keep in float so that every operator of ``layers`` stays float.
+
+    Args:
+        nodes: :func:`layer_nodes` of the calibrated model.
+        layers: Keras layer names.
+
+    Raises:
+        ConversionError: a layer has no operator in the model.
+    """
+    missing = [layer for layer in layers if layer not in nodes]
+    if missing:
+        raise ConversionError(f"no operator of layer(s) {', '.join(missing)} in the converted model")
+    return [output for layer in layers for _, output in nodes[layer]]
+
+
+class _ChannelErrors:
+    """Sums of squared error and squared float value per output channel, for each compared operator.
+
+    The debugger calls a direct-compare metric once per NumericVerify operator per sample,
+    always in the same order, without saying which operator; the call count tells it.
+    """
+
+    def __init__(self) -> None:
+        self.operators = 0
+        self.calls = 0
+        self.error: dict[int, np.ndarray] = {}
+        self.signal: dict[int, np.ndarray] = {}
+        self.elements: dict[int, int] = {}
+        self.scale: dict[int, float] = {}
+
+    def __call__(self, float_values: np.ndarray, quantized: np.ndarray, scale: float, zero_point: int) -> float:
+        position = self.calls % self.operators
+        self.calls += 1
+        reference = float_values.astype(np.float64)
+        error = (quantized.astype(np.int64) - zero_point) * float(scale) - reference
+        channels = reference.shape[-1] if reference.ndim else 1
+        squared_error = np.square(error).reshape(-1, channels).sum(axis=0)
+        squared_signal = np.square(reference).reshape(-1, channels).sum(axis=0)
+        if position in self.error:
+            self.error[position] += squared_error
+            self.signal[position] += squared_signal
+            self.elements[position] += reference.size
+        else:
+            self.error[position], self.signal[position] = squared_error, squared_signal
+            self.elements[position], self.scale[position] = reference.size, float(scale)
+        return 0.0
+
+    def measures(self, position: int) -> tuple[float, float]:
+        """(rmse / scale, median over channels of rms(error) / rms(float))."""
+        error, signal = self.error[position], self.signal[position]
+        scale = self.scale[position]
+        rmse = float(np.sqrt(error.sum() / max(1, self.elements[position])))
+        live = signal > _TINY
+        relative = float(np.median(np.sqrt(error[live] / signal[live]))) if live.any() else float("nan")
+        return (rmse / scale if scale else float("nan")), relative
+
+
+def quantization_errors(
+    calibrated: bytes,
+    samples: np.ndarray,
+    layer_names: Sequence[str],
+    per_tensor: bool = False,
+    float_layers: Sequence[str] = (),
+) -> tuple[LayerError, ...]:
+    """Per-layer error of the full-int8 model, worst (highest relative error) first.
+
+    Args:
+        calibrated: output of :func:`tflite_opt.stages.convert.calibrate_keras`.
+        samples: float model input (N, H, W, C) to run the comparison on.
+        layer_names: the Keras model's layer names, to name operators.
+        per_tensor: measure the model quantized with one scale per weight tensor.
+        float_layers: layers already kept in float (they are not measured).
+
+    Raises:
+        ConversionError: the debugger could not build or run the instrumented model.
+    """
+    nodes = layer_nodes(read_tflite(calibrated, source="the calibrated model"), layer_names)
+    layer_of_node = {output: layer for layer, pairs in nodes.items() for _, output in pairs}
+    keep = float_nodes(nodes, float_layers)
+    debug_model = quantize_calibrated(calibrated, IoType.FLOAT32, per_tensor, keep, numeric_verify=True)
+    debugger, compared, channel_errors = _run_debugger(debug_model, samples)
+    by_layer: dict[str, LayerError] = {}
+    for position, verify in enumerate(compared):
+        # "NumericVerify/<quantized tensor>:<its index>"; the debugger offers no public accessor.
+        index = int(verify["name"].rsplit(":", 1)[1])
+        tensor = debugger._quant_interpreter._get_tensor_details(index, subgraph_index=0)
+        op_index = debugger._defining_op[index]
+        rmse_over_scale, relative = channel_errors.measures(position)
+        measured = LayerError(
+            layer=_layer_of(tensor["name"], layer_of_node, layer_names),
+            operators=(debugger._quant_interpreter._get_op_details(op_index)["op_name"],),
+            rmse_over_scale=rmse_over_scale,
+            relative_error=relative,
+            scale=channel_errors.scale[position],
+            elements=channel_errors.elements[position] // max(1, len(samples)),
+            position=op_index,
+        )
+        by_layer[measured.layer] = _merged(by_layer.get(measured.layer), measured)
+    return tuple(sorted(by_layer.values(), key=_rank, reverse=True))
+
+
+def _run_debugger(debug_model: bytes, samples: np.ndarray) -> tuple[Any, list[dict], _ChannelErrors]:
+    """TensorFlow's QuantizationDebugger run over ``samples``: the debugger, the NumericVerify tensors it
+    compared (in the order it reports them), and the per-channel errors collected."""
+    tf = keras2.tf
+    channel_errors = _ChannelErrors()
+    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"channel": channel_errors})
+    try:
+        with warnings.catch_warnings(), native_stderr_silenced():
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice: the debugger uses it
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                quant_debug_model_content=debug_model,
+                debug_dataset=lambda: ([sample[np.newaxis].astype(np.float32)] for sample in samples),
+                debug_options=options,
+            )
+            compared = debugger._get_numeric_verify_tensor_details()
+            channel_errors.operators = len(compared)
+            debugger.run()
+    except Exception as exc:  # the debugger raises ValueError and RuntimeError from the interpreter
+        raise ConversionError(f"the quantization debugger failed: {exc}") from exc
+    return debugger, compared, channel_errors
+
+
+def _merged(before: LayerError | None, measured: LayerError) -> LayerError:
+    """One layer's errors over its operators: the worst operator's figures, every operator named."""
+    if before is None:
+        return measured
+    worst = max(before, measured, key=_rank)
+    return replace(
+        worst,
+        operators=before.operators + measured.operators,
+        rmse_over_scale=max(before.rmse_over_scale, measured.rmse_over_scale),
+        position=min(before.position, measured.position),
+    )
+
+
+def _rank(error: LayerError) -> tuple[float, int]:
+    """Larger relative error first; among equal ones (to 0.1%), the earlier layer, because a layer
+    fed the wreck of an earlier one shows a large error too and is not the cause."""
+    relative = error.relative_error if np.isfinite(error.relative_error) else -1.0
+    return round(relative, 3), -error.position
+
+
+def _layer_of(tensor_name: str, layer_of_node: dict[str, str], layer_names: Sequence[str]) -> str:
+    return layer_of_node.get(tensor_name) or layer_for_tensor_name(tensor_name, layer_names) or tensor_name

@@ -1,0 +1,222 @@
+"""Magnitude pruning with tensorflow-model-optimization, before conversion.
+
+Keras model → ``prune_low_magnitude`` (layer by layer, skipping what cannot be
+pruned) → fine-tuning with ``UpdatePruningStep`` → ``strip_pruning``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tflite_opt.core import keras2
+from tflite_opt.core.config import PruneConfig, Schedule
+from tflite_opt.core.errors import UsageError
+from tflite_opt.core.tfmot import prunable_layer_class, prune_registry, pruning_wrapper_class, tfmot
+
+log = logging.getLogger(__name__)
+
+# The weight tfmot prunes for each kind of layer, in the order to look for it
+# (SeparableConv2D: its pointwise kernel, not its depthwise one).
+PRUNABLE_KERNELS = ("kernel", "pointwise_kernel", "depthwise_kernel")
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    layer: str
+    weights: int
+    nonzero: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzero / self.weights if self.weights else 0.0
+
+
+@dataclass(frozen=True)
+class PruneStats:
+    """What pruning did: settings, per-layer sparsity after strip, skipped layers, time."""
+
+    config: PruneConfig
+    layers: tuple[LayerSparsity, ...]
+    skipped: tuple[tuple[str, str], ...]
+    seconds: float
+
+    @property
+    def pruned_layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.layer for layer in self.layers)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """A stripped pruned model and what pruning did to it."""
+
+    model: Any
+    stats: PruneStats
+
+
+def _prunable_kernel(layer: Any) -> Any | None:
+    for name in PRUNABLE_KERNELS:
+        kernel = getattr(layer, name, None)
+        if kernel is not None:
+            return kernel
+    return None
+
+
+def skip_reason(layer: Any, config: PruneConfig) -> str | None:
+    """Why a layer is not pruned, or None when it is."""
+    if isinstance(layer, prunable_layer_class()) or hasattr(layer, "get_prunable_weights"):
+        return None
+    registry = prune_registry()
+    if not registry.supports(layer):
+        return f"{type(layer).__name__} is not supported by tensorflow-model-optimization"
+    kernel = _prunable_kernel(layer)
+    if kernel is None:
+        return "has no weights to prune"
+    if registry._LAYERS_WEIGHTS_MAP.get(type(layer)) == []:
+        return f"tensorflow-model-optimization does not prune {type(layer).__name__} weights"
+    if config.m_by_n is not None:
+        # 2:4-style groups run along the input channels of the kernel.
+        in_channels = int(kernel.shape[-2])
+        n = config.m_by_n[1]
+        if in_channels % n:
+            return f"{in_channels} input channels cannot form groups of {n} for {config.m_by_n[0]}:{n} sparsity"
+    return None
+
+
+def layer_sparsity(model: Any, layer_names: Sequence[str] | None = None) -> tuple[LayerSparsity, ...]:
+    """Weights and non-zero weights of each layer's kernel (all kernels, or the named layers)."""
+    rows = []
+    for layer in model.layers:
+        kernel = _prunable_kernel(layer)
+        if kernel is None or (layer_names is not None and layer.name not in layer_names):
+            continue
+        values = np.asarray(kernel.numpy())
+        rows.append(LayerSparsity(layer.name, int(values.size), int(np.count_nonzero(values))))
+    return tuple(rows)
+
+
+def output_is_probability(model: Any, sample: np.ndarray) -> bool:
+    """True when the model ends in a softmax (rows are non-negative and sum to 1)."""
+    scores = np.asarray(model(sample[:8], training=False))  # a direct call: no predict function to trace
+    return bool(np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
+
+
+def wrap_for_pruning(model: Any, config: PruneConfig, steps: int) -> tuple[Any, list[tuple[str, str]]]:
+    """``prune_low_magnitude`` on every layer that supports it; the others are left as they are.
+
+    Raises:
+        UsageError: a subclassed model, or no layer that can be pruned.
+    """
+    keras = keras2.keras
+    sparsity = tfmot().sparsity.keras
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise UsageError(f"{model.name} is a subclassed model; pruning needs a Sequential or Functional model")
+    if config.schedule is Schedule.CONSTANT:
+        schedule = sparsity.ConstantSparsity(config.target_sparsity, begin_step=0, frequency=max(1, steps // 20))
+    else:
+        # Reach the target after 70% of fine-tuning and hold it for the rest, so accuracy can recover.
+        end_step = max(1, int(0.7 * steps))
+        schedule = sparsity.PolynomialDecay(
+            initial_sparsity=config.initial_sparsity,
+            final_sparsity=config.target_sparsity,
+            begin_step=0,
+            end_step=end_step,
+            frequency=max(1, end_step // 10),
+        )
+    skipped: list[tuple[str, str]] = []
+    params = {"pruning_schedule": schedule, "block_size": config.block_size, "sparsity_m_by_n": config.m_by_n}
+
+    def wrap(layer):
+        reason = skip_reason(layer, config)
+        if reason is None:
+            return sparsity.prune_low_magnitude(layer, **params)
+        if _prunable_kernel(layer) is not None or not _supported(layer):
+            skipped.append((layer.name, reason))
+        return layer
+
+    # The wrappers share the wrapped layers' variables, so work on a copy: the caller's
+    # model stays the unpruned reference.
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    wrapped = keras.models.clone_model(copy, clone_function=wrap)
+    if not any(isinstance(layer, pruning_wrapper_class()) for layer in wrapped.layers):
+        raise UsageError(f"{model.name} has no layer that can be pruned: " + "; ".join(f"{n}: {r}" for n, r in skipped))
+    return wrapped, skipped
+
+
+def _supported(layer: Any) -> bool:
+    """Layers with nothing to prune (pooling, activations, BatchNorm) are supported and need no note."""
+    return prune_registry().supports(layer)
+
+
+def prune_model(
+    model: Any,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    config: PruneConfig | None = None,
+) -> PruneResult:
+    """Prune and fine-tune a Keras classifier, then strip the pruning wrappers.
+
+    Each epoch's loss and accuracy are logged (INFO) to this module's logger.
+
+    Args:
+        model: a tf_keras Sequential or Functional classifier.
+        train_x: float32 model input (N, H, W, C), already preprocessed.
+        train_y: integer class labels (N,).
+        config: sparsity target, schedule and fine-tuning settings.
+
+    Raises:
+        UsageError: nothing to prune, a subclassed model, or too little training data.
+    """
+    keras, sparsity = keras2.keras, tfmot().sparsity.keras
+    config = config or PruneConfig()
+    if len(train_x) < config.batch_size:
+        raise UsageError(
+            f"pruning needs at least --batch-size={config.batch_size} training samples, got {len(train_x)}"
+        )
+    steps_per_epoch = int(np.ceil(len(train_x) / config.batch_size))
+    keras.utils.set_random_seed(config.seed)
+    wrapped, skipped = wrap_for_pruning(model, config, steps_per_epoch * config.epochs)
+    wrapped.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not output_is_probability(model, train_x)),
+        metrics=["accuracy"],
+    )
+    dataset = (
+        keras2.tf.data.Dataset.from_tensor_slices((train_x.astype(np.float32), train_y))
+        .shuffle(len(train_x), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+    )
+    started = time.perf_counter()
+    callbacks = [sparsity.UpdatePruningStep(), _epoch_logger(config.epochs)]
+    wrapped.fit(dataset, epochs=config.epochs, verbose=0, callbacks=callbacks)
+    seconds = time.perf_counter() - started
+    stripped = sparsity.strip_pruning(wrapped)
+    pruned_names = [layer.layer.name for layer in wrapped.layers if isinstance(layer, pruning_wrapper_class())]
+    return PruneResult(
+        model=stripped,
+        stats=PruneStats(
+            config=config, layers=layer_sparsity(stripped, pruned_names), skipped=tuple(skipped), seconds=seconds
+        ),
+    )
+
+
+def _epoch_logger(epochs: int) -> Any:
+    """A Keras callback that logs each fine-tuning epoch's loss and accuracy."""
+
+    def log_epoch(epoch: int, logs: dict | None) -> None:
+        logs = logs or {}
+        log.info(
+            "pruning: epoch %d/%d: loss %.4f, accuracy %.4f",
+            epoch + 1,
+            epochs,
+            logs.get("loss", float("nan")),
+            logs.get("accuracy", float("nan")),
+        )
+
+    return keras2.keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)

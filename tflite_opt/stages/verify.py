@@ -1,0 +1,223 @@
+"""Verify a converted model is what was asked for: I/O dtypes, no float fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tflite_opt.core.config import IoType, Mode
+from tflite_opt.core.errors import VerificationError
+from tflite_opt.core.tflite_file import Operator, TfliteFile, kernel_tensor, weight_counts
+
+_BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'✓' if self.passed else '✗'} {self.name}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Every check run on one variant; ``raise_for_failures`` turns ✗ into an error."""
+
+    variant: str
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def raise_for_failures(self) -> None:
+        failures = [c for c in self.checks if not c.passed]
+        if failures:
+            raise VerificationError(
+                f"the {self.variant} model failed verification: " + "; ".join(f"{c.name}: {c.detail}" for c in failures)
+            )
+
+    def with_check(self, check: Check) -> Verification:
+        """These checks and one more."""
+        return Verification(self.variant, (*self.checks, check))
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A converted file, parsed, and the checks run on it."""
+
+    content: bytes
+    parsed: TfliteFile
+    verification: Verification
+
+
+def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str]) -> str | None:
+    """The Keras layer a converted tensor came from, told from its name.
+
+    The converter names tensors after the TF ops they fuse, e.g.
+    ``model/conv2d/Relu;model/conv2d/BiasAdd``; a path component equal to a
+    layer name identifies the layer.
+    """
+    names = set(layer_names)
+    for part in tensor_name.split(";"):
+        for component in part.split("/"):
+            if component in names:
+                return component
+    return None
+
+
+def layer_for_operator(model: TfliteFile, op: Operator, layer_names: Iterable[str]) -> str | None:
+    """The Keras layer an operator came from: told from its output's name, else its weights'
+    (the last operator's output is named after the model's signature), else its input's."""
+    names = list(layer_names)
+    valid_inputs = [i for i in op.inputs if i >= 0]
+    constants = [i for i in valid_inputs if model.tensors[i].is_constant]
+    activations = [i for i in valid_inputs if not model.tensors[i].is_constant]
+    for index in (*[i for i in op.outputs if i >= 0], *constants, *activations):
+        layer = layer_for_tensor_name(model.tensors[index].name, names)
+        if layer is not None:
+            return layer
+    return None
+
+
+def float_operators(model: TfliteFile) -> list[Operator]:
+    """Operators that read or write float tensors, except QUANTIZE at a model input
+    and DEQUANTIZE at a model output (the float I/O boundary of an int8 model)."""
+    offenders = []
+    for op in model.operators:
+        touched = [model.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
+        if not any(t.is_float for t in touched):
+            continue
+        if op.name == "QUANTIZE" and all(i in model.inputs for i in op.inputs):
+            continue
+        if op.name == "DEQUANTIZE" and all(i in model.outputs for i in op.outputs):
+            continue
+        offenders.append(op)
+    # The op that lacks an integer kernel matters more than the (DE)QUANTIZE around it.
+    return sorted(offenders, key=lambda op: (op.name in _BOUNDARY_OPS, op.index))
+
+
+def _kept_in_float(model: TfliteFile, op: Operator, layer_names: Sequence[str], float_layers: Sequence[str]) -> bool:
+    if not float_layers:
+        return False
+    return op.name in _BOUNDARY_OPS or layer_for_operator(model, op, layer_names) in float_layers
+
+
+def _io_check(model: TfliteFile, which: str, expected: str) -> Check:
+    tensors = model.input_tensors() if which == "input" else model.output_tensors()
+    found = sorted({t.dtype for t in tensors})
+    passed = bool(tensors) and found == [expected]
+    return Check(
+        f"{which} dtype", passed, f"{'/'.join(found) or 'none'}" + ("" if passed else f", expected {expected}")
+    )
+
+
+def _describe(model: TfliteFile, ops: Sequence[Operator], layer_names: Sequence[str]) -> str:
+    parts = []
+    for op in ops:
+        layer = layer_for_operator(model, op, layer_names)
+        parts.append(f"{op.name} (layer {layer!r})" if layer else op.name)
+    return ", ".join(parts)
+
+
+def verify_variant(
+    model: TfliteFile,
+    mode: Mode,
+    io_type: IoType = IoType.INT8,
+    layer_names: Sequence[str] = (),
+    float_layers: Sequence[str] = (),
+) -> Verification:
+    """Run the checks that fit ``mode`` and return them all, passed or not.
+
+    Args:
+        model: the parsed .tflite file.
+        mode: what was asked for.
+        io_type: the I/O type asked for a full-int8 model.
+        layer_names: Keras layer names, to tell where an offending operator came from.
+        float_layers: layers kept in float on purpose in a full-int8 model (selective
+            quantization); their operators and the (DE)QUANTIZE around them are expected.
+    """
+    expected_io = io_type.value.upper() if mode is Mode.FULL_INT8 else "FLOAT32"
+    checks = [_io_check(model, "input", expected_io), _io_check(model, "output", expected_io)]
+    if mode is Mode.FULL_INT8:
+        offenders = float_operators(model)
+        kept = [op for op in offenders if _kept_in_float(model, op, layer_names, float_layers)]
+        offenders = [op for op in offenders if op not in kept]
+        if offenders:
+            detail = (
+                f"{len(offenders)} of {len(model.operators)} operators compute in float: "
+                + _describe(model, offenders, layer_names)
+                + " (no int8 kernel; the converter fell back to float)"
+            )
+        elif kept:
+            detail = (
+                f"{len(model.operators) - len(kept)} of {len(model.operators)} operators compute in integer; "
+                f"the other {len(kept)} are the layer(s) kept in float on purpose ({', '.join(float_layers)}) "
+                "and the conversions at their edges"
+            )
+        else:
+            detail = f"all {len(model.operators)} operators compute in integer"
+        checks.append(Check("integer-only", not offenders, detail))
+    elif mode in (Mode.DYNAMIC_RANGE, Mode.FLOAT16):
+        wanted = "INT8" if mode is Mode.DYNAMIC_RANGE else "FLOAT16"
+        stored = [t for t in model.tensors if t.is_constant and t.dtype == wanted]
+        # The converter only quantizes weight tensors of at least 1024 elements.
+        detail = (
+            f"{len(stored)} weight tensors stored as {wanted.lower()}"
+            if stored
+            else f"no weight tensor is stored as {wanted.lower()}; the conversion left the model in float32 "
+            "(weights smaller than 1024 elements are never quantized)"
+        )
+        checks.append(Check(f"{wanted.lower()} weights", bool(stored), detail))
+    return Verification(mode.value, tuple(checks))
+
+
+def file_layer_sparsity(model: TfliteFile, layer_names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """(weights, non-zero weights) per Keras layer, read from the kernels stored in the file.
+
+    Only ``layer_names`` are candidates when telling an operator's layer, so a
+    convolution with a folded BatchNorm is attributed to the convolution.
+    """
+    counts: dict[str, tuple[int, int]] = {}
+    for op in model.operators:
+        tensor = kernel_tensor(model, op)
+        if tensor is None:
+            continue
+        # Only the weight tensor's own name counts: an operator's activations are named after its neighbours.
+        layer = layer_for_tensor_name(tensor.name, layer_names)
+        if layer is not None:
+            weights, nonzero = weight_counts(model, tensor)
+            before = counts.get(layer, (0, 0))
+            counts[layer] = (before[0] + weights, before[1] + nonzero)
+    return counts
+
+
+def overall_sparsity(model: TfliteFile) -> float:
+    """Fraction of zeros among all conv and dense weights stored in the file."""
+    weights = nonzero = 0
+    for op in model.operators:
+        tensor = kernel_tensor(model, op)
+        if tensor is not None:
+            size, kept = weight_counts(model, tensor)
+            weights, nonzero = weights + size, nonzero + kept
+    return 1.0 - nonzero / weights if weights else 0.0
+
+
+def sparsity_check(model: TfliteFile, keras_sparsity: dict[str, float], tolerance: float = 0.01) -> Check:
+    """Each pruned layer keeps its Keras sparsity (within ``tolerance``) in the converted file."""
+    in_file = file_layer_sparsity(model, list(keras_sparsity))
+    lost = []
+    for layer, expected in keras_sparsity.items():
+        if layer not in in_file:
+            lost.append(f"{layer} (no weights found in the file)")
+            continue
+        weights, nonzero = in_file[layer]
+        found = 1.0 - nonzero / weights
+        if found < expected - tolerance:
+            lost.append(f"{layer} {100 * found:.1f}% zeros, {100 * expected:.1f}% in Keras")
+    if lost:
+        return Check("sparsity kept", False, "pruning did not survive conversion: " + ", ".join(lost))
+    return Check("sparsity kept", True, f"all {len(keras_sparsity)} pruned layers keep their zeros in the file")

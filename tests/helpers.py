@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from tflite_opt.core import default_data, keras2
 
@@ -100,8 +101,6 @@ def mnist_digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def write_pngs(folder: Path, images: np.ndarray, labels: np.ndarray | None = None) -> Path:
     """Write digits as PNGs: flat, or one subfolder per label."""
-    from PIL import Image
-
     for i, image in enumerate(images):
         target = folder if labels is None else folder / str(int(labels[i]))
         target.mkdir(parents=True, exist_ok=True)
@@ -115,3 +114,37 @@ def one_line_error(capsys) -> str:
     assert len(err.splitlines()) == 1, err
     assert "Traceback" not in err
     return err
+
+
+# A stand-in for someone else's pretrained classifier: seven classes in an order of its own, not alphabetical.
+FACE_LABELS = ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust")
+FACE_SIZE = 32
+
+
+def build_face_model(images: np.ndarray, labels: np.ndarray):
+    """A small grey 32x32 classifier of seven classes, trained a little on digits 0-6 (class i = digit i), with
+    MobileNet-style input: x = (pixel - 127.5) / 127.5."""
+    keras = keras2.keras
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            layers.Input((FACE_SIZE, FACE_SIZE, 1)),
+            layers.Conv2D(8, 3, strides=2, activation="relu", name="conv1"),
+            layers.Conv2D(16, 3, strides=2, activation="relu", name="conv2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(32, activation="relu", name="hidden"),
+            layers.Dense(len(FACE_LABELS), activation="softmax", name="scores"),
+        ],
+        name="faces",
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit((images - 127.5) / 127.5, labels, epochs=6, batch_size=32, verbose=0)
+    return model
+
+
+def resized(images: np.ndarray, size: int) -> np.ndarray:
+    """Grey images resized with Pillow, as (N, size, size, 1) uint8."""
+    return np.stack([np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BILINEAR)) for i in images])[
+        ..., np.newaxis
+    ]

@@ -31,7 +31,19 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_multi_string("model", None, ".tflite file to benchmark; repeat for each variant.", **models)
     flags.DEFINE_string("keras-model", None, "The float Keras model: the top-1 and agreement reference.", **models)
     data = {"flag_values": flag_values, "module_name": "Data (held-out evaluation; others only to refuse overlap)"}
-    flags.DEFINE_string("eval-data", None, "Labelled held-out data; without it, latency and size only.", **data)
+    flags.DEFINE_string(
+        "eval-data",
+        None,
+        "Held-out data, labelled (class folders, .npz) or not (a flat folder: fidelity to the float model); "
+        "without it, latency and size only.",
+        **data,
+    )
+    flags.DEFINE_string(
+        "labels",
+        None,
+        "The model's class names, one per line, in its order: class folders are looked up in it.",
+        **data,
+    )
     flags.DEFINE_string("calibration-data", None, "The calibration data, refused if it overlaps --eval-data.", **data)
     flags.DEFINE_string("train-data", None, "The training data, refused if it overlaps --eval-data.", **data)
     define_preprocessing_flags(flag_values)
@@ -81,6 +93,7 @@ def _run(fv: flags.FlagValues) -> int:
         overwrite=fv["overwrite"].value,
         progress=True,
         allow_unsafe=fv["allow-unsafe-deserialization"].value,
+        labels_file=path_flag(fv, "labels"),
     )
     print(format_table(report))
     return 0

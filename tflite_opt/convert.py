@@ -59,7 +59,11 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
     define_calibration_flags(flag_values, _DATA_GROUP)
     data = {"flag_values": flag_values, "module_name": _DATA_GROUP}
     flags.DEFINE_string(
-        "eval-data", None, "Held-out labelled data: one subfolder per class, or .npz with x and y.", **data
+        "eval-data",
+        None,
+        "Held-out data: one subfolder per class (looked up in --labels), .npz with x and y, or a flat folder of "
+        "unlabelled images (then fidelity to the float model is measured, not accuracy).",
+        **data,
     )
     flags.DEFINE_string(
         "train-data", None, "Labelled training data for pruning's fine-tuning (per-class folder or .npz).", **data
@@ -110,10 +114,23 @@ def _define_output_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_string(
         "model-version", "1", "Version recorded in each bundle's manifest and used by publish.", **output
     )
-    flags.DEFINE_string("labels", None, "Class names, one per line. Default: the --eval-data folder names.", **output)
+    flags.DEFINE_string(
+        "labels",
+        None,
+        "The model's class names, one per line, in its order: class folders are looked up in it. "
+        "Default: the --eval-data folder names in sorted order (a guess the report points out).",
+        **output,
+    )
     flags.DEFINE_string("output-dir", "artifacts", "Folder for <model>.<variant>.tflite and report.json.", **output)
     flags.DEFINE_enum(
         "io-type", IoType.INT8.value, [t.value for t in IoType], "Input/output type of the full-int8 model.", **output
+    )
+    flags.DEFINE_bool(
+        "raw-pixel-input",
+        None,
+        "The int8/uint8 model takes camera pixels as they are (the normalization inside, input scale 1): "
+        "an app copies bytes. Default: on where quantizing the normalized input would put pixels on rounding ties.",
+        **output,
     )
     define_overwrite_flag(flag_values, OUTPUT_GROUP, "existing output files")
 
@@ -156,6 +173,7 @@ def config_from_flags(fv: flags.FlagValues) -> ConvertConfig:
         overwrite=fv["overwrite"].value,
         search=search,
         per_tensor=fv["per-tensor"].value,
+        pixel_input=fv["raw-pixel-input"].value,
     )
 
 

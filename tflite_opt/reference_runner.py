@@ -3,7 +3,10 @@
 It reads the manifest, checks the model's sha256, and applies the manifest's
 preprocessing and quantization exactly as the generated Kotlin and Swift do. It
 imports nothing else from tflite_opt, so an app developer can read it as the
-specification of what their app must do.
+specification of what their app must do: a model that normalizes inside
+(``preprocessing.in_model``) gets the pixel bytes as they are; otherwise
+``x = pixel * scale + offset`` in float32 and, for an integer input,
+``q = round(x / scale) + zero_point`` rounding half away from zero.
 
     python -m tflite_opt.reference_runner BUNDLE_DIR/mnist_cnn.int8.manifest.json IMAGE_OR_FOLDER
 """
@@ -21,6 +24,12 @@ from PIL import Image
 
 _MODES = {"grayscale": "L", "RGB": "RGB", "RGBA": "RGBA"}
 _RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
+def round_half_away_from_zero(values: np.ndarray) -> np.ndarray:
+    """The manifest's rounding rule, exactly: to the nearest integer, a half away from zero (-2.5 → -3)."""
+    whole = np.trunc(values)
+    return np.where(np.abs(values - whole) >= 0.5, whole + np.sign(values), whole)
 
 
 class BundleClassifier:
@@ -43,11 +52,14 @@ class BundleClassifier:
         prep, tensor = self.manifest["preprocessing"], self.manifest["input"]
         image = image.convert(_MODES[prep["channel_order"]])
         image = image.resize((prep["resize"]["width"], prep["resize"]["height"]), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image, dtype=np.float32).reshape(tensor["shape"][1:])
-        x = pixels * np.asarray(prep["scale"], np.float32) + np.asarray(prep["offset"], np.float32)
+        pixels = np.asarray(image, dtype=np.uint8).reshape(tensor["shape"][1:])
+        if prep.get("in_model"):  # the model normalizes: the bytes as they are (int8: shifted by 128)
+            return (pixels.astype(np.int16) + tensor["zero_point"]).astype(tensor["dtype"])[np.newaxis]
+        x = pixels.astype(np.float32) * np.asarray(prep["scale"], np.float32) + np.asarray(prep["offset"], np.float32)
         if tensor["dtype"] in _RANGES:
             low, high = _RANGES[tensor["dtype"]]
-            x = np.clip(np.round(x / tensor["scale"]) + tensor["zero_point"], low, high)
+            steps = x / np.float32(tensor["scale"])
+            x = np.clip(round_half_away_from_zero(steps) + tensor["zero_point"], low, high)
         return x.astype(tensor["dtype"])[np.newaxis]
 
     def scores(self, image: Image.Image) -> np.ndarray:

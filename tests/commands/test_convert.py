@@ -124,3 +124,21 @@ def test_a_stack_that_cannot_convert_stops_with_one_line_and_exit_1(monkeypatch,
     assert main(["--output-dir", str(tmp_path / "out")]) == 1
     assert "no optimizations" in one_line_error(capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_raw_pixel_input_needs_an_integer_full_int8_model(capsys):
+    assert main(["--float16", "--raw-pixel-input"]) == 2
+    assert "--raw-pixel-input applies to --full-int8 models with --io-type int8 or uint8" in one_line_error(capsys)
+    assert main(["--io-type", "float32", "--raw-pixel-input"]) == 2
+    assert "--raw-pixel-input applies" in one_line_error(capsys)
+
+
+def test_the_table_says_the_model_takes_pixels_and_why(faces, tmp_path, capsys):
+    root = faces["root"]
+    args = ["--model", str(faces["model"]), "--representative-data", str(root / "calibration")]
+    args += ["--eval-data", str(root / "eval"), "--labels", str(faces["labels"]), "--mean", "127.5", "--std", "127.5"]
+    assert main([*args, "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "pixel input: the int8 model takes camera pixels as they are" in out
+    assert "✓ pixel input: int8 input takes pixels as they are (scale 1.0, zero point -128)" in out
+    assert "classes: 6 class folders, each looked up by name in --labels" in out

@@ -4,14 +4,21 @@ import numpy as np
 import pytest
 from helpers import CORPUS
 
-from tflite_opt.core.interpreter import TfliteRunner, dequantize, quantize
+from tflite_opt.core.interpreter import TfliteRunner, dequantize, quantize, round_half_away_from_zero
 
 VALID = (CORPUS / "tflite" / "valid.tflite").read_bytes()
 
 
-def test_quantize_rounds_clips_and_casts():
-    values = np.array([-10.0, -0.26, 0.24, 0.26, 10.0])
-    assert quantize(values, 0.5, -1, np.int8).tolist() == [-21, -2, -1, 0, 19]
+def test_rounding_is_half_away_from_zero_exactly():
+    values = np.array([2.5, -2.5, 0.5, -0.5, 1.49999, -1.50001, 0.0], dtype=np.float32)
+    assert round_half_away_from_zero(values).tolist() == [3, -3, 1, -1, 1, -2, 0]
+    # floor(x + 0.5) gets this one wrong in float32: 0.49999997 + 0.5 rounds up to 1.0.
+    assert round_half_away_from_zero(np.array([0.49999997], dtype=np.float32)).tolist() == [0]
+
+
+def test_quantize_rounds_half_away_from_zero_clips_and_casts():
+    values = np.array([-10.0, -0.25, 0.25, 0.26, 10.0])
+    assert quantize(values, 0.5, -1, np.int8).tolist() == [-21, -2, 0, 0, 19]  # ±0.5 steps go away from zero
     assert quantize(np.array([-1000.0, 1000.0]), 1.0, 0, np.int8).tolist() == [-128, 127]
     assert quantize(np.array([-1.0, 300.0]), 1.0, 0, np.uint8).tolist() == [0, 255]
 
@@ -40,6 +47,11 @@ def test_the_delegate_is_recorded_and_gives_the_same_scores(use_xnnpack, delegat
     np.testing.assert_array_equal(runner.predict(images), TfliteRunner(VALID).predict(images))
 
 
-def test_timed_invokes_are_positive_milliseconds():
-    times = TfliteRunner(VALID).time_invokes(np.zeros((8, 8, 1), np.float32), runs=5, warmup=1)
-    assert times.shape == (5,) and np.all(times > 0) and np.all(times < 1000)
+def test_a_timed_invoke_gives_wall_and_thread_cpu_milliseconds():
+    runner = TfliteRunner(VALID, batch_size=1)
+    runner.load(np.zeros((8, 8, 1), np.float32))
+    runner.invoke()
+    times = np.array([runner.invoke_timed() for _ in range(20)])
+    assert times.shape == (20, 2) and np.all(times > 0) and np.all(times < 1000)
+    # The CPU-time interval lies within the wall-time one.
+    assert np.all(times[:, 1] <= times[:, 0] + 1e-3)

@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 from helpers import CORPUS
 
 from tflite_opt.core.errors import ModelLoadError
-from tflite_opt.core.tflite_file import kernel_tensor, read_tflite, weight_counts
+from tflite_opt.core.tflite_file import _schema, kernel_tensor, read_tflite, set_input_range, weight_counts
 
 
 @pytest.mark.parametrize(
@@ -31,3 +32,20 @@ def test_the_corpus_model_reads_back_its_tensors_operators_and_weights():
     weights, nonzero = weight_counts(model, dense)
     assert weights == 1440 and 0 < nonzero <= weights
     assert model.constant_array(dense).shape == (10, 144)
+
+
+def test_setting_the_input_range_changes_only_those_two_floats():
+    from helpers import build_sequential
+
+    from tflite_opt.stages.convert import calibrate_keras
+
+    samples = np.random.default_rng(0).random((8, 12, 12, 1), dtype=np.float32)
+    calibrated = calibrate_keras(build_sequential(), samples, False)
+    moved = set_input_range(calibrated, 0.0, 255.0)
+    assert len(moved) == len(calibrated)
+    assert sum(a != b for a, b in zip(moved, calibrated, strict=True)) <= 8  # two float32 values
+    q = _schema().Model.GetRootAs(moved, 0).Subgraphs(0)
+    tensor = q.Tensors(int(q.InputsAsNumpy()[0])).Quantization()
+    assert (tensor.MinAsNumpy().tolist(), tensor.MaxAsNumpy().tolist()) == ([0.0], [255.0])
+    with pytest.raises(ModelLoadError, match="records no calibrated range"):
+        set_input_range((CORPUS / "tflite" / "valid.tflite").read_bytes(), 0.0, 255.0)

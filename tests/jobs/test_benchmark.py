@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from helpers import CORPUS
 
-from tflite_opt.core.config import BenchmarkSettings, Preprocessing
+from tflite_opt.core.config import BenchmarkSettings, ConvertConfig, Preprocessing
 from tflite_opt.core.errors import DataError, ModelLoadError, UsageError
 from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.jobs.benchmark import run_benchmark
+from tflite_opt.jobs.convert import run_convert
 from tflite_opt.stages.data import ImageSize, load_dataset
 
 pytestmark = pytest.mark.slow
@@ -68,3 +69,47 @@ def test_models_of_different_inputs_and_missing_files_are_refused(converted_dir,
         run_benchmark([tmp_path / "absent.tflite"], tmp_path)
     with pytest.raises(UsageError, match="pass at least one --model"):
         run_benchmark([], tmp_path)
+
+
+@pytest.fixture(scope="module")
+def faces_converted(faces, tmp_path_factory):
+    """The faces model converted by the convert job: its int8 file takes pixels (the ties made it so)."""
+    out = tmp_path_factory.mktemp("faces_out")
+    config = ConvertConfig(
+        model_path=faces["model"],
+        representative_data=faces["root"] / "calibration",
+        eval_data=faces["root"] / "eval",
+        preprocessing=Preprocessing.from_mean_std(127.5, 127.5),
+        labels_file=faces["labels"],
+        output_dir=out,
+    )
+    return run_convert(config), out
+
+
+def test_a_file_whose_manifest_says_it_takes_pixels_is_fed_pixels(faces, faces_converted, tmp_path):
+    converted, out = faces_converted
+    assert converted.variant("int8").pixel_input
+    paths = [out / "faces.float32.tflite", out / "faces.int8.tflite"]
+    report = run_benchmark(
+        paths,
+        tmp_path,
+        faces["root"] / "eval",
+        faces["model"],
+        Preprocessing.from_mean_std(127.5, 127.5),
+        settings=FAST,
+        labels_file=faces["labels"],
+    )
+    assert report.variant("int8").top1 == converted.variant("int8").top1  # the same figure, measured again
+    assert report.variant("int8").pixel_input and report.keras_top1 == 1.0
+
+
+def test_unlabelled_data_is_measured_as_fidelity_to_the_float_file(faces, faces_converted, tmp_path):
+    _, out = faces_converted
+    paths = [out / "faces.float32.tflite", out / "faces.int8.tflite"]
+    report = run_benchmark(
+        paths, tmp_path, faces["root"] / "unlabelled", None, Preprocessing.from_mean_std(127.5, 127.5)
+    )
+    assert not report.labelled and report.reference == "float32"
+    assert report.variant("float32").top1 == 1.0
+    int8 = report.variant("int8")
+    assert int8.top1 == int8.accuracy.fidelity.agreement and int8.verdict.reason.startswith("agreement ")

@@ -1,17 +1,23 @@
 """The convert job: the plan, what a run writes, the embedded default's targets, nothing half-written."""
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
+from helpers import FACE_LABELS
+from PIL import Image
 
-from tflite_opt.core.config import ConvertConfig, Mode, Preprocessing, PruneConfig, SearchConfig
+from tflite_opt.core.config import ConvertConfig, IoType, Mode, Preprocessing, PruneConfig, SearchConfig
 from tflite_opt.core.errors import OutputExistsError, UsageError
-from tflite_opt.core.interpreter import TfliteRunner
+from tflite_opt.core.interpreter import TfliteRunner, quantize
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs.convert import PlannedVariant, plan_variants, run_convert
-from tflite_opt.stages.data import ImageSize, load_dataset
+from tflite_opt.reference_runner import BundleClassifier, top1_on_folder
+from tflite_opt.stages.data import ImageSize, apply_preprocessing, load_dataset, open_source
 from tflite_opt.stages.load import load_keras_model
+from tflite_opt.stages.report import format_table
 from tflite_opt.stages.verify import float_operators
 
 
@@ -139,3 +145,112 @@ def test_default_model_pruned_to_80_percent_meets_the_targets(tmp_path):
     assert pruned["gzip_size_bytes"] <= float32["gzip_size_bytes"] / 10
     assert report["keras_top1"] - pruned["top1"] <= 0.01
     assert "compressed (gzip) size" in report["pruning"]["note"]
+
+
+def faces_config(faces, output, **kwargs):
+    root = faces["root"]
+    return ConvertConfig(
+        model_path=faces["model"],
+        representative_data=root / "calibration",
+        eval_data=kwargs.pop("eval_data", root / "eval"),
+        preprocessing=Preprocessing.from_mean_std(127.5, 127.5),
+        output_dir=output,
+        **kwargs,
+    )
+
+
+@pytest.mark.slow
+def test_class_folders_looked_up_in_the_labels_give_keras_100_percent_against_its_own_predictions(faces, tmp_path):
+    """Done-when 1: class-named folders, one class missing, --labels in the model's (non-alphabetical) order."""
+    report = run_convert(faces_config(faces, tmp_path, labels_file=faces["labels"]))
+    assert report.keras_top1 == 1.0
+    assert report.class_mapping.how == "labels" and faces["missing"] not in os.listdir(faces["root"] / "eval")
+    assert report.reference_warning is None and not any("sorted order" in w for w in report.warnings)
+    assert (tmp_path / "faces.labels.txt").read_text().split() == list(FACE_LABELS)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["evaluation"]["class_mapping"]["how"] == "labels" and saved["variants"][1]["verdict_trusted"]
+
+
+@pytest.mark.slow
+def test_without_labels_the_sorted_guess_is_said_on_the_table(faces, tmp_path):
+    report = run_convert(faces_config(faces, tmp_path))
+    assert report.class_mapping.guessed
+    (guess,) = [w for w in report.warnings if "numbered in sorted order" in w]
+    assert "only 6 of its 7 classes have a folder, and a missing class shifts every later one" in guess
+    assert "classes: 6 class folders numbered in sorted order (angry = 0, disgust = 1" in format_table(report)
+
+
+@pytest.mark.slow
+def test_a_reference_near_chance_gives_the_warning_and_untrusted_verdicts(faces, tmp_path):
+    wrong_order = list(FACE_LABELS[1:]) + [FACE_LABELS[0]]  # every class named as another one
+    (tmp_path / "wrong.txt").write_text("\n".join(wrong_order))
+    report = run_convert(faces_config(faces, tmp_path / "out", labels_file=tmp_path / "wrong.txt"))
+    assert report.keras_top1 == 0.0
+    assert "the float model itself scores 0.0% top-1 on the evaluation data, near chance" in report.reference_warning
+    table = format_table(report)
+    assert "the verdicts (marked ?) are not to be trusted" in table
+    assert any(line.split()[-2:] == ["reference?"] or line.endswith("reference?") for line in table.splitlines())
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["reference_warning"] == report.reference_warning
+    assert not any(v["verdict_trusted"] for v in saved["variants"])
+
+
+@pytest.mark.slow
+def test_an_unlabelled_folder_gives_fidelity_figures_and_a_verdict(faces, tmp_path):
+    report = run_convert(faces_config(faces, tmp_path, eval_data=faces["root"] / "unlabelled"))
+    int8 = report.variant("int8")
+    assert not report.labelled and report.eval_samples == 100
+    assert int8.accuracy.fidelity.agreement == int8.top1 and int8.verdict.label in ("good", "marginal", "bad")
+    assert int8.verdict.reason.startswith("agreement ")
+    assert "agreement with the float model's top-1 on 100 unlabelled held-out images" in format_table(report)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    variant = saved["variants"][1]
+    assert saved["evaluation"]["kind"] == "fidelity" and saved["keras_top1"] is None
+    assert variant["top1"] is None and variant["agreement"] == int8.top1
+    assert variant["agreement_drop_points"] == pytest.approx(100 * (1 - int8.top1))
+    assert set(variant["fidelity"]) == {"agreement", "top5_overlap", "mean_kl"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "io_type, pixel_input",
+    [(IoType.INT8, None), (IoType.UINT8, None), (IoType.INT8, False), (IoType.UINT8, False)],
+    ids=["int8-pixels", "uint8-pixels", "int8-rounded", "uint8-rounded"],
+)
+def test_an_app_following_only_the_manifest_gets_the_reported_top1_image_by_image(
+    faces, tmp_path, io_type, pixel_input
+):
+    """Done-when 2: with (pixel - 127.5) / 127.5 every pixel sits on a rounding tie. The reference runner, reading
+    nothing but the bundle, must predict what the benchmark predicted on every image."""
+    config = faces_config(
+        faces, tmp_path / "out", labels_file=faces["labels"], io_type=io_type, pixel_input=pixel_input
+    )
+    report = run_convert(config)
+    int8 = report.variant("int8")
+    assert int8.pixel_input is (pixel_input is None)  # the ties make it the default
+    assert report.pixel_input.ties == 256
+    bundle = tmp_path / "app"
+    bundle.mkdir()
+    for name in ("faces.int8.tflite", "faces.int8.manifest.json", "faces.labels.txt"):
+        shutil.copy(tmp_path / "out" / name, bundle / name)
+    manifest = json.loads((bundle / "faces.int8.manifest.json").read_text())["preprocessing"]
+    assert manifest["in_model"] is int8.pixel_input and manifest["rounding"] == "half away from zero"
+    if int8.pixel_input:
+        assert manifest["integer_formula"] in ("q = pixel: copy the bytes", "q = pixel - 128: the bytes, shifted")
+        assert manifest["normalization_in_model"]["formula"] == "x = (pixel - 127.5) / 127.5"
+    app = BundleClassifier(bundle / "faces.int8.manifest.json")
+    assert top1_on_folder(app, faces["root"] / "eval") == int8.top1
+    source = open_source(faces["root"] / "eval", ImageSize(32, 32, 1), labels=list(FACE_LABELS))
+    raw = source.read(np.arange(len(source)))
+    fed = raw.astype(np.float32) if int8.pixel_input else apply_preprocessing(raw, config.preprocessing)
+    benchmark = np.argmax(TfliteRunner((tmp_path / "out" / "faces.int8.tflite").read_bytes()).predict(fed), axis=1)
+    with Image.open(source.name(0)) as first:
+        assert np.array_equal(app.preprocess(first)[0].astype(np.int16), _as_fed(fed[0], int8))
+    phone = np.array([np.argmax(app.scores(Image.open(source.name(i)))) for i in range(len(source))])
+    np.testing.assert_array_equal(phone, benchmark)
+
+
+def _as_fed(image: np.ndarray, variant) -> np.ndarray:
+    """The integer tensor the benchmark feeds for one image of float input, as int16 for comparing."""
+    dtype = np.dtype(variant.input.dtype.lower())
+    return quantize(image, variant.input.scale, variant.input.zero_point, dtype).astype(np.int16)

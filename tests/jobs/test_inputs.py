@@ -6,7 +6,7 @@ import pytest
 from tflite_opt.core import default_data
 from tflite_opt.core.config import ConvertConfig, Mode, Preprocessing, PruneConfig
 from tflite_opt.core.errors import DataError, UsageError
-from tflite_opt.jobs.inputs import labels_for, load_classifier, load_inputs, resolve_defaults
+from tflite_opt.jobs.inputs import Inputs, labels_for, load_classifier, load_inputs, resolve_defaults
 
 
 def test_the_embedded_default_fills_model_data_and_preprocessing():
@@ -56,11 +56,9 @@ def test_training_labels_the_model_has_no_class_for_are_refused(saved_tiny_model
         load_inputs(config, spec)
 
 
-def test_labels_come_from_the_file_else_the_folders_else_the_indices(tmp_path):
-    (tmp_path / "labels.txt").write_text("cat\n\ndog\n")
-    assert labels_for(ConvertConfig(labels_file=tmp_path / "labels.txt"), None, 2) == ["cat", "dog"]
-    assert labels_for(ConvertConfig(), None, 3) == ["0", "1", "2"]
-    with pytest.raises(DataError, match="2 labels for a model with 3 classes"):
-        labels_for(ConvertConfig(labels_file=tmp_path / "labels.txt"), None, 3)
-    with pytest.raises(DataError, match="cannot read --labels"):
-        labels_for(ConvertConfig(labels_file=tmp_path / "absent.txt"), None, 3)
+def test_bundle_labels_are_the_names_found_then_the_indices_of_the_rest():
+    assert labels_for(Inputs(None, None, None, labels=("cat", "dog")), 2) == ["cat", "dog"]
+    assert labels_for(Inputs(None, None, None), 3) == ["0", "1", "2"]
+    assert labels_for(Inputs(None, None, None, labels=("cat", "dog")), 3) == ["cat", "dog", "2"]
+    with pytest.raises(DataError, match="3 class folders for a model with 2 classes"):
+        labels_for(Inputs(None, None, None, labels=("a", "b", "c")), 2)

@@ -8,7 +8,7 @@ from helpers import CORPUS
 
 from tflite_opt.core.config import BenchmarkSettings, Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
-from tflite_opt.jobs.measure import Bench, assemble_results, latency_sample
+from tflite_opt.jobs.measure import Bench, assemble_results, latency_pixels
 from tflite_opt.stages.benchmark import LatencyStats, Measured, SizeStats, accuracy_stats
 from tflite_opt.stages.data import Dataset
 from tflite_opt.stages.verify import Verification, Verified
@@ -40,15 +40,18 @@ def test_without_a_reference_size_the_verdict_says_the_share_is_unknown():
     assert result.verdict.label == "marginal" and "unknown share" in result.verdict.reason
 
 
-def test_the_latency_sample_is_a_real_preprocessed_image_where_there_is_one():
+def test_the_timing_image_is_a_real_image_where_there_is_one():
     calibration = Dataset(np.full((2, 8, 8, 1), 255, np.uint8), None, ())
-    np.testing.assert_allclose(latency_sample(calibration, None, (8, 8, 1), Preprocessing()), 1.0)
-    assert latency_sample(None, None, (8, 8, 1), Preprocessing()).shape == (8, 8, 1)
+    assert latency_pixels(calibration, None, (8, 8, 1)).tolist() == calibration.raw[0].tolist()
+    blank = latency_pixels(None, None, (8, 8, 1))
+    assert blank.shape == (8, 8, 1) and not blank.any()
 
 
 @pytest.mark.slow
 def test_a_bench_measures_latency_and_size_without_evaluation_data():
-    bench = Bench(None, Preprocessing(), BenchmarkSettings(num_runs=5, warmup_runs=1), np.zeros((8, 8, 1)), {})
+    bench = Bench(
+        None, Preprocessing(), BenchmarkSettings(num_runs=5, warmup_runs=1), np.zeros((8, 8, 1), np.uint8), {}
+    )
     keras_accuracy, results = bench.measure({"int8": Verified(VALID, read_tflite(VALID), Verification("int8", ()))})
     assert keras_accuracy is None
     assert results["int8"].accuracy is None and results["int8"].latency.num_runs == 5

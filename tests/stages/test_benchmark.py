@@ -1,10 +1,12 @@
 """Benchmark stage: metrics computed right, latency statistics, verdicts, streaming, the choice of what ships."""
 
+import itertools
+
 import numpy as np
 import pytest
-from helpers import build_sequential
+from helpers import build_functional, build_sequential
 
-from tflite_opt.core.config import BenchmarkSettings, Mode, Preprocessing
+from tflite_opt.core.config import PIXELS, BenchmarkSettings, Mode, Preprocessing
 from tflite_opt.core.errors import DataError
 from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.core.tflite_file import read_tflite
@@ -14,8 +16,10 @@ from tflite_opt.stages.benchmark import (
     accuracy_stats,
     choose_to_ship,
     evaluate,
+    measure_latencies,
     measure_latency,
     measure_size,
+    reference_problem,
     verdict,
 )
 from tflite_opt.stages.convert import convert_keras
@@ -148,3 +152,102 @@ def test_a_drop_exactly_between_verdicts_is_judged_by_the_budget_then_the_bad_li
     assert verdict(5.0, 0.3, False, settings).label == "marginal"
     assert verdict(5.01, 0.3, False, settings).label == "bad"
     assert verdict(1.0, 0.5, False, settings).label == "good"
+
+
+def test_without_labels_every_model_is_measured_by_its_agreement_with_keras(tiny_tflite, digit_folders):
+    model, float32, int8 = tiny_tflite
+    calibration, _ = digit_folders  # a flat folder: no labels
+    source = open_source(calibration, ImageSize(12, 12, 1))
+    keras_stats, stats = evaluate(source, Preprocessing(), {"float32": float32, "int8": int8}, model)
+    assert keras_stats.top1 == 1.0 and not keras_stats.labelled  # the reference agrees with itself
+    images = source.read(np.arange(len(source))).astype(np.float32) / 255.0
+    expected = np.argmax(model.predict(images, verbose=0), axis=1)
+    mine = np.argmax(TfliteRunner(int8).predict(images), axis=1)
+    assert stats["int8"].top1 == pytest.approx(np.mean(mine == expected))
+    fidelity = stats["int8"].fidelity
+    assert fidelity.agreement == stats["int8"].top1 and 0.0 < fidelity.top5_overlap <= 1.0 and fidelity.mean_kl >= 0
+    assert stats["float32"].fidelity.mean_kl < 1e-4 and stats["float32"].fidelity.agreement == 1.0
+    assert stats["int8"].to_dict()["top1"] is None and stats["int8"].to_dict()["agreement"] == fidelity.agreement
+
+
+def test_unlabelled_data_without_any_reference_is_refused(tiny_tflite, digit_folders):
+    _, _, int8 = tiny_tflite
+    calibration, _ = digit_folders
+    with pytest.raises(DataError, match="has no labels, and there is no float model"):
+        evaluate(open_source(calibration, ImageSize(12, 12, 1)), Preprocessing(), {"int8": int8})
+
+
+def test_a_variant_that_takes_pixels_gets_pixels(digit_folders):
+    float32 = convert_keras(build_functional(), Mode.FLOAT32)  # logits: they follow the input's scale
+    _, eval_folder = digit_folders
+    source = open_source(eval_folder, ImageSize(12, 12, 1), require_labels=True)
+    pixels = source.read(np.arange(len(source))).astype(np.float32)
+    on_pixels = np.argmax(TfliteRunner(float32).predict(pixels), axis=1)
+    on_scaled = np.argmax(TfliteRunner(float32).predict(pixels / 255.0), axis=1)
+    assert (on_pixels != on_scaled).any(), "the two inputs must be told apart by the predictions"
+    _, stats = evaluate(source, Preprocessing(), {"a": float32, "b": float32}, model_input={"b": PIXELS})
+    np.testing.assert_array_equal(stats["b"].confusion, confusion(source.labels, on_pixels))
+    np.testing.assert_array_equal(stats["a"].confusion, confusion(source.labels, on_scaled))
+
+
+def confusion(labels, predicted, classes=10):
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix
+
+
+def uniform_stats(predicted, labels, classes=10):
+    return accuracy_stats(np.asarray(labels), np.asarray(predicted)[:, None], classes)
+
+
+def test_a_reference_near_chance_or_stuck_on_one_class_is_called_out():
+    labels = np.arange(100) % 10
+    assert reference_problem(uniform_stats(labels, labels)) is None
+    near_chance = uniform_stats((labels + 1) % 10, labels)  # never right
+    assert "scores 0.0% top-1 on the evaluation data, near chance (10.0% for 10 classes)" in reference_problem(
+        near_chance
+    )
+    stuck = uniform_stats(np.full(100, 3), labels)
+    assert "predicts class 'cat' for 100%" in reference_problem(
+        stuck, [f"c{i}" for i in range(3)] + ["cat"] + [f"c{i}" for i in range(4, 10)]
+    )
+
+
+def test_timing_interleaves_the_variants_and_records_thread_cpu_time(tiny_tflite, monkeypatch):
+    _, float32, int8 = tiny_tflite
+    order = []
+    timed = TfliteRunner.invoke_timed
+
+    def recording(self):
+        order.append(self.delegate + str(id(self)))
+        return timed(self)
+
+    monkeypatch.setattr(TfliteRunner, "invoke_timed", recording)
+    sample = np.zeros((12, 12, 1), np.float32)
+    stats = measure_latencies({"a": float32, "b": int8}, {"a": sample, "b": sample}, BenchmarkSettings(num_runs=30))
+    runs = [(name, len(list(group))) for name, group in itertools.groupby(order)]
+    # Rounds of ten invokes each, the order alternating: a b | b a | a b, so the same variant runs twice in a row
+    # where the rounds meet.
+    a, b = runs[0][0], runs[1][0]
+    assert runs == [(a, 10), (b, 20), (a, 20), (b, 10)]
+    for timing in stats.values():
+        assert timing.num_runs == 30 and 0 < timing.cpu_p50 <= timing.p50 * 1.05
+
+
+def latency(p50, cpu_p50):
+    return benchmark.LatencyStats(p50, 0, p50, p50, p50, p50, 1.0, 1, 10, 1, "xnnpack", cpu_p50, cpu_p50)
+
+
+def test_a_busy_machine_is_told_by_wall_time_far_above_cpu_time():
+    assert benchmark.busy_machine({"a": latency(1.0, 0.98), "b": latency(2.0, 1.9)}) is None
+    warning = benchmark.busy_machine({"a": latency(1.5, 1.0), "b": latency(3.1, 2.0)})
+    assert warning.startswith("the machine was busy while timing: wall time was 1.52x the CPU time")
+    assert benchmark.busy_machine({"a": latency(1.5, None)}) is None  # several threads: no CPU figure
+    assert benchmark.busy_machine({"a": latency(0.008, 0.005)}) is None  # too short to tell from timer overhead
+
+
+def test_tied_scores_rank_in_class_order_as_argmax_does():
+    scores = np.array([[0.2, 0.4, 0.4, 0.0, 0.0, 0.0], [0.1, 0.1, 0.1, 0.1, 0.1, 0.5]], dtype=np.float32)
+    top = benchmark._top_k(scores, 5)
+    assert top[:, 0].tolist() == np.argmax(scores, axis=1).tolist() == [1, 5]
+    assert top.tolist() == [[1, 2, 0, 3, 4], [5, 0, 1, 2, 3]]

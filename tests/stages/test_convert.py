@@ -9,11 +9,19 @@ from tflite_opt.core.config import IoType, Mode, Preprocessing, PruneConfig
 from tflite_opt.core.errors import ConversionError
 from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.core.tflite_file import read_tflite
-from tflite_opt.stages.convert import calibrate_keras, convert_keras, quantize_calibrated
+from tflite_opt.stages.convert import (
+    calibrate_keras,
+    convert_keras,
+    convert_pixel_input,
+    pixel_input_model,
+    predicted_input_quantization,
+    quantize_calibrated,
+    rounding_ties,
+)
 from tflite_opt.stages.data import ImageSize, load_dataset
 from tflite_opt.stages.load import load_keras_model
 from tflite_opt.stages.prune import prune_model
-from tflite_opt.stages.verify import float_operators, sparsity_check, verify_variant
+from tflite_opt.stages.verify import float_operators, pixel_input_check, sparsity_check, verify_variant
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +119,40 @@ def test_sparse_format_is_read_back_and_runs_without_xnnpack():
         np.argmax(scores, axis=1), np.argmax(TfliteRunner(dense, batch_size=4).predict(samples[:6]), axis=1)
     )
     assert runner.delegate.startswith("none")
+
+
+def test_a_uint8_model_from_the_calibrated_one_has_uint8_io():
+    calibrated = calibrate_keras(build_sequential(), calibration_samples(), False)
+    parsed = read_tflite(quantize_calibrated(calibrated, IoType.UINT8))
+    assert parsed.input_tensors()[0].dtype == parsed.output_tensors()[0].dtype == "UINT8"
+    assert verify_variant(parsed, Mode.FULL_INT8, IoType.UINT8).passed
+
+
+@pytest.mark.parametrize("low, high", [(0.0, 1.0), (-1.0, 1.0), (-2.1179, 2.64), (0.2, 0.9), (-0.5, 3.3)])
+def test_the_predicted_input_quantization_is_the_converters(low, high):
+    samples = np.random.default_rng(0).uniform(low, high, (16, INPUT_SIZE, INPUT_SIZE, 1)).astype(np.float32)
+    samples[0, 0, 0, 0], samples[0, 0, 1, 0] = low, high
+    q = read_tflite(convert_keras(build_sequential(), Mode.FULL_INT8, samples, progress=False)).input_tensors()[0]
+    assert predicted_input_quantization(samples) == (q.quantization.scale, q.quantization.zero_point)
+
+
+def test_mobilenet_normalization_puts_every_pixel_on_a_rounding_tie_and_plain_scaling_none():
+    assert rounding_ties(Preprocessing.from_mean_std(127.5, 127.5), 2 / 255, channels=1) == 256
+    assert rounding_ties(Preprocessing.from_mean_std(127.5, 127.5), 2 / 255, channels=3) == 768
+    assert rounding_ties(Preprocessing(), 1 / 255, channels=1) == 0
+
+
+@pytest.mark.parametrize("io_type, zero_point", [(IoType.INT8, -128), (IoType.UINT8, 0)])
+def test_a_pixel_input_model_takes_pixels_with_scale_one_and_scores_as_the_normalized_one(io_type, zero_point):
+    model = build_sequential()
+    prep = Preprocessing.from_mean_std(127.5, 127.5)
+    pixels = np.random.default_rng(0).integers(0, 256, (32, INPUT_SIZE, INPUT_SIZE, 1)).astype(np.float32)
+    wrapped = pixel_input_model(model, prep)
+    np.testing.assert_allclose(
+        wrapped.predict(pixels, verbose=0), model.predict((pixels - 127.5) / 127.5, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    parsed = read_tflite(convert_pixel_input(model, prep, pixels, io_type, progress=False))
+    q = parsed.input_tensors()[0].quantization
+    assert (q.scale, q.zero_point) == (1.0, zero_point)
+    assert pixel_input_check(parsed, io_type).passed
+    assert verify_variant(parsed, Mode.FULL_INT8, io_type, [layer.name for layer in model.layers]).passed

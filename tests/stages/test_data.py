@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import CORPUS, mnist_digits, write_pngs
@@ -13,6 +15,7 @@ from tflite_opt.stages.data import (
     load_image,
     open_source,
     range_warnings,
+    read_labels,
 )
 
 GREY_12 = ImageSize(12, 12, 1)
@@ -190,3 +193,50 @@ def test_unusual_image_modes_load_as_the_model_channels(tmp_path, mode):
     for channels in (1, 3):
         loaded = load_image(path, ImageSize(8, 8, channels))
         assert loaded.shape == (8, 8, channels) and loaded.dtype == np.uint8
+
+
+def class_folders(root, names, per_class=2):
+    images, _ = mnist_digits(per_class * len(names), seed=5)
+    for i, name in enumerate(names):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for j in range(per_class):
+            Image.fromarray(images[i * per_class + j]).save(folder / f"{name}_{j}.png")
+    return root
+
+
+def test_with_labels_each_class_folder_is_looked_up_by_name_whatever_is_missing(tmp_path):
+    labels = ["neutral", "happy", "sad", "angry"]  # the model's order, not alphabetical
+    source = open_source(class_folders(tmp_path, ["sad", "angry", "neutral"]), GREY_12, labels=labels)
+    assert source.mapping.how == "labels" and source.class_names == labels
+    by_folder = {Path(source.name(i)).parent.name: int(label) for i, label in enumerate(source.labels)}
+    assert by_folder == {"angry": 3, "neutral": 0, "sad": 2}  # happy has no folder and shifts nothing
+    assert "looked up by name in --labels" in source.mapping.describe()
+
+
+def test_a_folder_the_labels_do_not_name_is_refused_listing_the_labels(tmp_path):
+    with pytest.raises(DataError, match="class folder 'joy' is not in --labels; the labels are: neutral, happy"):
+        open_source(class_folders(tmp_path, ["joy", "happy"]), GREY_12, labels=["neutral", "happy"])
+
+
+def test_without_labels_numbers_are_indices_and_names_a_sorted_guess(tmp_path):
+    numbered = open_source(class_folders(tmp_path / "n", ["3", "1"]), GREY_12)
+    assert numbered.mapping.how == "numbers" and not numbered.mapping.guessed
+    assert sorted(set(numbered.labels.tolist())) == [1, 3] and numbered.class_names == ["0", "1", "2", "3"]
+    named = open_source(class_folders(tmp_path / "s", ["sad", "angry", "happy"]), GREY_12)
+    assert named.mapping.guessed and named.class_names == ["angry", "happy", "sad"]
+    assert named.mapping.describe() == "3 class folders numbered in sorted order (angry = 0, happy = 1, sad = 2)"
+
+
+def test_a_flat_folder_is_unlabelled_evaluation_data(digit_folders):
+    calibration, _ = digit_folders
+    source = open_source(calibration, GREY_12)
+    assert source.labels is None and source.mapping is None and len(source) == 40
+
+
+def test_labels_files_skip_blank_lines_and_refuse_repeats(tmp_path):
+    (tmp_path / "labels.txt").write_text("cat\n\n dog \n")
+    assert read_labels(tmp_path / "labels.txt") == ["cat", "dog"]
+    (tmp_path / "twice.txt").write_text("cat\ndog\ncat\n")
+    with pytest.raises(DataError, match="names 'cat' more than once"):
+        read_labels(tmp_path / "twice.txt")

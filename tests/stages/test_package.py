@@ -65,8 +65,42 @@ def test_generated_kotlin_and_swift_carry_the_manifest_constants(bundle_dir):
 def test_generated_code_follows_the_model_io_types(bundle_dir):
     int8 = json.loads((bundle_dir / "mnist_cnn.int8.manifest.json").read_text())
     float32 = json.loads((bundle_dir / "mnist_cnn.float32.manifest.json").read_text())
-    assert "put(q.toByte())" in kotlin_source(int8) and "putFloat(x)" in kotlin_source(float32)
-    assert "Int8(max(-128, min(127," in swift_source(int8) and "Float32(x)" in swift_source(float32)
+    kotlin, swift = kotlin_source(int8), swift_source(int8)
+    assert "val r = if (v < 0f) -Math.round(-v) else Math.round(v)" in kotlin  # half away from zero
+    assert "buffer.put((r + INPUT_ZERO_POINT).coerceIn(-128, 127).toByte())" in kotlin
+    assert "putFloat(x)" in kotlin_source(float32)
+    assert ".rounded(.toNearestOrAwayFromZero)" in swift and "Int8(max(-128, min(127, q)))" in swift
+    assert "Float32(x)" in swift_source(float32)
+    assert int8["preprocessing"]["rounding"] == "half away from zero" and not int8["preprocessing"]["in_model"]
     assert "object MnistCnnInt8" in kotlin_source(int8) and "enum MnistCnnFloat32" in swift_source(float32)
     assert float32["preprocessing"]["integer_formula"].startswith("none")
     assert int8["output"]["dequantize"].startswith(f"score = (q - {int8['output']['zero_point']})")
+
+
+def pixel_manifest(dtype: str) -> dict:
+    """A manifest as build_manifest writes it for a model that normalizes inside."""
+    return {
+        "model": "faces",
+        "variant": "int8",
+        "tool": {"version": "0"},
+        "file": {"name": "faces.int8.tflite", "sha256": "0" * 64},
+        "labels_file": "faces.labels.txt",
+        "labels": ["a", "b"],
+        "input": {"dtype": dtype, "shape": [1, 32, 32, 1], "scale": 1.0, "zero_point": -128 if dtype == "int8" else 0},
+        "output": {"dtype": dtype, "scale": 0.0039, "zero_point": -128},
+        "preprocessing": {"resize": {"height": 32, "width": 32}, "scale": [1.0], "offset": [0.0], "in_model": True},
+    }
+
+
+@pytest.mark.parametrize(
+    "dtype, kotlin, swift",
+    [
+        ("uint8", "buffer.put(p.toByte())", "values.append(pixel)"),
+        ("int8", "buffer.put((p - 128).toByte())", "values.append(Int8(Int(pixel) - 128))"),
+    ],
+)
+def test_a_model_that_normalizes_inside_gets_the_bytes_copied(dtype, kotlin, swift):
+    kotlin_code, swift_code = kotlin_source(pixel_manifest(dtype)), swift_source(pixel_manifest(dtype))
+    assert kotlin in kotlin_code and "Math.round(v)" not in kotlin_code
+    assert swift in swift_code and "rounded" not in swift_code
+    assert "the pixels as they are (the model normalizes them itself)" in kotlin_code

@@ -8,6 +8,8 @@ import pytest
 
 from tflite_opt.core.config import Preprocessing, SearchConfig
 from tflite_opt.stages.benchmark import LatencyStats, SizeStats, Verdict, accuracy_stats
+from tflite_opt.stages.convert import PixelInputChoice
+from tflite_opt.stages.data import ClassMapping
 from tflite_opt.stages.layer_errors import LayerError
 from tflite_opt.stages.report import (
     ConvertReport,
@@ -17,6 +19,7 @@ from tflite_opt.stages.report import (
     format_markdown,
     format_table,
     pareto_front,
+    pixel_input_note,
     write_report_files,
 )
 from tflite_opt.stages.search import Candidate, SearchOutcome
@@ -156,3 +159,36 @@ def test_the_layer_error_table_lists_layers_worst_first_aligned():
     assert lines[3].split() == ["squash", "FULLY_CONNECTED,TANH", "100.00%", "0.180", "40"]
     assert lines[4].split() == ["conv", "CONV_2D", "0.57%", "0.290", "0.02"]
     assert len({len(line) for line in lines[1:5]}) == 1  # aligned columns
+
+
+def test_without_labels_the_table_speaks_of_agreement_and_kl():
+    fidelity_report = report(FLOAT, INT8, labelled=False)
+    lines = format_table(fidelity_report).splitlines()
+    assert lines[0].startswith("m: agreement with the float model's top-1 on 20 unlabelled held-out images")
+    assert lines[1].split()[-6:] == ["agree", "top-5", "ovl", "drop", "KL", "verdict"]
+    saved = fidelity_report.to_dict()
+    assert saved["evaluation"]["kind"] == "fidelity" and saved["keras_top1"] is None
+    assert saved["variants"][1]["top1"] is None and saved["variants"][1]["agreement_drop_points"] == 0.0
+
+
+def test_an_implausible_reference_marks_every_verdict_and_says_why():
+    doubtful = report(FLOAT, INT8, reference_warning="the float model itself scores 9.0% top-1")
+    table = format_table(doubtful)
+    assert "warning: the float model itself scores 9.0% top-1; the verdicts (marked ?) are not to be trusted" in table
+    assert any(line.rstrip().endswith("good? *") for line in table.splitlines())
+    assert [v["verdict_trusted"] for v in doubtful.to_dict()["variants"]] == [False, False]
+
+
+def test_the_class_mapping_and_the_pixel_input_choice_are_said():
+    mapping = ClassMapping("sorted names", ("angry", "happy"), 2)
+    choice = PixelInputChoice(True, 256, None, Preprocessing.from_mean_std(127.5, 127.5), 1)
+    table = format_table(report(FLOAT, INT8, class_mapping=mapping, pixel_input=choice))
+    assert "classes: 2 class folders numbered in sorted order (angry = 0, happy = 1)" in table
+    assert (
+        "pixel input: the int8 model takes camera pixels as they are (uint8: the pixel; int8: pixel - 128) and "
+        "normalizes them itself (x = (pixel - 127.5) / 127.5), because quantizing the normalized input would put "
+        "256 of the 256 pixel values on a rounding tie" in table
+    )
+    off = PixelInputChoice(False, 256, False, Preprocessing.from_mean_std(127.5, 127.5), 1)
+    assert "pixel input: off (--noraw-pixel-input): 256 of the 256 pixel values" in pixel_input_note(off)
+    assert pixel_input_note(PixelInputChoice(False, 0, None, Preprocessing(), 1)) is None

@@ -84,6 +84,15 @@ class Preprocessing:
         ends = [255.0 * s + o for s, o in zip(scales, offsets, strict=True)]
         return min([*offsets, *ends]), max([*offsets, *ends])
 
+    def describe(self) -> str:
+        """The formula in words an app developer recognizes: ``x = (pixel - 127.5) / 127.5``."""
+        scales, offsets = self.per_channel()
+        means = ", ".join(f"{-o / s:g}" for s, o in zip(scales, offsets, strict=True))
+        stds = ", ".join(f"{1 / s:g}" for s in scales)
+        if len(scales) > 1:
+            return f"x = (pixel - [{means}]) / [{stds}] per channel"
+        return f"x = (pixel - {means}) / {stds}"
+
     def per_channel(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """(scale, offset) with the same number of values each: a single value repeated where the other has more."""
         count = max(len(self.scale), len(self.offset))
@@ -103,6 +112,10 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         return cls(scale=tuple(data["scale"]), offset=tuple(data["offset"]))
+
+
+# Model input that is the pixels themselves (x = pixel): a model that normalizes inside takes it.
+PIXELS = Preprocessing(scale=(1.0,), offset=(0.0,))
 
 
 class Schedule(str, enum.Enum):
@@ -257,6 +270,9 @@ class ConvertConfig:
     labels_file: Path | None = None
     search: SearchConfig | None = None
     per_tensor: bool = False
+    # Full-int8 with int8/uint8 I/O: the normalization inside the model, camera pixels in. None: only where
+    # quantizing the normalized input would put pixel values on rounding ties.
+    pixel_input: bool | None = None
 
     def __post_init__(self) -> None:
         modes = tuple(Mode(m) for m in self.modes)
@@ -282,6 +298,8 @@ class ConvertConfig:
             raise UsageError("--io-type only applies to --full-int8")
         if (self.search is not None or self.per_tensor) and Mode.FULL_INT8 not in self.modes:
             raise UsageError("--max-accuracy-drop and --per-tensor apply to --full-int8 models")
+        if self.pixel_input and (Mode.FULL_INT8 not in self.modes or self.io_type is IoType.FLOAT32):
+            raise UsageError("--raw-pixel-input applies to --full-int8 models with --io-type int8 or uint8")
         if self.search is None:
             return
         if set(self.modes) - {Mode.FLOAT32, Mode.FULL_INT8}:
@@ -294,6 +312,11 @@ class ConvertConfig:
     @property
     def needs_calibration(self) -> bool:
         return Mode.FULL_INT8 in self.modes
+
+    @property
+    def integer_io(self) -> bool:
+        """Full-int8 with integer input: an app quantizes (or copies) what it feeds the model."""
+        return Mode.FULL_INT8 in self.modes and self.io_type is not IoType.FLOAT32
 
     def variant_name(self, mode: Mode) -> str:
         """``int8``, or ``int8-pruned80`` for a pruned model."""

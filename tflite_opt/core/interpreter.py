@@ -12,12 +12,27 @@ from tflite_opt.core.quiet import native_stderr_silenced
 
 # The range of each integer tensor type, by its name in a manifest or numpy.
 INTEGER_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+# The one rounding rule for float input quantized outside the model: the benchmark, the manifest, the
+# generated app code and the reference runner all use it. It is TFLite's own (its QUANTIZE kernel uses
+# std::round), and Swift's default; numpy's round (half to even) and Kotlin's Math.round (half up) are not.
+ROUNDING = "half away from zero"
+
+
+def round_half_away_from_zero(values: np.ndarray) -> np.ndarray:
+    """Round to the nearest integer; a value exactly halfway goes away from zero (2.5 → 3, -2.5 → -3).
+
+    Exact for every float (``floor(x + 0.5)`` is not: 0.49999997 + 0.5 rounds up to 1.0 in float32).
+    """
+    whole = np.trunc(values)
+    return np.where(np.abs(values - whole) >= 0.5, whole + np.sign(values), whole)
 
 
 def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
-    """Float model input to an integer tensor: ``round(x / scale) + zero_point``, clipped."""
+    """Float model input to an integer tensor: ``round(x / scale) + zero_point``, clipped, in float32 and with
+    :data:`ROUNDING`, as the manifest tells an app to compute it."""
     low, high = INTEGER_RANGES[np.dtype(dtype).name]
-    return np.clip(np.round(values / scale) + zero_point, low, high).astype(dtype)
+    steps = np.asarray(values, dtype=np.float32) / np.float32(scale)
+    return np.clip(round_half_away_from_zero(steps) + zero_point, low, high).astype(dtype)
 
 
 def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -88,18 +103,27 @@ class TfliteRunner:
         self._interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
         self._interpreter.invoke()
 
-    def time_invokes(self, sample: np.ndarray, runs: int, warmup: int) -> np.ndarray:
-        """Wall time in ms of ``runs`` invokes on ``sample`` (one image of float model input), after ``warmup``."""
+    def load(self, sample: np.ndarray) -> None:
+        """Set the input to ``sample`` (one image of float model input) for every image of the batch, to time."""
         batch = np.repeat(sample[np.newaxis], self.batch_size, axis=0)
         self._interpreter.set_tensor(self._input_index, self._to_input(batch))
-        for _ in range(warmup):
-            self._interpreter.invoke()
-        times = np.empty(runs)
-        for i in range(runs):
-            started = time.perf_counter()
-            self._interpreter.invoke()
-            times[i] = time.perf_counter() - started
-        return 1000.0 * times
+
+    def invoke(self) -> None:
+        """One invoke on the input already set."""
+        self._interpreter.invoke()
+
+    def invoke_timed(self) -> tuple[float, float]:
+        """One invoke on the input already set: (wall time, CPU time of the calling thread), in ms.
+
+        With one interpreter thread the calling thread does all the work, so wall time far above CPU time
+        means the thread waited for the processor: the machine was busy.
+        """
+        wall = time.perf_counter()
+        cpu = time.thread_time()
+        self._interpreter.invoke()
+        cpu = time.thread_time() - cpu
+        wall = time.perf_counter() - wall  # the CPU-time interval lies within the wall-time one
+        return 1000.0 * wall, 1000.0 * cpu
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Float scores for float32 model input of shape (N, H, W, C)."""

@@ -144,6 +144,28 @@ def read_tflite(data: bytes, source: str = "model") -> TfliteFile:
     return TfliteFile(tensors, operators, inputs, outputs, buffers)
 
 
+def set_input_range(content: bytes, low: float, high: float) -> bytes:
+    """A calibrated model (from the converter's calibrate-only step) whose input tensor records the range
+    ``low..high`` instead of the one seen in calibration, so quantizing it gives the input the scale
+    ``(high - low) / 255`` exactly.
+
+    The two floats are overwritten where they are stored; nothing else of the file changes.
+
+    Raises:
+        ModelLoadError: the model is not calibrated, or its input does not record one min and one max.
+    """
+    data = bytearray(content)
+    model = _schema().Model.GetRootAs(data, 0)
+    graph = model.Subgraphs(0)
+    for index in _ints(graph, "Inputs"):
+        q = graph.Tensors(index).Quantization()
+        if q is None or q.MinLength() != 1 or q.MaxLength() != 1:
+            raise ModelLoadError("the model's input records no calibrated range to set")
+        # On a bytearray these are writable views into the file's bytes.
+        q.MinAsNumpy()[0], q.MaxAsNumpy()[0] = low, high
+    return bytes(data)
+
+
 def _opcode_names(model) -> list[str]:
     """Operator names by opcode index; a custom operator as ``CUSTOM:<its name>``."""
     op_names = _enum_names("BuiltinOperator")

@@ -11,10 +11,11 @@ from tflite_opt.core.fileio import refuse_existing
 from tflite_opt.core.native_probe import check_size, probe_in_child
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs.inputs import seen_digests
-from tflite_opt.jobs.measure import Bench, assemble_results, latency_sample
-from tflite_opt.stages.benchmark import DEFAULT_SETTINGS, Measured
-from tflite_opt.stages.data import ImageSize, load_dataset, open_source
+from tflite_opt.jobs.measure import Bench, assemble_results, latency_pixels
+from tflite_opt.stages.benchmark import DEFAULT_SETTINGS, AccuracyStats, Measured, busy_machine, reference_problem
+from tflite_opt.stages.data import ImageSize, load_dataset, open_source, read_labels
 from tflite_opt.stages.load import describe_classifier, load_keras_model
+from tflite_opt.stages.package import BundlePaths, read_manifest, sha256_of
 from tflite_opt.stages.report import ConvertReport, report_paths, write_report_files
 from tflite_opt.stages.verify import Verification, Verified
 
@@ -30,6 +31,7 @@ def run_benchmark(
     overwrite: bool = False,
     progress: bool = False,
     allow_unsafe: bool = False,
+    labels_file: Path | None = None,
 ) -> ConvertReport:
     """Benchmark existing .tflite files and write report.json, report.md and the plots.
 
@@ -45,6 +47,7 @@ def run_benchmark(
         overwrite: replace existing report files.
         progress: a progress bar on a terminal.
         allow_unsafe: load a Keras model that carries code.
+        labels_file: the model's class names in its order; class folders of ``eval_data`` are looked up in it.
 
     Raises:
         TfliteOptError: unreadable models, mismatched inputs, overlapping data.
@@ -57,33 +60,45 @@ def run_benchmark(
     size = _image_size(files)
     preprocessing = preprocessing or Preprocessing()
     keras_model = _keras_reference(keras_model_path, size, allow_unsafe) if keras_model_path is not None else None
-    evaluation = open_source(eval_data, size, require_labels=True) if eval_data is not None else None
+    labels = read_labels(labels_file) if labels_file is not None else None
+    evaluation = open_source(eval_data, size, labels=labels) if eval_data is not None else None
     reference = _float_reference(files)
     seen = seen_digests(**{what: load_dataset(path, size) for what, path in (seen_data or {}).items()})
-    sample = latency_sample(None, evaluation, (size.height, size.width, size.channels), preprocessing)
-    bench = Bench(evaluation, preprocessing, settings, sample, seen, keras_model, reference, progress)
+    pixels = latency_pixels(None, evaluation, (size.height, size.width, size.channels))
+    bench = Bench(evaluation, preprocessing, settings, pixels, seen, keras_model, reference, progress)
     keras_accuracy, measured = bench.measure(files)
-    keras_top1 = keras_accuracy.top1 if keras_accuracy else None
-    baseline = keras_top1 if keras_top1 is not None else _reference_top1(measured, reference)
-    report = ConvertReport(
-        model=model_name,
-        output_dir=Path(output_dir),
-        keras_top1=keras_top1,
-        eval_samples=len(evaluation) if evaluation is not None else 0,
-        calibration_samples=0,
-        preprocessing=preprocessing,
-        variants=tuple(
-            assemble_results(measured, dict(zip(variants, model_paths, strict=True)), reference, baseline, settings)
-        ),
-        reference=reference,
-    )
+    paths = dict(zip(variants, model_paths, strict=True))
+    report = _report(model_name, Path(output_dir), bench, keras_accuracy, measured, paths)
     write_report_files(report, overwrite=overwrite)
     return report
 
 
-def _reference_top1(measured: dict[str, Measured], reference: str | None) -> float | None:
-    accuracy = measured[reference].accuracy if reference is not None else None
-    return accuracy.top1 if accuracy else None
+def _report(
+    model_name: str,
+    output_dir: Path,
+    bench: Bench,
+    keras_accuracy: AccuracyStats | None,
+    measured: dict[str, Measured],
+    paths: dict[str, Path],
+) -> ConvertReport:
+    """Every file judged against the Keras model, or without one against the float file."""
+    reference, evaluation = bench.reference, bench.evaluation
+    baseline = keras_accuracy or (measured[reference].accuracy if reference is not None else None)
+    results = assemble_results(measured, paths, reference, baseline.top1 if baseline else None, bench.settings)
+    return ConvertReport(
+        model=model_name,
+        output_dir=output_dir,
+        keras_top1=keras_accuracy.top1 if keras_accuracy else None,
+        eval_samples=len(evaluation) if evaluation is not None else 0,
+        calibration_samples=0,
+        preprocessing=bench.preprocessing,
+        variants=tuple(results),
+        reference=reference,
+        warnings=tuple(filter(None, [busy_machine({r.variant: r.latency for r in results})])),
+        labelled=evaluation is None or evaluation.labels is not None,
+        class_mapping=evaluation.mapping if evaluation is not None else None,
+        reference_warning=reference_problem(baseline, evaluation.class_names if evaluation is not None else None),
+    )
 
 
 def _foreign_file(path: Path, variant: str) -> Verified:
@@ -94,7 +109,21 @@ def _foreign_file(path: Path, variant: str) -> Verified:
     content = path.read_bytes()
     parsed = read_tflite(content, source=str(path))
     probe_in_child(path)  # files from elsewhere: a native crash must not take this process down
-    return Verified(content, parsed, Verification(variant, ()))
+    return Verified(content, parsed, Verification(variant, ()), _takes_pixels(path, content))
+
+
+def _takes_pixels(path: Path, content: bytes) -> bool:
+    """True when the bundle manifest beside the file says the model normalizes inside and takes pixels."""
+    manifest = BundlePaths.beside(path).manifest
+    if not manifest.is_file():
+        return False
+    try:
+        recorded = read_manifest(manifest)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{manifest} is not a readable manifest: {exc}") from exc
+    if recorded.get("file", {}).get("sha256") != sha256_of(content):
+        return False  # the manifest describes another file
+    return bool(recorded.get("preprocessing", {}).get("in_model"))
 
 
 def _image_size(files: dict[str, Verified]) -> ImageSize:

@@ -13,35 +13,39 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tflite_opt.core.config import BenchmarkSettings, ConvertConfig, Mode
+from tflite_opt.core.config import PIXELS, BenchmarkSettings, ConvertConfig, Mode
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.fileio import atomic_write_bytes, refuse_existing
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs.inputs import Inputs, labels_for, load_classifier, load_inputs, resolve_defaults
-from tflite_opt.jobs.measure import Bench, assemble_results, latency_sample
+from tflite_opt.jobs.measure import Bench, assemble_results, latency_pixels
 from tflite_opt.jobs.search import CandidateBuilder, run_search
 from tflite_opt.jobs.version_check import preflight
-from tflite_opt.stages.benchmark import Measured, evaluate
-from tflite_opt.stages.convert import convert_keras
+from tflite_opt.stages.benchmark import AccuracyStats, Measured, busy_machine, evaluate, reference_problem
+from tflite_opt.stages.convert import PixelInputChoice, choose_pixel_input, convert_keras, convert_pixel_input
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.package import BundlePaths, write_bundle
 from tflite_opt.stages.prune import PruneResult, prune_model
 from tflite_opt.stages.report import ConvertReport, VariantResult, report_paths, write_report_files
 from tflite_opt.stages.search import SearchOutcome, candidate_name
-from tflite_opt.stages.verify import Verified, file_layer_sparsity, sparsity_check, verify_variant
+from tflite_opt.stages.verify import Verified, file_layer_sparsity, pixel_input_check, sparsity_check, verify_variant
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PlannedVariant:
-    """One .tflite file a run converts: its name, its mode, and what it is converted from and how."""
+    """One .tflite file a run converts: its name, its mode, and what it is converted from and how.
+
+    ``pixel_input``: a full-int8 model with the normalization inside, taking camera pixels as they are.
+    """
 
     name: str
     mode: Mode
     from_pruned: bool = False
     sparse_weights: bool = False
     per_tensor: bool = False
+    pixel_input: bool = False
 
 
 def plan_variants(config: ConvertConfig) -> tuple[PlannedVariant, ...]:
@@ -61,6 +65,13 @@ def plan_variants(config: ConvertConfig) -> tuple[PlannedVariant, ...]:
             PlannedVariant(f"{config.variant_name(m)}-sparse", m, from_pruned=True, sparse_weights=True) for m in pruned
         ]
     return tuple(plan)
+
+
+def with_pixel_input(plan: tuple[PlannedVariant, ...], pixel_input: PixelInputChoice) -> tuple[PlannedVariant, ...]:
+    """The plan with its full-int8 variants taking pixels, where that was chosen."""
+    if not pixel_input.chosen:
+        return plan
+    return tuple(replace(v, pixel_input=v.mode is Mode.FULL_INT8) for v in plan)
 
 
 def output_path(output_dir: Path, model_name: str, variant: str) -> Path:
@@ -100,6 +111,9 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     if config.prune is not None and config.search is None:
         pruned = prune_model(model, inputs.train.model_input(config.preprocessing), inputs.train.labels, config.prune)
     log.debug("converting %s", ", ".join(v.name for v in plan))
+    calibration = inputs.calibration.model_input(config.preprocessing) if inputs.calibration is not None else None
+    pixel_input = choose_pixel_input(config, calibration, spec.channels)
+    plan = with_pixel_input(plan, pixel_input)
     files = _convert_and_verify(plan, model, pruned, inputs, config, spec, progress)
     bench = _bench(config, model, inputs, spec, progress)
     log.debug("measuring %s", ", ".join(files))
@@ -108,15 +122,18 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     outcome, chosen_variant = None, next((v.name for v in plan if v.per_tensor), None)
     pruned_variants = [v.name for v in plan if v.from_pruned]
     if config.search is not None:
-        outcome = run_search(_candidate_builder(config, model, spec, inputs, bench, keras_top1))
+        builder = _candidate_builder(config, model, spec, inputs, bench, keras_top1, pixel_input.chosen)
+        outcome = run_search(builder)
         pruned = _take_search_results(outcome, config, measured, paths)
         chosen_variant = outcome.chosen.variant
         pruned_variants = [chosen_variant] if pruned is not None else []
     results = assemble_results(
         measured, paths, "float32", keras_top1, bench.settings, _file_sparsity(measured, pruned, pruned_variants)
     )
-    report = _report(config, spec, inputs, bench, results, keras_top1, pruned, outcome, chosen_variant)
-    _write(report, measured, labels_for(config, inputs.evaluation, spec.num_classes), config)
+    report = _report(config, spec, inputs, bench, results, keras_accuracy, pruned, outcome, chosen_variant)
+    if config.integer_io:
+        report = replace(report, pixel_input=pixel_input)  # the choice only concerns integer input
+    _write(report, measured, labels_for(inputs, spec.num_classes), config)
     return report
 
 
@@ -130,29 +147,40 @@ def _convert_and_verify(
     progress: bool,
 ) -> dict[str, Verified]:
     """Each planned variant converted and verified; the first failure raises VerificationError."""
-    calibration = inputs.calibration.model_input(config.preprocessing) if inputs.calibration is not None else None
     files = {}
     for planned in plan:
         source = pruned.model if planned.from_pruned else model
-        content = convert_keras(
-            source,
-            planned.mode,
-            calibration,
-            config.io_type,
-            progress,
-            sparse_weights=planned.sparse_weights,
-            per_tensor=planned.per_tensor,
-        )
+        content = _convert(planned, source, inputs, config, progress)
         parsed = read_tflite(content, source=f"the {planned.name} model")
-        verification = verify_variant(parsed, planned.mode, config.io_type, spec.layer_names)
+        verification = replace(
+            verify_variant(parsed, planned.mode, config.io_type, spec.layer_names), variant=planned.name
+        )
+        if planned.pixel_input:
+            verification = verification.with_check(pixel_input_check(parsed, config.io_type))
         if planned.from_pruned:
             keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.stats.layers}
-            verification = replace(verification, variant=planned.name).with_check(
-                sparsity_check(parsed, keras_sparsity)
-            )
+            verification = verification.with_check(sparsity_check(parsed, keras_sparsity))
         verification.raise_for_failures()
-        files[planned.name] = Verified(content, parsed, verification)
+        files[planned.name] = Verified(content, parsed, verification, planned.pixel_input)
     return files
+
+
+def _convert(planned: PlannedVariant, source: Any, inputs: Inputs, config: ConvertConfig, progress: bool) -> bytes:
+    if planned.pixel_input:
+        pixels = inputs.calibration.model_input(PIXELS)
+        return convert_pixel_input(
+            source, config.preprocessing, pixels, config.io_type, planned.per_tensor, progress, planned.sparse_weights
+        )
+    calibration = inputs.calibration.model_input(config.preprocessing) if inputs.calibration is not None else None
+    return convert_keras(
+        source,
+        planned.mode,
+        calibration,
+        config.io_type,
+        progress,
+        sparse_weights=planned.sparse_weights,
+        per_tensor=planned.per_tensor,
+    )
 
 
 def _settings(config: ConvertConfig) -> BenchmarkSettings:
@@ -168,7 +196,7 @@ def _bench(config: ConvertConfig, model: Any, inputs: Inputs, spec: ClassifierSp
         evaluation=inputs.evaluation,
         preprocessing=config.preprocessing,
         settings=_settings(config),
-        sample=latency_sample(inputs.calibration, inputs.evaluation, spec.input_shape, config.preprocessing),
+        pixels=latency_pixels(inputs.calibration, inputs.evaluation, spec.input_shape),
         seen=inputs.seen(),
         keras_model=model,
         progress=progress,
@@ -176,17 +204,23 @@ def _bench(config: ConvertConfig, model: Any, inputs: Inputs, spec: ClassifierSp
 
 
 def _candidate_builder(
-    config: ConvertConfig, model: Any, spec: ClassifierSpec, inputs: Inputs, bench: Bench, keras_top1: float
+    config: ConvertConfig,
+    model: Any,
+    spec: ClassifierSpec,
+    inputs: Inputs,
+    bench: Bench,
+    keras_top1: float,
+    pixel_input: bool,
 ) -> CandidateBuilder:
-    calibration = inputs.calibration.model_input(config.preprocessing)
     return CandidateBuilder(
         model=model,
         spec=spec,
         config=replace(config, benchmark=bench.settings),
-        calibration=calibration,
+        calibration=inputs.calibration.model_input(PIXELS if pixel_input else config.preprocessing),
         train=inputs.train,
         bench=bench,
         keras_top1=keras_top1,
+        pixel_input=pixel_input,
     )
 
 
@@ -220,7 +254,7 @@ def _report(
     inputs: Inputs,
     bench: Bench,
     results: list[VariantResult],
-    keras_top1: float | None,
+    keras_accuracy: AccuracyStats | None,
     pruned: PruneResult | None,
     outcome: SearchOutcome | None,
     chosen_variant: str | None,
@@ -229,16 +263,19 @@ def _report(
     return ConvertReport(
         model=spec.name,
         output_dir=Path(config.output_dir),
-        keras_top1=keras_top1,
+        keras_top1=keras_accuracy.top1 if keras_accuracy else None,
         eval_samples=len(inputs.evaluation) if inputs.evaluation is not None else 0,
         calibration_samples=len(inputs.calibration) if inputs.calibration is not None else 0,
         preprocessing=config.preprocessing,
         variants=tuple(results),
-        warnings=inputs.warnings,
+        warnings=(*inputs.warnings, *filter(None, [busy_machine({r.variant: r.latency for r in results})])),
         pruning=pruned.stats if pruned is not None else None,
         pruned_keras_top1=_pruned_keras_top1(pruned, inputs, bench),
         search=outcome,
         chosen_variant=chosen_variant,
+        labelled=inputs.evaluation is None or inputs.labelled,
+        class_mapping=inputs.evaluation.mapping if inputs.evaluation is not None else None,
+        reference_warning=reference_problem(keras_accuracy, inputs.labels),
     )
 
 

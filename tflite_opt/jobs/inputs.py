@@ -10,7 +10,16 @@ from tflite_opt.core import default_data
 from tflite_opt.core.config import ConvertConfig, Preprocessing
 from tflite_opt.core.errors import DataError, UsageError
 from tflite_opt.stages.benchmark import content_digests
-from tflite_opt.stages.data import Dataset, DataSource, ImageSize, load_dataset, open_source, range_warnings
+from tflite_opt.stages.data import (
+    ClassMapping,
+    Dataset,
+    DataSource,
+    ImageSize,
+    load_dataset,
+    open_source,
+    range_warnings,
+    read_labels,
+)
 from tflite_opt.stages.load import ClassifierSpec, describe_classifier, load_keras_model
 
 
@@ -68,16 +77,27 @@ def load_classifier(config: ConvertConfig) -> tuple[Any, ClassifierSpec]:
 
 @dataclass(frozen=True)
 class Inputs:
-    """The data of a run: calibration and training samples in memory, the evaluation set streamed."""
+    """The data of a run: calibration and training samples in memory, the evaluation set streamed.
+
+    Attributes:
+        labels: the model's class names, from --labels, else the evaluation folders', else None.
+        warnings: what the user should know about the data (shown with the report).
+    """
 
     calibration: Dataset | None
     evaluation: DataSource | None
     train: Dataset | None
+    labels: tuple[str, ...] | None = None
     warnings: tuple[str, ...] = ()
 
     def seen(self) -> dict[str, set[str]]:
         """Content digests of the data the model saw, by what it was for ("calibration", "training")."""
         return seen_digests(calibration=self.calibration, training=self.train)
+
+    @property
+    def labelled(self) -> bool:
+        """True when the evaluation data has labels (accuracy); False means fidelity to the float model."""
+        return self.evaluation is not None and self.evaluation.labels is not None
 
 
 def seen_digests(**datasets: Dataset | None) -> dict[str, set[str]]:
@@ -88,10 +108,14 @@ def seen_digests(**datasets: Dataset | None) -> dict[str, set[str]]:
 def load_inputs(config: ConvertConfig, spec: ClassifierSpec) -> Inputs:
     """Calibration and training data (in memory), and the evaluation source (streamed), as the config says.
 
+    Class folders are looked up by name in ``--labels`` where it is given; an evaluation folder without
+    class subfolders is unlabelled (the run then measures fidelity to the float model).
+
     Raises:
-        DataError: unreadable data, or training labels the model has no class for.
+        DataError: unreadable data, labels that do not fit the model, or folders the labels do not name.
     """
     size = ImageSize(spec.height, spec.width, spec.channels)
+    labels = _model_labels(config, spec)
     warnings: list[str] = []
     calibration = train = evaluation = None
     if config.needs_calibration:
@@ -101,32 +125,76 @@ def load_inputs(config: ConvertConfig, spec: ClassifierSpec) -> Inputs:
             *range_warnings(calibration, config.preprocessing, config.representative_data),
         ]
     if config.train_data is not None:
-        train = load_dataset(config.train_data, size, require_labels=True)
-        low, high = int(train.labels.min()), int(train.labels.max())
-        if low < 0 or high >= spec.num_classes:
-            raise DataError(
-                f"{config.train_data}: labels run from {low} to {high}, but {spec.name} has {spec.num_classes} classes"
-            )
+        train = load_dataset(config.train_data, size, require_labels=True, labels=labels)
+        _check_label_range(train.labels, config.train_data, spec)
     if config.eval_data is not None:
-        evaluation = open_source(config.eval_data, size, require_labels=True)
-    return Inputs(calibration, evaluation, train, tuple(warnings))
+        evaluation = open_source(config.eval_data, size, labels=labels)
+        if evaluation.labels is not None:
+            _check_label_range(evaluation.labels, config.eval_data, spec)
+    warnings += _mapping_warnings(train, evaluation, spec)
+    if labels is None and evaluation is not None and evaluation.class_names is not None:
+        labels = evaluation.class_names
+    return Inputs(calibration, evaluation, train, tuple(labels) if labels else None, tuple(warnings))
 
 
-def labels_for(config: ConvertConfig, evaluation: DataSource | None, num_classes: int) -> list[str]:
-    """Class names for the bundle: --labels, else the evaluation folders' names, else the indices.
+def _model_labels(config: ConvertConfig, spec: ClassifierSpec) -> list[str] | None:
+    if config.labels_file is None:
+        return None
+    labels = read_labels(config.labels_file)
+    if len(labels) != spec.num_classes:
+        raise DataError(
+            f"--labels {config.labels_file} names {len(labels)} classes; {spec.name} has {spec.num_classes}"
+        )
+    return labels
+
+
+def _check_label_range(labels: Any, source: Path, spec: ClassifierSpec) -> None:
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= spec.num_classes:
+        raise DataError(f"{source}: labels run from {low} to {high}, but {spec.name} has {spec.num_classes} classes")
+
+
+def _mapping_warnings(train: Dataset | None, evaluation: DataSource | None, spec: ClassifierSpec) -> list[str]:
+    """What a guessed class order (sorted folder names, no --labels) could get wrong.
 
     Raises:
-        DataError: an unreadable labels file, or not one name per class.
+        DataError: training and evaluation folders that name different classes, so the guess would
+            number the same class differently in each.
     """
-    if config.labels_file is not None:
-        try:
-            names = [line.strip() for line in Path(config.labels_file).read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            raise DataError(f"cannot read --labels {config.labels_file}: {exc}") from exc
-    elif evaluation is not None and evaluation.class_names is not None:
-        names = list(evaluation.class_names)
-    else:
-        names = [str(i) for i in range(num_classes)]
-    if len(names) != num_classes:
-        raise DataError(f"{len(names)} labels for a model with {num_classes} classes; pass --labels with one per line")
-    return names
+    mappings = [m for m in (train.mapping if train else None, evaluation.mapping if evaluation else None) if m]
+    guessed = [m for m in mappings if m.guessed]
+    if len(guessed) == 2 and guessed[0].names != guessed[1].names:
+        raise DataError(
+            "the training and evaluation folders name different classes, so sorted order would number them "
+            "differently; pass --labels with the model's class names in its order"
+        )
+    return [_guess_warning(m, spec) for m in guessed[:1]]
+
+
+def _guess_warning(mapping: ClassMapping, spec: ClassifierSpec) -> str:
+    """What a guessed class order could get wrong, in one line."""
+    text = (
+        "the class folders were numbered in sorted order because no --labels was given; if the model learned "
+        "another order, every figure is wrong"
+    )
+    if mapping.folders < spec.num_classes:
+        text += (
+            f"; only {mapping.folders} of its {spec.num_classes} classes have a folder, and a missing class "
+            "shifts every later one"
+        )
+    return text + ": pass --labels with the model's class names in its order"
+
+
+def labels_for(inputs: Inputs, num_classes: int) -> list[str]:
+    """Class names for the bundle: --labels, else the evaluation folders' names (the classes no folder names
+    get their index; the report warns that this order is a guess), else the indices.
+
+    Raises:
+        DataError: more folder names than the model has classes.
+    """
+    names = list(inputs.labels or ())
+    if len(names) > num_classes:
+        raise DataError(
+            f"{len(names)} class folders for a model with {num_classes} classes; pass --labels with one per line"
+        )
+    return names + [str(i) for i in range(len(names), num_classes)]

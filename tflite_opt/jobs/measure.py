@@ -9,18 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from tflite_opt.core.config import BenchmarkSettings, Preprocessing
+from tflite_opt.core.config import PIXELS, BenchmarkSettings, Preprocessing
 from tflite_opt.core.tflite_file import Tensor
 from tflite_opt.stages.benchmark import (
     AccuracyStats,
     Measured,
     Verdict,
     evaluate,
-    measure_latency,
+    measure_latencies,
     measure_size,
     verdict,
 )
-from tflite_opt.stages.data import Dataset, DataSource
+from tflite_opt.stages.data import Dataset, DataSource, apply_preprocessing
 from tflite_opt.stages.report import TensorInfo, VariantResult
 from tflite_opt.stages.verify import Verified, overall_sparsity
 
@@ -33,7 +33,7 @@ class Bench:
         evaluation: held-out data, or None for latency and size only.
         preprocessing: pixels to model input.
         settings: latency runs, threads, batch size, verdict thresholds.
-        sample: one image of model input, for timing.
+        pixels: one image (pixels 0..255, as the data holds it), for timing.
         seen: content digests of the data the model saw; an evaluation image among them is refused.
         keras_model: the float Keras model, the top-1 and agreement reference.
         reference: without a Keras model, the variant that is the agreement reference.
@@ -43,18 +43,21 @@ class Bench:
     evaluation: DataSource | None
     preprocessing: Preprocessing
     settings: BenchmarkSettings
-    sample: np.ndarray
+    pixels: np.ndarray
     seen: dict[str, set[str]]
     keras_model: Any | None = None
     reference: str | None = None
     progress: bool = False
 
     def measure(self, files: dict[str, Verified]) -> tuple[AccuracyStats | None, dict[str, Measured]]:
-        """Accuracy (one streamed pass for all variants), latency and size of every file.
+        """Accuracy (one streamed pass for all variants), latency (timed interleaved) and size of every file.
+
+        A file that takes pixels as they are (``pixel_input``) gets them; the others get the preprocessing.
 
         Returns:
             (the Keras model's accuracy or None, each variant measured).
         """
+        inputs = {name: PIXELS if file.pixel_input else self.preprocessing for name, file in files.items()}
         keras_accuracy, accuracy = None, {}
         if self.evaluation is not None:
             keras_accuracy, accuracy = evaluate(
@@ -66,8 +69,10 @@ class Bench:
                 settings=self.settings,
                 held_out_from=self.seen,
                 progress=self.progress,
+                model_input=inputs,
             )
-        latency = {name: measure_latency(file.content, self.sample, self.settings) for name, file in files.items()}
+        samples = {name: apply_preprocessing(self.pixels[np.newaxis], prep)[0] for name, prep in inputs.items()}
+        latency = measure_latencies({name: file.content for name, file in files.items()}, samples, self.settings)
         measured = {
             name: Measured(file, latency[name], measure_size(file.content, file.parsed), accuracy.get(name))
             for name, file in files.items()
@@ -75,15 +80,15 @@ class Bench:
         return keras_accuracy, measured
 
 
-def latency_sample(
-    calibration: Dataset | None, evaluation: DataSource | None, input_shape: tuple[int, ...], prep: Preprocessing
+def latency_pixels(
+    calibration: Dataset | None, evaluation: DataSource | None, input_shape: tuple[int, ...]
 ) -> np.ndarray:
-    """One real input image for timing (calibration first, then evaluation), or zeros where no data was given."""
+    """One real image for timing, as pixels (calibration first, then evaluation), or zeros where no data was given."""
     if calibration is not None:
-        return calibration.model_input(prep)[0]
+        return calibration.raw[0]
     if evaluation is not None:
-        return Dataset(evaluation.read([0]), None, ()).model_input(prep)[0]
-    return np.zeros(input_shape, dtype=np.float32)
+        return evaluation.read([0])[0]
+    return np.zeros(input_shape, dtype=np.uint8)
 
 
 def tensor_info(tensor: Tensor) -> TensorInfo:
@@ -124,7 +129,8 @@ def assemble_results(
             judged = Verdict("reference", "the float32 model the others are compared with")
         else:
             ratio = result.size.bytes / measured[reference].size.bytes if reference else None
-            judged = verdict(drop, ratio, bool(accuracy and accuracy.degenerate), settings)
+            score = "top-1" if accuracy is None or accuracy.labelled else "agreement"
+            judged = verdict(drop, ratio, bool(accuracy and accuracy.degenerate), settings, score)
         layers = (layer_sparsity or {}).get(variant, {})
         parsed = result.file.parsed
         results.append(
@@ -140,6 +146,7 @@ def assemble_results(
                 verdict=judged,
                 accuracy=accuracy,
                 layer_sparsity={name: 1.0 - kept / weights for name, (weights, kept) in layers.items()},
+                pixel_input=result.file.pixel_input,
             )
         )
     return results

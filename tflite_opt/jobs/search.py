@@ -12,7 +12,7 @@ import numpy as np
 from tflite_opt.core.config import ConvertConfig, Mode, SearchConfig
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs.measure import Bench
-from tflite_opt.stages.convert import calibrate_keras, quantize_calibrated
+from tflite_opt.stages.convert import PIXEL_RANGE, calibrate_keras, pixel_input_model, quantize_calibrated
 from tflite_opt.stages.data import Dataset
 from tflite_opt.stages.layer_errors import LayerError, float_nodes, layer_nodes, quantization_errors
 from tflite_opt.stages.load import ClassifierSpec
@@ -28,7 +28,7 @@ from tflite_opt.stages.search import (
     search_float_layers,
     search_sparsity,
 )
-from tflite_opt.stages.verify import Verified, sparsity_check, verify_variant
+from tflite_opt.stages.verify import Verified, pixel_input_check, sparsity_check, verify_variant
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,12 @@ class CandidateBuilder:
         model: the float Keras model.
         spec: its description (layer names name the operators).
         config: the run's configuration, with its search.
-        calibration: float model input for calibration.
+        calibration: calibration samples as the candidates take them: normalized model input, or pixels
+            with ``pixel_input``.
         train: labelled data for pruning's fine-tuning (None without ``config.prune``).
         bench: the held-out data and settings every candidate is measured with.
         keras_top1: the Keras model's top-1 on the held-out data, the budget's reference.
+        pixel_input: candidates normalize inside and take pixels as they are.
     """
 
     model: Any
@@ -54,6 +56,7 @@ class CandidateBuilder:
     train: Dataset | None
     bench: Bench
     keras_top1: float
+    pixel_input: bool = False
 
     @property
     def search(self) -> SearchConfig:
@@ -108,14 +111,23 @@ class CandidateBuilder:
             keep = float_nodes(nodes, float_layers)
         content = quantize_calibrated(calibrated, self.config.io_type, self.config.per_tensor, keep)
         parsed = read_tflite(content, source=f"the {variant} model")
-        verification = verify_variant(parsed, Mode.FULL_INT8, self.config.io_type, self.spec.layer_names, float_layers)
+        verification = replace(
+            verify_variant(parsed, Mode.FULL_INT8, self.config.io_type, self.spec.layer_names, float_layers),
+            variant=variant,
+        )
+        if self.pixel_input:
+            verification = verification.with_check(pixel_input_check(parsed, self.config.io_type))
         if pruned is not None:
             keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.stats.layers}
-            verification = replace(verification, variant=variant).with_check(sparsity_check(parsed, keras_sparsity))
+            verification = verification.with_check(sparsity_check(parsed, keras_sparsity))
         verification.raise_for_failures()
-        return Verified(content, parsed, verification)
+        return Verified(content, parsed, verification, self.pixel_input)
 
     def calibrate(self, model: Any) -> bytes:
+        """``model`` calibrated (with the normalization in front, taking pixels, with ``pixel_input``)."""
+        if self.pixel_input:
+            wrapped = pixel_input_model(model, self.config.preprocessing)
+            return calibrate_keras(wrapped, self.calibration, self.bench.progress, input_range=PIXEL_RANGE)
         return calibrate_keras(model, self.calibration, self.bench.progress)
 
     def rank(self, calibrated: bytes, float_layers: tuple[str, ...]) -> tuple[LayerError, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,8 @@ DEFAULT_SETTINGS = BenchmarkSettings()
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Single-image invoke latency in ms, as LiteRT's own benchmark reports it."""
+    """Single-image invoke latency in ms, as LiteRT's own benchmark reports it, and (one thread) the CPU time
+    of the invoking thread, which load on the machine does not inflate."""
 
     mean: float
     std: float
@@ -36,6 +37,8 @@ class LatencyStats:
     num_runs: int
     warmup_runs: int
     delegate: str
+    cpu_p50: float | None = None
+    cpu_mean: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,16 +50,60 @@ class LatencyStats:
             "p99": round(self.p99, 4),
         }
 
+    def cpu_dict(self) -> dict[str, Any] | None:
+        if self.cpu_p50 is None:
+            return None
+        return {"p50": round(self.cpu_p50, 4), "mean": round(self.cpu_mean, 4)}
+
+
+# Timed invokes per variant in a row, before the next variant's turn: enough to keep its caches warm,
+# few enough that load coming and going on the machine falls on every variant alike.
+TIMING_BLOCK = 10
+
+
+def measure_latencies(
+    contents: dict[str, bytes], samples: dict[str, np.ndarray], settings: BenchmarkSettings
+) -> dict[str, LatencyStats]:
+    """Time single-image invokes of every variant, interleaved: in rounds, each variant in turn runs one
+    untimed invoke and then :data:`TIMING_BLOCK` timed ones; the order alternates between rounds.
+
+    Args:
+        contents: .tflite bytes by variant.
+        samples: one image of each variant's float model input.
+        settings: runs, warm-up runs, threads, XNNPACK.
+    """
+    runners = {
+        name: TfliteRunner(content, batch_size=1, num_threads=settings.num_threads, use_xnnpack=settings.use_xnnpack)
+        for name, content in contents.items()
+    }
+    for name, runner in runners.items():
+        runner.load(samples[name])
+        for _ in range(settings.warmup_runs):
+            runner.invoke()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
+    order = list(runners)
+    for round_index in range(-(-settings.num_runs // TIMING_BLOCK)):
+        for name in order if round_index % 2 == 0 else reversed(order):
+            runners[name].invoke()
+            block = min(TIMING_BLOCK, settings.num_runs - len(times[name]))
+            times[name] += [runners[name].invoke_timed() for _ in range(block)]
+    return {name: _latency_stats(np.asarray(times[name]), runners[name], settings) for name in runners}
+
 
 def measure_latency(content: bytes, sample: np.ndarray, settings: BenchmarkSettings) -> LatencyStats:
-    """Warm up, then time single-image invokes; percentiles interpolate linearly, as LiteRT's benchmark does."""
-    runner = TfliteRunner(content, batch_size=1, num_threads=settings.num_threads, use_xnnpack=settings.use_xnnpack)
-    times = runner.time_invokes(sample, settings.num_runs, settings.warmup_runs)
-    p50, p90, p99 = np.percentile(times, [50, 90, 99])
+    """One variant's latency (see :func:`measure_latencies`)."""
+    return measure_latencies({"model": content}, {"model": sample}, settings)["model"]
+
+
+def _latency_stats(times: np.ndarray, runner: TfliteRunner, settings: BenchmarkSettings) -> LatencyStats:
+    """Percentiles interpolate linearly, as LiteRT's benchmark does. ``times``: (runs, 2) wall and CPU ms."""
+    wall, cpu = times[:, 0], times[:, 1]
+    p50, p90, p99 = np.percentile(wall, [50, 90, 99])
+    single = settings.num_threads == 1  # other threads' work is not the calling thread's CPU time
     return LatencyStats(
-        mean=float(times.mean()),
-        std=float(times.std(ddof=1)),
-        min=float(times.min()),
+        mean=float(wall.mean()),
+        std=float(wall.std(ddof=1)),
+        min=float(wall.min()),
         p50=float(p50),
         p90=float(p90),
         p99=float(p99),
@@ -65,6 +112,33 @@ def measure_latency(content: bytes, sample: np.ndarray, settings: BenchmarkSetti
         num_runs=settings.num_runs,
         warmup_runs=settings.warmup_runs,
         delegate=runner.delegate,
+        cpu_p50=float(np.median(cpu)) if single else None,
+        cpu_mean=float(cpu.mean()) if single else None,
+    )
+
+
+# Wall time this far above the invoking thread's CPU time (medians, one thread) means it waited for a core.
+BUSY_RATIO = 1.2
+# Below this CPU time per invoke (ms), reading the two clocks costs a noticeable share of the wall time.
+TIMER_FLOOR_MS = 0.01
+
+
+def busy_machine(latencies: dict[str, LatencyStats]) -> str | None:
+    """Why the timing is not to be trusted as the speed of an idle machine, or None.
+
+    With one interpreter thread, an invoke's wall time is its CPU time unless the thread had to wait for
+    the processor; the median ratio over the variants says how much it waited.
+    """
+    ratios = [t.p50 / t.cpu_p50 for t in latencies.values() if t.cpu_p50 and t.cpu_p50 >= TIMER_FLOOR_MS]
+    if not ratios:
+        return None
+    ratio = float(np.median(ratios))
+    if ratio <= BUSY_RATIO:
+        return None
+    return (
+        f"the machine was busy while timing: wall time was {ratio:.2f}x the CPU time of the invoking thread; "
+        "the cpu ms column is closer to the model's own cost, and the ratios between variants (timed "
+        "interleaved) still hold"
     )
 
 
@@ -103,7 +177,12 @@ class ClassStats:
 
 @dataclass(frozen=True)
 class AccuracyStats:
-    """Accuracy of one model on the held-out set."""
+    """Accuracy of one model on the held-out set.
+
+    With labels, ``top1`` is accuracy. Without labels (``labelled`` False) the reference model's top-1
+    predictions stand in for them, so ``top1`` is agreement with the reference and the confusion matrix
+    is against its predictions.
+    """
 
     samples: int
     top1: float
@@ -113,6 +192,8 @@ class AccuracyStats:
     agreement: float | None
     dominant_class: int
     dominant_share: float
+    labelled: bool = True
+    fidelity: Fidelity | None = None
 
     @property
     def degenerate(self) -> bool:
@@ -122,12 +203,37 @@ class AccuracyStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "top1": self.top1,
-            "top5": self.top5,
+            "top1": self.top1 if self.labelled else None,
+            "top5": self.top5 if self.labelled else None,
             "agreement": self.agreement,
+            "labelled": self.labelled,
+            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
             "per_class": [c.__dict__ for c in self.per_class],
             "confusion_matrix": self.confusion.tolist(),
             "degenerate": self.degenerate,
+        }
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How closely a model's scores follow the reference (float) model's on the same images.
+
+    Attributes:
+        agreement: share of images where both rank the same class first.
+        top5_overlap: mean share of the reference's five best classes that are among this model's five best.
+        mean_kl: mean KL divergence KL(reference || model) of the class probabilities (softmax of the scores
+            where they are not probabilities already), in nats.
+    """
+
+    agreement: float
+    top5_overlap: float
+    mean_kl: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "agreement": self.agreement,
+            "top5_overlap": round(self.top5_overlap, 6),
+            "mean_kl": round(self.mean_kl, 6),
         }
 
 
@@ -167,10 +273,9 @@ def accuracy_stats(
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, scores.shape[1])
-    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(best, order, axis=1)
+    """The ``k`` best classes per row, best first; equal scores (common in int8 output) in class order, so the
+    first is what ``argmax`` and an app's "first highest score" pick."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
 
 
 def evaluate(
@@ -182,11 +287,15 @@ def evaluate(
     settings: BenchmarkSettings = DEFAULT_SETTINGS,
     held_out_from: dict[str, set[str]] | None = None,
     progress: bool = False,
+    model_input: dict[str, Preprocessing] | None = None,
 ) -> tuple[AccuracyStats | None, dict[str, AccuracyStats]]:
     """Stream the evaluation set once, in batches, through every model at the same time.
 
+    Without labels the reference's top-1 predictions are the labels: every model is then measured by
+    its agreement with the reference (fidelity), not by accuracy.
+
     Args:
-        source: labelled held-out data, read batch by batch.
+        source: held-out data, read batch by batch; labelled or not.
         preprocessing: pixels to model input.
         models: .tflite bytes by variant name.
         keras_model: the float Keras model, scored too and used as the agreement reference.
@@ -195,42 +304,106 @@ def evaluate(
         held_out_from: content digests of data the models saw ("calibration", "training");
             an evaluation sample among them is refused.
         progress: a progress bar on a terminal.
+        model_input: a variant's own preprocessing where it differs (a model that takes pixels as they are).
 
     Returns:
         (Keras model's stats or None, stats by variant).
 
     Raises:
-        DataError: an evaluation sample appears in ``held_out_from``, or labels out of range.
+        DataError: an evaluation sample appears in ``held_out_from``, labels out of range, or unlabelled
+            data without a reference to compare with.
     """
-    scorers = {
-        name: TfliteRunner(content, settings.batch_size, settings.num_threads, settings.use_xnnpack).predict
-        for name, content in models.items()
-    }
-    if keras_model is not None:
-        scorers["keras"] = lambda inputs: np.asarray(keras_model(inputs, training=False))
-    predictions, num_classes = _top_five(source, preprocessing, scorers, settings.batch_size, held_out_from, progress)
-    labels = source.labels
-    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise DataError(
-            f"{source.path}: labels run from {labels.min()} to {labels.max()}; the models have {num_classes} classes"
-        )
     reference_name = "keras" if keras_model is not None else reference
-    reference_top1 = predictions[reference_name][:, 0] if reference_name in predictions else None
-    stats = {name: accuracy_stats(labels, top_k, num_classes, reference_top1) for name, top_k in predictions.items()}
+    if source.labels is None and reference_name not in models and keras_model is None:
+        raise DataError(f"{source.path} has no labels, and there is no float model to measure fidelity against")
+    scorers = _scorers(models, keras_model, preprocessing, model_input or {}, settings)
+    stream = _score_stream(source, scorers, reference_name, settings.batch_size, held_out_from, progress)
+    top_k = stream.top_k
+    labels = source.labels if source.labels is not None else top_k[reference_name][:, 0]
+    if int(labels.min()) < 0 or int(labels.max()) >= stream.num_classes:
+        raise DataError(
+            f"{source.path}: labels run from {labels.min()} to {labels.max()}; the models have {stream.num_classes} "
+            "classes"
+        )
+    reference_top1 = top_k[reference_name][:, 0] if reference_name in top_k else None
+    stats = {
+        name: replace(
+            accuracy_stats(labels, predicted, stream.num_classes, reference_top1),
+            labelled=source.labels is not None,
+            fidelity=stream.fidelity(name, top_k),
+        )
+        for name, predicted in top_k.items()
+    }
     return stats.pop("keras", None), stats
 
 
-def _top_five(
-    source: DataSource,
+def _scorers(
+    models: dict[str, bytes],
+    keras_model: Any | None,
     preprocessing: Preprocessing,
-    scorers: dict[str, Any],
+    model_input: dict[str, Preprocessing],
+    settings: BenchmarkSettings,
+) -> dict[str, tuple[Any, Preprocessing]]:
+    """Each model's scoring function and the preprocessing of its input."""
+    scorers = {
+        name: (
+            TfliteRunner(content, settings.batch_size, settings.num_threads, settings.use_xnnpack).predict,
+            model_input.get(name, preprocessing),
+        )
+        for name, content in models.items()
+    }
+    if keras_model is not None:
+        scorers["keras"] = (lambda inputs: np.asarray(keras_model(inputs, training=False)), preprocessing)
+    return scorers
+
+
+class _ScoreStream:
+    """Each model's five best classes per sample, and its running fidelity sums against the reference."""
+
+    def __init__(self, names: list[str], reference: str | None) -> None:
+        self.reference = reference if reference in names else None
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        self.overlap = dict.fromkeys(names, 0.0)
+        self.kl = dict.fromkeys(names, 0.0)
+        self.samples = 0
+        self.num_classes = 0
+
+    def add(self, scores: dict[str, np.ndarray]) -> None:
+        """One batch's scores of every model."""
+        self.samples += len(next(iter(scores.values())))
+        for name, values in scores.items():
+            self.num_classes = values.shape[1]
+            self.parts[name].append(_top_k(values, 5))
+        if self.reference is None:
+            return
+        expected, best = _probabilities(scores[self.reference]), self.parts[self.reference][-1]
+        for name, values in scores.items():
+            mine = self.parts[name][-1]
+            self.overlap[name] += sum(len(set(a) & set(b)) / len(a) for a, b in zip(best, mine, strict=True))
+            self.kl[name] += float(_kl_divergence(expected, _probabilities(values)).sum())
+
+    @property
+    def top_k(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(parts) for name, parts in self.parts.items()}
+
+    def fidelity(self, name: str, top_k: dict[str, np.ndarray]) -> Fidelity | None:
+        """``name``'s fidelity to the reference, or None without a reference or samples."""
+        if self.reference is None or not self.samples:
+            return None
+        agreement = float(np.mean(top_k[name][:, 0] == top_k[self.reference][:, 0]))
+        return Fidelity(agreement, self.overlap[name] / self.samples, self.kl[name] / self.samples)
+
+
+def _score_stream(
+    source: DataSource,
+    scorers: dict[str, tuple[Any, Preprocessing]],
+    reference: str | None,
     batch_size: int,
     held_out_from: dict[str, set[str]] | None,
     progress: bool,
-) -> tuple[dict[str, np.ndarray], int]:
-    """Each scorer's five best classes per sample (best first), and the number of classes scored."""
-    top_ks: dict[str, list[np.ndarray]] = {name: [] for name in scorers}
-    num_classes = 0
+) -> _ScoreStream:
+    """Score every batch with every model (each with its own preprocessing)."""
+    stream = _ScoreStream(list(scorers), reference)
     batches = tqdm(
         source.batches(batch_size),
         total=-(-len(source) // batch_size),
@@ -242,12 +415,23 @@ def _top_five(
     for raw, indices in batches:
         if held_out_from:
             _refuse_seen(raw, indices, source, held_out_from)
-        inputs = apply_preprocessing(raw, preprocessing)
-        for name, score in scorers.items():
-            scores = score(inputs)
-            num_classes = scores.shape[1]
-            top_ks[name].append(_top_k(scores, 5))
-    return {name: np.concatenate(parts) for name, parts in top_ks.items()}, num_classes
+        stream.add({name: score(apply_preprocessing(raw, prep)) for name, (score, prep) in scorers.items()})
+    return stream
+
+
+def _probabilities(scores: np.ndarray) -> np.ndarray:
+    """Scores as class probabilities: as they are where they already are (a softmax output), else softmaxed."""
+    scores = scores.astype(np.float64)
+    if np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=0.02):
+        return scores / scores.sum(axis=1, keepdims=True)
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _kl_divergence(expected: np.ndarray, found: np.ndarray, floor: float = 1e-7) -> np.ndarray:
+    """KL(expected || found) per row, in nats; probabilities floored so an int8 zero is not infinitely wrong."""
+    p, q = np.clip(expected, floor, 1.0), np.clip(found, floor, 1.0)
+    return np.sum(p * (np.log(p) - np.log(q)), axis=1)
 
 
 def content_digests(raw: np.ndarray) -> list[str]:
@@ -275,8 +459,12 @@ def verdict(
     size_ratio: float | None,
     degenerate: bool,
     settings: BenchmarkSettings = DEFAULT_SETTINGS,
+    score: str = "top-1",
 ) -> Verdict:
-    """good: drop ≤ budget and size at least halved; bad: drop > 5 points or degenerate; else marginal."""
+    """good: drop ≤ budget and size at least halved; bad: drop > 5 points or degenerate; else marginal.
+
+    ``score`` names what dropped: top-1, or without labels the agreement with the float model.
+    """
     if degenerate:
         return Verdict("bad", "predicts one class for nearly every image")
     if drop_points is None:
@@ -288,16 +476,48 @@ def verdict(
         size = f"{100 * size_ratio:.0f}% of the float32 size"
     if drop_points > settings.bad_drop:
         return Verdict(
-            "bad", f"top-1 drops {drop_points:.2f} points, more than {settings.bad_drop:g}, however small or fast"
+            "bad", f"{score} drops {drop_points:.2f} points, more than {settings.bad_drop:g}, however small or fast"
         )
     within = within_budget(drop_points, settings.accuracy_budget)
     if within and size_ratio <= 0.5:
-        return Verdict("good", f"top-1 drops {drop_points:.2f} points (budget {settings.accuracy_budget:g}) at {size}")
+        return Verdict(
+            "good", f"{score} drops {drop_points:.2f} points (budget {settings.accuracy_budget:g}) at {size}"
+        )
     if not within:
         return Verdict(
-            "marginal", f"top-1 drops {drop_points:.2f} points, over the {settings.accuracy_budget:g}-point budget"
+            "marginal", f"{score} drops {drop_points:.2f} points, over the {settings.accuracy_budget:g}-point budget"
         )
-    return Verdict("marginal", f"top-1 holds ({drop_points:.2f} points) but the file is {size}, not halved")
+    return Verdict("marginal", f"{score} holds ({drop_points:.2f} points) but the file is {size}, not halved")
+
+
+def reference_problem(stats: AccuracyStats | None, class_names: Sequence[str] | None = None) -> str | None:
+    """Why the reference (float) model's own figures look wrong, or None.
+
+    Near chance (below twice chance; for two or three classes, below halfway from chance to 100%) with
+    labels, or one class predicted for nearly every image, says the labels, the class order or the
+    preprocessing are probably not what the model was trained with: every figure measured against them is
+    then meaningless, whatever the verdicts say.
+    """
+    if stats is None or not stats.samples:
+        return None
+    num_classes = len(stats.per_class)
+    names = (
+        list(class_names) if class_names and len(class_names) == num_classes else [str(i) for i in range(num_classes)]
+    )
+    if stats.dominant_share >= 0.9:
+        return (
+            f"the float model predicts class {names[stats.dominant_class]!r} for {100 * stats.dominant_share:.0f}% of "
+            "the evaluation images: the preprocessing (or the images) is probably not what it was trained with"
+        )
+    chance = 1.0 / num_classes
+    floor = min(2.0 * chance, (1.0 + chance) / 2.0)
+    if stats.labelled and stats.top1 < floor:
+        return (
+            f"the float model itself scores {100 * stats.top1:.1f}% top-1 on the evaluation data, near chance "
+            f"({100 * chance:.1f}% for {num_classes} classes): the labels, the class order (--labels) or the "
+            "preprocessing are probably wrong"
+        )
+    return None
 
 
 @dataclass(frozen=True)

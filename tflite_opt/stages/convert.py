@@ -13,15 +13,18 @@ import contextlib
 import re
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
 from tqdm import tqdm
 
 from tflite_opt.core import keras2
-from tflite_opt.core.config import IoType, Mode
+from tflite_opt.core.config import ConvertConfig, IoType, Mode, Preprocessing
 from tflite_opt.core.errors import ConversionError
+from tflite_opt.core.interpreter import round_half_away_from_zero
 from tflite_opt.core.quiet import native_stderr_silenced
+from tflite_opt.core.tflite_file import set_input_range
 from tflite_opt.stages.data import calibration_generator
 
 
@@ -128,16 +131,136 @@ def convert_keras(
         return bytes(converter.convert())
 
 
-def calibrate_keras(model: Any, calibration: np.ndarray, progress: bool = True) -> bytes:
+def calibrate_keras(
+    model: Any, calibration: np.ndarray, progress: bool = True, input_range: tuple[float, float] | None = None
+) -> bytes:
     """A float .tflite model carrying the activation ranges seen on ``calibration``.
 
     Quantizing it (:func:`quantize_calibrated`) gives what ``convert_keras(..., Mode.FULL_INT8)``
     gives, and it can be quantized again with other layers kept in float without calibrating again.
+
+    Args:
+        model: a tf_keras model.
+        calibration: float32 model input (N, H, W, C).
+        progress: a progress bar over the samples on a terminal.
+        input_range: the range to record for the input instead of the one seen (pixels: 0..255, so the
+            quantized input has scale 1).
     """
     with _converting(f"calibration of {model.name}") as terminal:
         converter = _converter(model, Mode.FULL_INT8, calibration, IoType.INT8, False, terminal if progress else None)
         converter._experimental_calibrate_only = True  # the step the converter runs before quantizing
-        return bytes(converter.convert())
+        calibrated = bytes(converter.convert())
+    return calibrated if input_range is None else set_input_range(calibrated, *input_range)
+
+
+PIXEL_RANGE = (0.0, 255.0)
+
+
+def pixel_input_model(model: Any, preprocessing: Preprocessing) -> Any:
+    """``model`` with its normalization in front (a Rescaling layer): it takes pixels 0..255 as they are."""
+    keras = keras2.keras
+    scales, offsets = preprocessing.per_channel()
+    pixels = keras.Input(tuple(model.inputs[0].shape[1:]), name="pixels")
+    normalized = keras.layers.Rescaling(
+        scale=list(scales) if len(scales) > 1 else scales[0],
+        offset=list(offsets) if len(offsets) > 1 else offsets[0],
+        name="normalize",
+    )(pixels)
+    return keras.Model(pixels, model(normalized), name=model.name)
+
+
+def convert_pixel_input(
+    model: Any,
+    preprocessing: Preprocessing,
+    pixels: np.ndarray,
+    io_type: IoType = IoType.INT8,
+    per_tensor: bool = False,
+    progress: bool = True,
+    sparse_weights: bool = False,
+) -> bytes:
+    """A full-int8 model that takes camera pixels as they are: the normalization is the model's first
+    operator and the input has scale 1 (uint8: the pixel; int8: pixel - 128), so an app copies bytes and
+    rounds nothing.
+
+    Args:
+        model: the tf_keras model, taking normalized input.
+        preprocessing: how pixels become its input.
+        pixels: calibration images as pixels 0..255 (float32), not normalized.
+        io_type: int8 or uint8.
+        per_tensor: one scale per weight tensor.
+        progress: a progress bar over the samples on a terminal.
+        sparse_weights: store pruned weights sparsely.
+    """
+    wrapped = pixel_input_model(model, preprocessing)
+    calibrated = calibrate_keras(wrapped, pixels, progress, input_range=PIXEL_RANGE)
+    return quantize_calibrated(calibrated, io_type, per_tensor, sparse_weights=sparse_weights)
+
+
+@dataclass(frozen=True)
+class PixelInputChoice:
+    """Whether the full-int8 models take camera pixels as they are, and why.
+
+    Attributes:
+        chosen: they do.
+        ties: how many (channel, pixel value) pairs quantizing the normalized input would put on a rounding tie.
+        asked: what --raw-pixel-input said (None: nothing, the choice followed the ties).
+        preprocessing: the normalization (inside the model when chosen).
+        channels: the input's channels.
+    """
+
+    chosen: bool
+    ties: int
+    asked: bool | None
+    preprocessing: Preprocessing
+    channels: int
+
+    def to_dict(self) -> dict:
+        return {
+            "chosen": self.chosen,
+            "rounding_ties": self.ties,
+            "of_pixel_values": 256 * self.channels,
+            "asked": self.asked,
+        }
+
+
+def choose_pixel_input(config: ConvertConfig, calibration: np.ndarray | None, channels: int) -> PixelInputChoice:
+    """Whether the full-int8 models take pixels: as ``config.pixel_input`` says, else exactly when quantizing the
+    normalized input (``calibration``: the normalized calibration samples) would put pixel values on rounding
+    ties."""
+    ties = 0
+    if config.integer_io and calibration is not None:
+        scale, _ = predicted_input_quantization(calibration)
+        ties = rounding_ties(config.preprocessing, scale, channels)
+    asked = config.pixel_input
+    chosen = asked if asked is not None else (config.integer_io and ties > 0)
+    return PixelInputChoice(bool(chosen), ties, asked, config.preprocessing, channels)
+
+
+def predicted_input_quantization(calibration: np.ndarray) -> tuple[float, int]:
+    """The int8 (scale, zero point) the converter gives an input whose calibration samples are
+    ``calibration``: the range, widened to include 0, over 255 steps, the zero point rounded half away from
+    zero (checked against the converter in the tests)."""
+    low, high = min(np.float32(calibration.min()), np.float32(0)), max(np.float32(calibration.max()), np.float32(0))
+    scale = float((high - low) / np.float32(255)) or 1.0  # in float32, as the converter computes it
+    zero_point = int(np.clip(round_half_away_from_zero(np.array(-128.0 - float(low) / scale)), -128, 127))
+    return scale, zero_point
+
+
+def rounding_ties(preprocessing: Preprocessing, scale: float, channels: int, tolerance: float = 1e-4) -> int:
+    """How many (channel, pixel value) pairs an app would quantize on a rounding tie: ``x / scale`` within
+    ``tolerance`` of a half step, where numpy, Kotlin and Swift round differently unless told one rule.
+
+    ``x = pixel * scale_c + offset_c`` in float32, as the manifest tells an app to compute it.
+    """
+    scales, offsets = preprocessing.per_channel()
+    pixels = np.arange(256, dtype=np.float32)
+    ties = 0
+    for channel in range(channels):
+        c = channel if len(scales) > 1 else 0
+        x = pixels * np.float32(scales[c]) + np.float32(offsets[c])
+        steps = x / np.float32(scale)
+        ties += int(np.sum(np.abs(steps - np.floor(steps) - 0.5) < tolerance))
+    return ties
 
 
 def quantize_calibrated(
@@ -146,6 +269,7 @@ def quantize_calibrated(
     per_tensor: bool = False,
     float_nodes: Sequence[str] = (),
     numeric_verify: bool = False,
+    sparse_weights: bool = False,
 ) -> bytes:
     """Quantize a calibrated model to full-int8, keeping the operators that write ``float_nodes`` in float.
 
@@ -156,6 +280,7 @@ def quantize_calibrated(
         float_nodes: output tensor names (as in the calibrated model) of operators to leave in float.
         numeric_verify: add TensorFlow's NumericVerify operators, which compare each quantized
             operator with its float twin (for :mod:`tflite_opt.stages.layer_errors`; not a model to ship).
+        sparse_weights: then store pruned weights sparsely, as ``Optimize.EXPERIMENTAL_SPARSITY`` does.
 
     Raises:
         ConversionError: the quantizer failed.
@@ -164,14 +289,15 @@ def quantize_calibrated(
     from tensorflow.lite.python import convert as tflite_convert
 
     with _converting("full-int8 quantization"):
-        return bytes(
-            tflite_convert.mlir_quantize(
-                calibrated,
-                disable_per_channel=per_tensor,
-                fully_quantize=True,
-                input_data_type=_tf_type(io_type),
-                output_data_type=_tf_type(io_type),
-                enable_numeric_verify=numeric_verify,
-                denylisted_nodes=list(float_nodes) or None,
-            )
+        # fully_quantize=False, as TensorFlow's converter calls it: the I/O types are then the ones asked for
+        # (with True, the I/O would be int8 whatever was asked).
+        quantized = tflite_convert.mlir_quantize(
+            calibrated,
+            disable_per_channel=per_tensor,
+            fully_quantize=False,
+            input_data_type=_tf_type(io_type),
+            output_data_type=_tf_type(io_type),
+            enable_numeric_verify=numeric_verify,
+            denylisted_nodes=list(float_nodes) or None,
         )
+        return bytes(tflite_convert.mlir_sparsify(quantized) if sparse_weights else quantized)

@@ -39,6 +39,7 @@ class Dataset:
     labels: np.ndarray | None
     sources: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    mapping: ClassMapping | None = None
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -77,22 +78,89 @@ def _image_files(folder: Path) -> tuple[list[Path], list[str] | None]:
     return loose, None
 
 
-def label_names(names: Sequence[str]) -> list[str]:
-    """The class name of each index, the inverse of _class_indices: integer folder names are
-    their own index (gaps filled with the number), other names count in sorted order."""
-    distinct = sorted(set(names))
-    if all(n.isdigit() for n in distinct):
-        return [str(i) for i in range(max(int(n) for n in distinct) + 1)]
-    return distinct
+# How class folders become class indices (ClassMapping.how).
+BY_LABELS = "labels"
+BY_NUMBER = "numbers"
+BY_SORTED_NAME = "sorted names"
 
 
-def _class_indices(names: Sequence[str]) -> np.ndarray:
-    """Class index per sample: the folder name where all are integers, else sorted order."""
-    distinct = sorted(set(names))
+@dataclass(frozen=True)
+class ClassMapping:
+    """How the class folders of a data set became the model's class indices.
+
+    Attributes:
+        how: ``labels`` (each folder looked up in the model's class names), ``numbers`` (folders named
+            0, 1, ... are their own index) or ``sorted names`` (the n-th folder in sorted order is class n:
+            a guess, right only if the model was trained that way).
+        names: the class name of each index that the folders cover.
+        folders: how many class folders there were.
+    """
+
+    how: str
+    names: tuple[str, ...]
+    folders: int
+
+    @property
+    def guessed(self) -> bool:
+        """True when the order is an assumption (sorted folder names) rather than given."""
+        return self.how == BY_SORTED_NAME
+
+    def describe(self) -> str:
+        """One line for the report."""
+        if self.how == BY_LABELS:
+            return f"{self.folders} class folders, each looked up by name in --labels"
+        if self.how == BY_NUMBER:
+            return f"{self.folders} class folders named by class index"
+        order = ", ".join(f"{name} = {i}" for i, name in enumerate(self.names[:3]))
+        return f"{self.folders} class folders numbered in sorted order ({order}{', ...' if self.folders > 3 else ''})"
+
+    def to_dict(self) -> dict:
+        return {"how": self.how, "folders": self.folders, "names": list(self.names)}
+
+
+def class_mapping(folder_names: Sequence[str], labels: Sequence[str] | None, source: Path) -> ClassMapping:
+    """How the class folders ``folder_names`` map to class indices: by ``labels`` (the model's class names,
+    in its order) where given, else by number, else by sorted name.
+
+    Raises:
+        DataError: a folder whose name is not among ``labels``.
+    """
+    distinct = sorted(set(folder_names))
+    if labels is not None:
+        unknown = [name for name in distinct if name not in labels]
+        if unknown:
+            raise DataError(
+                f"{source}: class folder {unknown[0]!r} is not in --labels; the labels are: {', '.join(labels)}"
+            )
+        return ClassMapping(BY_LABELS, tuple(labels), len(distinct))
     if all(n.isdigit() for n in distinct):
-        return np.asarray([int(n) for n in names], dtype=np.int64)
-    position = {n: i for i, n in enumerate(distinct)}
-    return np.asarray([position[n] for n in names], dtype=np.int64)
+        # Integer folder names are their own index; a gap is named by its number.
+        return ClassMapping(BY_NUMBER, tuple(str(i) for i in range(max(int(n) for n in distinct) + 1)), len(distinct))
+    return ClassMapping(BY_SORTED_NAME, tuple(distinct), len(distinct))
+
+
+def read_labels(path: Path) -> list[str]:
+    """Class names, one per line (blank lines skipped), as ``--labels`` gives them.
+
+    Raises:
+        DataError: the file cannot be read, or names a class twice.
+    """
+    try:
+        names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read --labels {path}: {exc}") from exc
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"--labels {path} names {repeated[0]!r} more than once")
+    return names
+
+
+def _class_indices(folder_names: Sequence[str], mapping: ClassMapping) -> np.ndarray:
+    """Class index per sample, from its folder's name."""
+    if mapping.how == BY_NUMBER:
+        return np.asarray([int(n) for n in folder_names], dtype=np.int64)
+    position = {n: i for i, n in enumerate(mapping.names)}
+    return np.asarray([position[n] for n in folder_names], dtype=np.int64)
 
 
 def load_image(path: Path, size: ImageSize) -> np.ndarray:
@@ -165,11 +233,22 @@ class DataSource:
     """
 
     def __init__(
-        self, path: Path, size: ImageSize, labels: np.ndarray | None, files=None, array=None, class_names=None
+        self,
+        path: Path,
+        size: ImageSize,
+        labels: np.ndarray | None,
+        files: Sequence[Path] | None = None,
+        array: np.ndarray | None = None,
+        mapping: ClassMapping | None = None,
     ):
         self.path, self.size, self.labels = path, size, labels
         self._files, self._array = files, array
-        self.class_names: list[str] | None = class_names
+        self.mapping = mapping
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class name of each index, where the source has class folders."""
+        return list(self.mapping.names) if self.mapping is not None else None
 
     def __len__(self) -> int:
         return len(self._files) if self._files is not None else len(self._array)
@@ -214,20 +293,28 @@ class DataSource:
                 yield pending[0].result(), pending[1]
 
 
-def open_source(source: Path, size: ImageSize, require_labels: bool = False) -> DataSource:
+def open_source(
+    source: Path, size: ImageSize, require_labels: bool = False, labels: Sequence[str] | None = None
+) -> DataSource:
     """Open a folder of images (flat, or one subfolder per class) or a ``.npy``/``.npz`` file.
 
+    Args:
+        source: the folder or file.
+        size: the model's input size; images are converted and resized to it.
+        require_labels: refuse a source without labels.
+        labels: the model's class names in its order (``--labels``); class folders are looked up in them.
+
     Raises:
-        DataError: missing, empty or malformed source, or no labels where required.
+        DataError: missing, empty or malformed source, an unknown class folder, or no labels where required.
     """
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source} does not exist")
     if source.is_dir():
-        files, class_names = _image_files(source)
-        labels = _class_indices(class_names) if class_names is not None else None
-        names = label_names(class_names) if class_names is not None else None
-        opened = DataSource(source, size, labels, files=tuple(files), class_names=names)
+        files, folder_names = _image_files(source)
+        mapping = class_mapping(folder_names, labels, source) if folder_names is not None else None
+        indices = _class_indices(folder_names, mapping) if mapping is not None else None
+        opened = DataSource(source, size, indices, files=tuple(files), mapping=mapping)
     elif source.suffix in ARRAY_SUFFIXES:
         x, y = _load_arrays(source, size)
         if len(x) == 0:
@@ -246,6 +333,7 @@ def load_dataset(
     limit: int | None = None,
     seed: int = 0,
     require_labels: bool = False,
+    labels: Sequence[str] | None = None,
 ) -> Dataset:
     """Load samples from a folder of images or a ``.npy``/``.npz`` file.
 
@@ -255,11 +343,12 @@ def load_dataset(
         limit: draw at most this many samples, deterministically from ``seed``.
         seed: seed of the draw.
         require_labels: refuse a source without labels.
+        labels: the model's class names in its order; class folders are looked up in them.
 
     Raises:
-        DataError: missing, empty, unreadable or malformed data.
+        DataError: missing, empty, unreadable or malformed data, or an unknown class folder.
     """
-    opened = open_source(source, size, require_labels)
+    opened = open_source(source, size, require_labels, labels)
     warnings: list[str] = []
     indices = _draw(len(opened), limit, seed, Path(source), warnings)
     return Dataset(
@@ -267,6 +356,7 @@ def load_dataset(
         labels=opened.labels[indices] if opened.labels is not None else None,
         sources=tuple(opened.name(i) for i in indices),
         warnings=tuple(warnings),
+        mapping=opened.mapping,
     )
 
 

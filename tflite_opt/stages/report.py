@@ -13,7 +13,10 @@ import numpy as np
 
 from tflite_opt.core.config import Preprocessing
 from tflite_opt.core.fileio import atomic_write_bytes, atomic_write_json
+from tflite_opt.core.interpreter import ROUNDING
 from tflite_opt.stages.benchmark import AccuracyStats, LatencyStats, ShipOption, SizeStats, Verdict, choose_to_ship
+from tflite_opt.stages.convert import PixelInputChoice
+from tflite_opt.stages.data import ClassMapping
 from tflite_opt.stages.layer_errors import LayerError
 from tflite_opt.stages.prune import PruneStats
 from tflite_opt.stages.search import SearchOutcome
@@ -63,6 +66,7 @@ class VariantResult:
     verdict: Verdict
     accuracy: AccuracyStats | None = None
     layer_sparsity: dict[str, float] = field(default_factory=dict)
+    pixel_input: bool = False
 
     @property
     def size_bytes(self) -> int:
@@ -94,6 +98,10 @@ class ConvertReport:
     reference: str | None = "float32"
     search: SearchOutcome | None = None
     chosen_variant: str | None = None
+    labelled: bool = True
+    class_mapping: ClassMapping | None = None
+    reference_warning: str | None = None
+    pixel_input: PixelInputChoice | None = None
 
     @property
     def report_path(self) -> Path:
@@ -112,8 +120,13 @@ class ConvertReport:
             return None
         return result.gzip_size_bytes / self.variant(self.reference).gzip_size_bytes
 
+    @property
+    def score_name(self) -> str:
+        """What ``top1`` measures: accuracy against labels, or (no labels) agreement with the float model."""
+        return "top-1" if self.labelled else "agreement"
+
     def top1_drop_points(self, result: VariantResult) -> float | None:
-        """Top-1 lost against the Keras model (or the float reference), in percentage points."""
+        """Top-1 (without labels: agreement) lost against the Keras model or the float reference, in points."""
         baseline = self.keras_top1
         if baseline is None and self.reference is not None:
             baseline = self.variant(self.reference).top1
@@ -177,16 +190,21 @@ class ConvertReport:
             "gzip_ratio": None if gzip_ratio is None else round(gzip_ratio, 4),
             "params_by_dtype": v.size.params_by_dtype,
             "sparsity": round(v.sparsity, 4),
-            "top1": v.top1,
-            "top5": v.accuracy.top5 if v.accuracy else None,
-            "top1_drop_points": self.top1_drop_points(v),
+            "top1": v.top1 if self.labelled else None,
+            "top5": v.accuracy.top5 if v.accuracy and self.labelled else None,
+            "top1_drop_points": self.top1_drop_points(v) if self.labelled else None,
             "agreement": v.accuracy.agreement if v.accuracy else None,
+            "agreement_drop_points": None if self.labelled else self.top1_drop_points(v),
+            "fidelity": v.accuracy.fidelity.to_dict() if v.accuracy and v.accuracy.fidelity else None,
+            "pixel_input": v.pixel_input,
+            "cpu_ms": v.latency.cpu_dict(),
             "latency_ms": v.latency.to_dict(),
             "init_ms": round(v.latency.init_ms, 2),
             "num_threads": v.latency.num_threads,
             "delegate": v.latency.delegate,
             "verdict": v.verdict.label,
             "verdict_reason": v.verdict.reason,
+            "verdict_trusted": self.reference_warning is None,
             "chosen": v.variant == self.chosen.variant,
             "verified": v.verification.passed,
             "checks": [c.line() for c in v.verification.checks],
@@ -199,15 +217,30 @@ class ConvertReport:
         return {
             "schema_version": SCHEMA_VERSION,
             "model": self.model,
-            "keras_top1": self.keras_top1,
+            "keras_top1": self.keras_top1 if self.labelled else None,
+            "evaluation": self._evaluation_dict(),
+            "reference_warning": self.reference_warning,
+            "pixel_input": self.pixel_input.to_dict() if self.pixel_input else None,
+            "rounding": ROUNDING,
             "eval_samples": self.eval_samples,
             "calibration_samples": self.calibration_samples,
             "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None,
             "reference": self.reference,
             "variants": [self._variant_dict(v) for v in self.variants],
             "pruning": self._pruning_dict(),
-            "search": self.search.to_dict(self._search_paths()) if self.search is not None else None,
+            "search": {"score": self.score_name, **self.search.to_dict(self._search_paths())} if self.search else None,
             "warnings": list(self.warnings),
+        }
+
+    def _evaluation_dict(self) -> dict[str, Any] | None:
+        if not self.eval_samples:
+            return None
+        return {
+            "kind": "accuracy" if self.labelled else "fidelity",
+            "score": "top-1 against the labels"
+            if self.labelled
+            else "top-1 agreement with the float model (the data has no labels)",
+            "class_mapping": self.class_mapping.to_dict() if self.class_mapping else None,
         }
 
     def _search_paths(self) -> dict[str, str]:
@@ -240,10 +273,28 @@ def _ratio(value: float | None) -> str:
 
 
 def _rows(report: ConvertReport) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    header = ("variant", "size", "vs ref", "gzip", "vs ref", "zeros", "p50 ms", "top-1", "top-5", "drop", "verdict")
-    rows = [("keras", "", "", "", "", "", "", _percent(report.keras_top1), "", "", "")]
+    score, second = ("top-1", "top-5") if report.labelled else ("agree", "top-5 ovl")
+    header = ("variant", "size", "vs ref", "gzip", "vs ref", "zeros", "p50 ms", "cpu ms", score, second, "drop")
+    header += ("verdict",) if report.labelled else ("KL", "verdict")
+    keras = (
+        "keras",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        _percent(report.keras_top1),
+        "",
+        "",
+        *([] if report.labelled else [""]),
+    )
+    rows = [(*keras, "")]
+    doubt = "?" if report.reference_warning else ""
     for v in report.variants:
         drop = report.top1_drop_points(v)
+        fidelity = v.accuracy.fidelity if v.accuracy else None
         rows.append(
             (
                 v.variant,
@@ -253,10 +304,14 @@ def _rows(report: ConvertReport) -> tuple[tuple[str, ...], list[tuple[str, ...]]
                 _ratio(report.gzip_ratio(v)),
                 f"{100.0 * v.sparsity:.1f}%",
                 f"{v.latency.p50:.3f}",
+                "n/a" if v.latency.cpu_p50 is None else f"{v.latency.cpu_p50:.3f}",
                 _percent(v.top1),
-                _percent(v.accuracy.top5 if v.accuracy else None),
+                _percent(v.accuracy.top5 if v.accuracy else None)
+                if report.labelled
+                else _percent(fidelity.top5_overlap if fidelity else None),
                 "n/a" if drop is None else f"{drop:+.2f} pts",
-                v.verdict.label + (" *" if v.variant == report.chosen.variant else ""),
+                *([] if report.labelled else ["n/a" if fidelity is None else f"{fidelity.mean_kl:.4f}"]),
+                v.verdict.label + doubt + (" *" if v.variant == report.chosen.variant else ""),
             )
         )
     if report.keras_top1 is None:
@@ -264,21 +319,31 @@ def _rows(report: ConvertReport) -> tuple[tuple[str, ...], list[tuple[str, ...]]
     return header, rows
 
 
+def _title(report: ConvertReport) -> str:
+    timing = report.variants[0].latency
+    latency = f"latency of one image, {timing.num_threads} thread(s), median of {timing.num_runs} runs"
+    if not report.eval_samples:
+        return f"{report.model}: no evaluation data given (pass --eval-data to measure top-1)"
+    if report.labelled:
+        return f"{report.model}: top-1 on {report.eval_samples} held-out images; {latency}"
+    return (
+        f"{report.model}: agreement with the float model's top-1 on {report.eval_samples} unlabelled held-out images "
+        f"(no labels, so fidelity, not accuracy; drop = agreement points lost); {latency}"
+    )
+
+
 def format_table(report: ConvertReport) -> str:
     """The terminal summary: one row per variant, then verdicts, checks and notes."""
     header, rows = _rows(report)
-    out = [
-        f"{report.model}: top-1 on {report.eval_samples} held-out images; latency of one image, "
-        f"{report.variants[0].latency.num_threads} thread(s), median of {report.variants[0].latency.num_runs} runs"
-        if report.eval_samples
-        else f"{report.model}: no evaluation data given (pass --eval-data to measure top-1)"
-    ]
-    out += [*_aligned(header, rows, left=1), ""]
+    out = [_title(report), *_aligned(header, rows, left=1), ""]
+    if report.reference_warning:
+        out.append(f"warning: {report.reference_warning}; the verdicts (marked ?) are not to be trusted")
     out.append(f"* chosen: {report.chosen.variant}")
     for v in report.variants:
         delegate = "" if v.latency.delegate == "xnnpack" else f" (ran on delegate: {v.latency.delegate})"
         out.append(f"{v.variant}: {v.verdict.label}: {v.verdict.reason}; {v.path}{delegate}")
         out.extend(f"  {c.line()}" for c in v.verification.checks)
+    out += _notes(report)
     if report.pruning is not None:
         out += ["", *_pruning_lines(report)]
     if report.search is not None:
@@ -287,6 +352,40 @@ def format_table(report: ConvertReport) -> str:
     plots = "tradeoff.png, confusion.png" + (", search.png" if report.search is not None else "")
     out.append(f"report: {report.report_path} (also report.md, {plots})")
     return "\n".join(out)
+
+
+def _notes(report: ConvertReport) -> list[str]:
+    """How the classes were read and what the app feeds the int8 model, where either needs saying."""
+    notes = []
+    if report.class_mapping is not None and report.labelled:
+        notes.append(f"classes: {report.class_mapping.describe()}")
+    note = pixel_input_note(report.pixel_input) if report.pixel_input else None
+    if note:
+        notes.append(note)
+    return notes
+
+
+def pixel_input_note(choice: PixelInputChoice) -> str | None:
+    """A line on what the int8 model takes, where the choice matters."""
+    values = 256 * choice.channels
+    if choice.chosen:
+        why = (
+            "as asked (--raw-pixel-input)"
+            if choice.asked
+            else f"because quantizing the normalized input would put {choice.ties} of the {values} pixel values on "
+            "a rounding tie, where phones round differently"
+        )
+        return (
+            "pixel input: the int8 model takes camera pixels as they are (uint8: the pixel; int8: pixel - 128) and "
+            f"normalizes them itself ({choice.preprocessing.describe()}), {why}; an app copies bytes"
+        )
+    if choice.ties:
+        return (
+            f"pixel input: off{' (--noraw-pixel-input)' if choice.asked is False else ''}: {choice.ties} of the "
+            f"{values} pixel values land on a rounding tie when an app quantizes the normalized input; its figures "
+            f"match these only if it rounds {ROUNDING}, in float32, as the manifest says"
+        )
+    return None
 
 
 def _pruning_lines(report: ConvertReport) -> list[str]:
@@ -314,16 +413,17 @@ def _pruning_lines(report: ConvertReport) -> list[str]:
 def _search_lines(report: ConvertReport) -> list[str]:
     """Every candidate of the search, in the order tried, then the outcome."""
     outcome = report.search
+    score = report.score_name
     lines = [
-        f"search: budget {outcome.config.max_accuracy_drop:g} top-1 points below Keras "
+        f"search: budget {outcome.config.max_accuracy_drop:g} {score} points below Keras "
         f"({_percent(outcome.keras_top1)}); {len(outcome.candidates)} candidates, judged on the held-out set",
-        f"  {'candidate':<28}{'top-1':>8}{'drop':>8}{'gzip KiB':>10}{'p50 ms':>9}  float layers",
+        f"  {'candidate':<28}{score[:9]:>9}{'drop':>8}{'gzip KiB':>10}{'p50 ms':>9}  float layers",
     ]
     for c in outcome.candidates:
         mark = "*" if c.variant == outcome.chosen.variant else ("✓" if c.within_budget else "✗")
         p50 = f"{c.measured.latency.p50:.3f}" if c.measured else "n/a"
         lines.append(
-            f"{mark} {c.variant:<28}{_percent(c.top1):>8}{c.drop:>8.2f}{c.gzip_bytes / 1024:>10.1f}{p50:>9}  "
+            f"{mark} {c.variant:<28}{_percent(c.top1):>9}{c.drop:>8.2f}{c.gzip_bytes / 1024:>10.1f}{p50:>9}  "
             + (", ".join(c.float_layers) or "-")
         )
     if outcome.ranking:

@@ -47,11 +47,15 @@ class Verification:
 
 @dataclass(frozen=True)
 class Verified:
-    """A converted file, parsed, and the checks run on it."""
+    """A converted file, parsed, and the checks run on it.
+
+    ``pixel_input``: the model normalizes inside and takes camera pixels as they are (its input scale is 1).
+    """
 
     content: bytes
     parsed: TfliteFile
     verification: Verification
+    pixel_input: bool = False
 
 
 def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str]) -> str | None:
@@ -173,6 +177,21 @@ def verify_variant(
         )
         checks.append(Check(f"{wanted.lower()} weights", bool(stored), detail))
     return Verification(mode.value, tuple(checks))
+
+
+def pixel_input_check(model: TfliteFile, io_type: IoType) -> Check:
+    """The input takes pixels 0..255 as they are: scale 1 and zero point 0 (uint8) or -128 (int8, pixel - 128)."""
+    tensor = model.input_tensors()[0]
+    q = tensor.quantization
+    expected = {"UINT8": 0, "INT8": -128}.get(tensor.dtype)
+    found = f"scale {q.scale!r}, zero point {q.zero_point}" if q else "no quantization"
+    passed = q is not None and expected is not None and q.scale == 1.0 and q.zero_point == expected
+    detail = (
+        f"{io_type.value} input takes pixels as they are ({found})"
+        if passed
+        else f"{found}; expected scale 1.0 and zero point {expected} on a {tensor.dtype.lower()} input"
+    )
+    return Check("pixel input", passed, detail)
 
 
 def file_layer_sparsity(model: TfliteFile, layer_names: Sequence[str]) -> dict[str, tuple[int, int]]:

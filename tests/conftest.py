@@ -10,10 +10,15 @@ from helpers import (
     FACE_LABELS,
     FACE_SIZE,
     build_face_model,
+    build_keras3_functional,
+    build_keras3_sequential,
+    build_keras3_transfer,
     build_outlier_model,
     build_sequential,
+    keras3,
     mnist_digits,
     resized,
+    trained,
     write_pngs,
 )
 from PIL import Image
@@ -107,3 +112,70 @@ def faces(tmp_path_factory) -> dict[str, Path]:
 def write_image(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image[..., 0]).save(path)
+
+
+@pytest.fixture(scope="session")
+def keras3_models(outlier_data) -> dict[str, Path]:
+    """Keras 3 .keras files (Sequential, Functional with Add, a nested backbone), trained a little on the outlier
+    data's training digits (input pixel / 255), so that their predictions are decisive."""
+    with np.load(outlier_data / "train.npz") as archive:
+        images, labels = archive["x"][:1200], archive["y"][:1200]
+    paths = {}
+    for name, build in (
+        ("sequential", build_keras3_sequential),
+        ("functional", build_keras3_functional),
+        ("transfer", build_keras3_transfer),
+    ):
+        paths[name] = outlier_data / f"k3_{name}.keras"
+        trained(build(), images, labels).save(paths[name])
+    return paths
+
+
+MOBILENET_SIZE = 96
+
+
+@pytest.fixture(scope="session")
+def keras3_mobilenets(tmp_path_factory) -> dict[str, Path]:
+    """Keras 3 MobileNetV2 (alpha 0.35) and MobileNetV3Small (hard-swish), 96x96, weights=None, trained briefly
+    on digits (input (pixel - 127.5) / 127.5) so that their predictions are decisive; digits never used in
+    training as calibration and held-out folders, and a few training digits for pruning."""
+    keras = keras3()
+    root = tmp_path_factory.mktemp("mobilenets")
+    images, labels = mnist_digits(2100, seed=5)
+    images = resized(images, MOBILENET_SIZE)
+    pixels = np.repeat(images, 3, axis=-1).astype(np.float32)
+    paths = {"root": root}
+    applications = {
+        "mobilenet_v2": lambda: keras.applications.MobileNetV2(
+            input_shape=(96, 96, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
+        ),
+        "mobilenet_v3": lambda: keras.applications.MobileNetV3Small(
+            input_shape=(96, 96, 3), minimalistic=False, weights=None, classes=10, include_preprocessing=False,
+            classifier_activation=None,
+        ),
+    }  # fmt: skip
+    for name, build in applications.items():
+        keras.utils.set_random_seed(0)
+        model = build()
+        model.compile(keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit((pixels[:1536] - 127.5) / 127.5, labels[:1536], epochs=3, batch_size=32, verbose=0)
+        settled_batch_statistics(model, (pixels[:256] - 127.5) / 127.5)
+        paths[name] = root / f"{name}.keras"
+        model.save(paths[name])
+    for i, image in enumerate(images[1536:1600]):
+        write_image(root / "calibration" / f"c_{i:03d}.png", image)
+    for i, image in enumerate(images[1600:1900]):
+        write_image(root / "eval" / str(int(labels[1600 + i])) / f"e_{i:03d}.png", image)
+    np.savez(root / "train.npz", x=np.repeat(images[1900:], 3, axis=-1), y=labels[1900:])
+    return paths
+
+
+def settled_batch_statistics(model, samples: np.ndarray) -> None:
+    """BatchNormalization's moving statistics set to those of ``samples``: three epochs are too short for them to
+    settle at the default momentum, and inference would use half-trained statistics."""
+    layers = [layer for layer in model._flatten_layers() if type(layer).__name__ == "BatchNormalization"]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(samples, training=True)
+    for layer in layers:
+        layer.momentum = 0.99

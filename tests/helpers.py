@@ -148,3 +148,81 @@ def resized(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(i).resize((size, size), Image.Resampling.BILINEAR)) for i in images])[
         ..., np.newaxis
     ]
+
+
+# Keras 3 (``import keras``): what most users save their models with since TensorFlow 2.16.
+def keras3():
+    from tflite_opt.core import keras3 as module
+
+    return module.keras
+
+
+def build_keras3_sequential(seed: int = 0):
+    """A Keras 3 Sequential digit classifier (28x28 grey) with the activations tf_keras lacks."""
+    keras = keras3()
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(8, 3, activation="relu6", name="conv"),
+            layers.MaxPooling2D(2, name="pool"),
+            layers.Conv2D(16, 3, activation="hard_silu", name="conv2"),
+            layers.BatchNormalization(name="bn"),
+            layers.Flatten(name="flatten"),
+            layers.Dropout(0.2, name="dropout"),
+            layers.Dense(32, activation="leaky_relu", name="hidden"),
+            layers.Dense(10, activation="softmax", name="scores"),
+        ],
+        name="k3_sequential",
+    )
+
+
+def build_keras3_functional(seed: int = 0):
+    """A Keras 3 Functional digit classifier: a residual Add, BatchNorm, hard-sigmoid written as tensor
+    arithmetic (Keras 3 operation nodes, as MobileNetV3 does), Dropout."""
+    keras = keras3()
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(16, 3, strides=2, padding="same", name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = x * (layers.ReLU(6.0, name="gate_relu6")(x + 3.0) * (1.0 / 6.0))  # hard-swish as MobileNetV3 writes it
+    branch = layers.Conv2D(16, 3, padding="same", activation="relu", name="branch")(x)
+    x = layers.Add(name="residual")([x, branch])
+    x = layers.Conv2D(32, 3, strides=2, activation="relu", name="conv")(x)
+    x = layers.MaxPooling2D(2, name="pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(0.1, name="dropout")(x)
+    outputs = layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, outputs, name="k3_functional")
+
+
+def build_keras3_transfer(seed: int = 0):
+    """A transfer-learning model: a nested convolutional backbone inside a Sequential model with a new head."""
+    keras = keras3()
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    backbone_input = keras.Input((28, 28, 1), name="backbone_input")
+    x = layers.Conv2D(8, 3, strides=2, activation="relu", name="backbone_conv1")(backbone_input)
+    x = layers.BatchNormalization(name="backbone_bn")(x)
+    x = layers.Conv2D(16, 3, strides=2, activation="relu", name="backbone_conv2")(x)
+    backbone = keras.Model(backbone_input, x, name="backbone")
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            backbone,
+            layers.GlobalAveragePooling2D(name="pool"),
+            layers.Dense(10, activation="softmax", name="head"),
+        ],
+        name="k3_transfer",
+    )
+
+
+def trained(model, images: np.ndarray, labels: np.ndarray, epochs: int = 3):
+    """``model`` (Keras 3) fitted on digits scaled to 0..1, so that its predictions are decisive."""
+    keras = keras3()
+    from_logits = model.layers[-1].get_config().get("activation") != "softmax"
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
+    model.fit(images[..., None] / 255.0, labels, epochs=epochs, batch_size=32, verbose=0)
+    return model

@@ -113,3 +113,19 @@ def test_unlabelled_data_is_measured_as_fidelity_to_the_float_file(faces, faces_
     assert report.variant("float32").top1 == 1.0
     int8 = report.variant("int8")
     assert int8.top1 == int8.accuracy.fidelity.agreement and int8.verdict.reason.startswith("agreement ")
+
+
+def test_a_keras3_model_is_the_reference_of_files_converted_from_it(keras3_models, outlier_data, tmp_path):
+    evaluation = outlier_data / "eval"
+    converted = run_convert(
+        ConvertConfig(
+            model_path=keras3_models["functional"],
+            representative_data=outlier_data / "calibration",
+            eval_data=evaluation,
+            output_dir=tmp_path / "converted",
+        )
+    )
+    paths = [tmp_path / "converted" / f"k3_functional.{v}.tflite" for v in ("float32", "int8")]
+    report = run_benchmark(paths, tmp_path / "bench", evaluation, keras3_models["functional"], settings=FAST)
+    assert report.keras_top1 == converted.keras_top1 > 0.5
+    assert report.variant("int8").top1 == converted.variant("int8").top1

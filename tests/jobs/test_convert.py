@@ -15,9 +15,11 @@ from tflite_opt.core.interpreter import TfliteRunner, quantize
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs.convert import PlannedVariant, plan_variants, run_convert
 from tflite_opt.reference_runner import BundleClassifier, top1_on_folder
+from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.data import ImageSize, apply_preprocessing, load_dataset, open_source
 from tflite_opt.stages.load import load_keras_model
 from tflite_opt.stages.report import format_table
+from tflite_opt.stages.translate import translate_for_pruning
 from tflite_opt.stages.verify import float_operators
 
 
@@ -254,3 +256,99 @@ def _as_fed(image: np.ndarray, variant) -> np.ndarray:
     """The integer tensor the benchmark feeds for one image of float input, as int16 for comparing."""
     dtype = np.dtype(variant.input.dtype.lower())
     return quantize(image, variant.input.scale, variant.input.zero_point, dtype).astype(np.int16)
+
+
+# Keras 3 models (``import keras``), as most users save them today.
+def keras3_config(keras3_models, outlier_data, tmp_path, name, **overrides):
+    return ConvertConfig(
+        model_path=keras3_models[name],
+        representative_data=outlier_data / "calibration",
+        eval_data=outlier_data / "eval",
+        train_data=outlier_data / "train.npz",
+        output_dir=tmp_path,
+        **overrides,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sequential", "functional"])
+def test_a_keras3_model_converts_to_verified_full_int8_that_agrees_with_it(keras3_models, outlier_data, tmp_path, name):
+    report = run_convert(keras3_config(keras3_models, outlier_data, tmp_path, name))
+    int8 = report.variant("int8")
+    assert int8.verification.passed and not float_operators(
+        read_tflite((tmp_path / f"k3_{name}.int8.tflite").read_bytes())
+    )
+    assert report.eval_samples == 400 and int8.accuracy.fidelity.agreement >= 0.99
+    assert report.keras_top1 > 0.5  # a real reference: trained, not near chance
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sequential", "functional"])
+def test_a_keras3_model_pruned_to_half_keeps_half_zeros_in_the_file(keras3_models, outlier_data, tmp_path, name):
+    config = keras3_config(keras3_models, outlier_data, tmp_path, name, prune=PruneConfig(0.5, epochs=2))
+    report = run_convert(config)
+    pruned = report.variant("int8-pruned50")
+    assert pruned.verification.passed  # includes "sparsity kept": every pruned layer's zeros in the file
+    assert pruned.layer_sparsity.keys() == {layer.layer for layer in report.pruning.layers}
+    assert all(sparsity >= 0.495 for sparsity in pruned.layer_sparsity.values())
+    # The int8 file is faithful to the pruned Keras 3 model it was converted from.
+    assert report.pruned_keras_top1 > 0.5 and abs(pruned.top1 - report.pruned_keras_top1) <= 0.02
+
+
+@pytest.mark.slow
+def test_a_nested_backbone_has_its_convolutions_pruned_not_just_the_head(keras3_models, outlier_data, tmp_path):
+    config = keras3_config(keras3_models, outlier_data, tmp_path, "transfer", prune=PruneConfig(0.5, epochs=2))
+    report = run_convert(config)
+    pruned = {layer.layer: layer.sparsity for layer in report.pruning.layers}
+    assert pruned.keys() == {"backbone_conv1", "backbone_conv2", "head"}
+    assert all(sparsity == pytest.approx(0.5, abs=0.01) for sparsity in pruned.values())
+    in_file = report.variant("int8-pruned50").layer_sparsity
+    assert in_file.keys() == pruned.keys() and all(sparsity >= 0.495 for sparsity in in_file.values())
+
+
+def mobilenet_config(keras3_mobilenets, tmp_path, name, **overrides):
+    root = keras3_mobilenets["root"]
+    return ConvertConfig(
+        model_path=keras3_mobilenets[name],
+        representative_data=root / "calibration",
+        eval_data=root / "eval",
+        train_data=root / "train.npz",
+        preprocessing=Preprocessing.from_mean_std(127.5, 127.5),
+        output_dir=tmp_path,
+        **overrides,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "agreement"), [("mobilenet_v2", 0.96), ("mobilenet_v3", 0.975)])
+def test_keras3_mobilenets_convert_to_verified_full_int8(keras3_mobilenets, tmp_path, name, agreement):
+    # Briefly trained, these MobileNets lose 1-3% of top-1 agreement in int8 (measured: V2 97.4-98.5%, V3 98.7-99.2%),
+    # exactly what their tf_keras rebuilds lose (test_keras3_direct_conversion_equals_the_tf_keras_rebuilds): the
+    # models' own post-training quantization loss, not the Keras 3 path's. The issue's 99% needs better-trained ones.
+    report = run_convert(mobilenet_config(keras3_mobilenets, tmp_path, name))
+    int8 = report.variant("int8")
+    assert int8.verification.passed and int8.pixel_input  # (pixel - 127.5) / 127.5 puts pixels on rounding ties
+    assert report.keras_top1 > 0.5 and int8.accuracy.fidelity.agreement >= agreement
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3"])
+def test_keras3_mobilenets_pruned_to_half_keep_half_zeros_in_the_file(keras3_mobilenets, tmp_path, name):
+    config = mobilenet_config(keras3_mobilenets, tmp_path, name, prune=PruneConfig(0.5, epochs=1))
+    report = run_convert(config)
+    pruned = report.variant("int8-pruned50")
+    assert pruned.verification.passed and len(pruned.layer_sparsity) >= 30  # every Conv2D and the classifier
+    assert all(sparsity >= 0.495 for sparsity in pruned.layer_sparsity.values())
+
+
+@pytest.mark.slow
+def test_keras3_direct_conversion_equals_the_tf_keras_rebuilds(keras3_mobilenets):
+    model3 = load_keras_model(keras3_mobilenets["mobilenet_v3"])
+    pixels = load_dataset(keras3_mobilenets["root"] / "calibration", ImageSize(96, 96, 3)).raw
+    calibration = (pixels[:32].astype(np.float32) - 127.5) / 127.5
+    rebuilt = translate_for_pruning(model3, calibration[:8]).model
+    direct = convert_keras(model3, Mode.FULL_INT8, calibration, IoType.FLOAT32, progress=False)
+    translated = convert_keras(rebuilt, Mode.FULL_INT8, calibration, IoType.FLOAT32, progress=False)
+    np.testing.assert_array_equal(
+        TfliteRunner(direct).predict(calibration), TfliteRunner(translated).predict(calibration)
+    )

@@ -1,6 +1,7 @@
 """The per-layer error job: the worst layer first, the layers kept in float left out."""
 
 import pytest
+from helpers import keras3
 
 from tflite_opt.core.config import ConvertConfig, Preprocessing
 from tflite_opt.core.errors import UsageError
@@ -34,3 +35,30 @@ def test_the_embedded_default_is_measured_without_arguments():
     # A convolution fused with its BatchNorm and ReLU is named after the layer that writes its output.
     assert {e.layer for e in report.errors} >= {"relu1", "conv2", "relu3", "fc1", "probabilities"}
     assert all(e.relative_error < 0.2 for e in report.errors)  # the default quantizes well
+
+
+def test_a_keras3_model_names_its_own_layers_though_keras3_renames_their_scopes(outlier_data, tmp_path):
+    # Default names: Keras 3 traces layer dense under the scope dense_1 and layer dense_1 under dense_1_2.
+    keras = keras3()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(x))
+    squash = keras.layers.Dense(32, activation="tanh")
+    logits = keras.layers.Dense(10)
+    model = keras.Model(inputs, logits(squash(x)))
+    kernel, bias = squash.get_weights()
+    bias[0] = 1e4  # the outlier (see build_outlier_model), in the layer named "dense"
+    squash.set_weights([kernel, bias])
+    kernel, bias = logits.get_weights()
+    kernel[0] = 0.0
+    logits.set_weights([kernel, bias])
+    path = tmp_path / "k3_outlier.keras"
+    model.save(path)
+    config = ConvertConfig(
+        model_path=path, representative_data=outlier_data / "calibration", preprocessing=Preprocessing()
+    )
+    report = run_layer_errors(config)
+    assert (squash.name, logits.name) == ("dense", "dense_1")
+    assert report.errors[0].layer == "dense"
+    assert {e.layer for e in report.errors} <= {layer.name for layer in model.layers}

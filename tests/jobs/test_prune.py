@@ -1,9 +1,13 @@
 """The prune job: a stripped, sparse model saved where asked, never over an existing file."""
 
+import json
+import zipfile
+
 import pytest
 
-from tflite_opt.core.config import PruneConfig
+from tflite_opt.core.config import Preprocessing, PruneConfig
 from tflite_opt.core.errors import OutputExistsError, UsageError
+from tflite_opt.core.keras3 import is_keras3_model
 from tflite_opt.jobs.prune import default_output, run_prune
 from tflite_opt.stages.load import load_keras_model
 from tflite_opt.stages.prune import layer_sparsity
@@ -34,3 +38,16 @@ def test_a_user_model_needs_training_data_and_a_keras_file_name(saved_tiny_model
 def test_the_default_output_is_named_after_the_model_and_sparsity(saved_tiny_model):
     assert str(default_output(saved_tiny_model, PruneConfig(target_sparsity=0.8))) == "artifacts/tiny.pruned80.keras"
     assert str(default_output(None, PruneConfig(target_sparsity=0.5))) == "artifacts/mnist_cnn.pruned50.keras"
+
+
+def test_a_keras3_model_comes_back_as_a_keras3_file_pruned(keras3_models, outlier_data, tmp_path):
+    stats, output = run_prune(
+        FAST, keras3_models["sequential"], outlier_data / "train.npz", Preprocessing(), tmp_path / "k3.pruned50.keras"
+    )
+    with zipfile.ZipFile(output) as archive:
+        assert json.loads(archive.read("metadata.json"))["keras_version"].startswith("3.")
+    reloaded = load_keras_model(output)
+    assert is_keras3_model(reloaded)
+    found = {layer.layer: layer.sparsity for layer in layer_sparsity(reloaded)}
+    assert found == pytest.approx({layer.layer: layer.sparsity for layer in stats.layers})
+    assert set(found) == {"conv", "conv2", "hidden", "scores"} and min(found.values()) >= 0.49

@@ -141,3 +141,26 @@ def test_preflight_raises_a_stack_error_naming_what_fails(monkeypatch):
     with pytest.raises(StackError, match="no optimizations") as failed:
         preflight()
     assert failed.value.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("keras_version", "status", "said"),
+    [
+        (None, Status.WARN, "model files saved by Keras 3 cannot be read"),
+        ("3.99.0", Status.WARN, "checked with Keras 3.15 only"),
+    ],
+)
+def test_keras3_is_reported_with_whether_the_translation_covers_it(monkeypatch, keras_version, status, said):
+    if keras_version is None:
+        monkeypatch.setitem(sys.modules, "keras", None)
+    else:
+        keras = types.ModuleType("keras")
+        keras.__version__ = keras_version
+        monkeypatch.setitem(sys.modules, "keras", keras)
+    keras3 = by_name(run_checks())["keras 3"]
+    assert keras3.status is status and said in keras3.detail
+
+
+def test_the_installed_keras3_is_covered_by_the_translation():
+    keras3 = by_name(run_checks())["keras 3"]
+    assert keras3.status is Status.OK and "--prune translates them" in keras3.detail

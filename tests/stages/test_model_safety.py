@@ -6,7 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import INPUT_SIZE
+from helpers import INPUT_SIZE, build_keras3_functional, keras3
 
 from tflite_opt.core import keras2
 from tflite_opt.stages.load import load_keras_model
@@ -102,3 +102,48 @@ def test_a_plain_keras_model_has_nothing_unsafe(saved_tiny_model):
     configs = stored_configs(saved_tiny_model)
     assert len(configs) == 1 and configs[0]["class_name"] == "Sequential"
     assert unsafe_objects(configs) == []
+
+
+# Keras 3 files: the same refusals, before Keras 3 runs anything.
+def keras3_model_whose_lambda_touches(marker):
+    keras = keras3()
+    touch = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")  # noqa: S307
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Lambda(touch, name="sneaky")(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10)(x))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_keras3_lambda_model_is_refused_and_its_code_never_runs(tmp_path, suffix):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / f"k3_lambda{suffix}"
+    keras3_model_whose_lambda_touches(marker).save(path)
+    marker.unlink(missing_ok=True)  # building the model ran the lambda; loading must not
+    with pytest.raises(UnsafeModelError, match=r"Lambda layer 'sneaky' \(its Python code would run\)"):
+        load_keras_model(path)
+    assert not marker.exists()
+
+
+def test_a_keras3_registered_function_is_refused_as_the_authors_code(tmp_path):
+    keras = keras3()
+
+    @keras.saving.register_keras_serializable(package="theirs")
+    def doubled(x):
+        return x * 2.0
+
+    inputs = keras.Input((28, 28, 1))
+    path = tmp_path / "registered.keras"
+    keras.Model(inputs, keras.layers.Dense(3, activation=doubled, name="scores")(keras.layers.Flatten()(inputs))).save(
+        path
+    )
+    with pytest.raises(
+        UnsafeModelError, match="function 'theirs>doubled' in layer 'scores' is the model author's code"
+    ):
+        load_keras_model(path)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_plain_keras3_model_with_operation_nodes_has_nothing_unsafe(tmp_path, suffix):
+    path = tmp_path / f"k3{suffix}"
+    build_keras3_functional().save(path)  # x + 3.0 and friends: keras.src.ops nodes, no code of the file's own
+    assert unsafe_objects(stored_configs(path), keras3_file=True) == []

@@ -4,11 +4,12 @@ import logging
 
 import numpy as np
 import pytest
-from helpers import INPUT_SIZE, build_functional, build_sequential
+from helpers import INPUT_SIZE, build_functional, build_keras3_sequential, build_sequential, keras3, mnist_digits
 
 from tflite_opt.core import keras2
 from tflite_opt.core.config import IoType, Mode, Preprocessing, PruneConfig, Schedule
-from tflite_opt.core.errors import UsageError
+from tflite_opt.core.errors import TranslationError, UsageError
+from tflite_opt.core.keras3 import is_keras3_model
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.stages import prune
 from tflite_opt.stages.convert import convert_keras
@@ -120,3 +121,30 @@ def test_a_softmax_output_is_told_from_logits():
     sample = np.random.default_rng(0).random((8, INPUT_SIZE, INPUT_SIZE, 1), dtype=np.float32)
     assert prune.output_is_probability(build_sequential(), sample)
     assert not prune.output_is_probability(build_functional(), sample)
+
+
+@pytest.fixture(scope="module")
+def digits28():
+    """Real labelled digits at the Keras 3 test models' input size, 28x28."""
+    images, labels = mnist_digits(64)
+    return images[..., np.newaxis].astype(np.float32) / 255.0, labels
+
+
+def test_a_keras3_model_is_pruned_through_its_translation_and_given_back_in_keras3(digits28):
+    model = build_keras3_sequential()
+    images, labels = digits28
+    result = prune.prune_model(model, images, labels, PruneConfig(target_sparsity=0.5, **FAST))
+    assert is_keras3_model(result.model) and result.model is not model
+    assert {layer.layer for layer in result.stats.layers} == {"conv", "conv2", "hidden", "scores"}
+    kept = {layer.name: layer.get_weights()[0] for layer in result.model.layers if layer.name in ("conv", "hidden")}
+    assert all(abs(np.mean(kernel == 0) - 0.5) <= 0.01 for kernel in kept.values())
+    assert not np.any(model.get_layer("conv").get_weights()[0] == 0)  # the caller's model is the unpruned reference
+
+
+def test_a_keras3_model_the_translation_refuses_is_not_pruned_and_the_refusal_names_the_layer(digits28):
+    keras = keras3()
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Flatten()(keras.layers.GaussianNoise(0.1, name="noise")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="scores")(x))
+    with pytest.raises(TranslationError, match=r"layer 'noise' \(GaussianNoise\) is not on the list"):
+        prune.prune_model(model, *digits28, PruneConfig(target_sparsity=0.5, **FAST))

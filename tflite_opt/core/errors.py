@@ -37,3 +37,7 @@ class StackError(TfliteOptError):
 
 class OutputExistsError(TfliteOptError):
     """An output file exists and --overwrite was not given."""
+
+
+class TranslationError(TfliteOptError):
+    """A Keras 3 model that cannot be rebuilt faithfully in tf_keras, which pruning needs."""

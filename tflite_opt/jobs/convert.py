@@ -28,7 +28,13 @@ from tflite_opt.stages.package import BundlePaths, write_bundle
 from tflite_opt.stages.prune import PruneResult, prune_model
 from tflite_opt.stages.report import ConvertReport, VariantResult, report_paths, write_report_files
 from tflite_opt.stages.search import SearchOutcome, candidate_name
-from tflite_opt.stages.verify import Verified, file_layer_sparsity, pixel_input_check, sparsity_check, verify_variant
+from tflite_opt.stages.verify import (
+    Verified,
+    file_layer_sparsity,
+    pixel_input_check,
+    pruning_kept_check,
+    verify_variant,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +134,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         chosen_variant = outcome.chosen.variant
         pruned_variants = [chosen_variant] if pruned is not None else []
     results = assemble_results(
-        measured, paths, "float32", keras_top1, bench.settings, _file_sparsity(measured, pruned, pruned_variants)
+        measured, paths, "float32", keras_top1, bench.settings, _file_sparsity(measured, pruned, pruned_variants, spec)
     )
     report = _report(config, spec, inputs, bench, results, keras_accuracy, pruned, outcome, chosen_variant)
     if config.integer_io:
@@ -153,13 +159,12 @@ def _convert_and_verify(
         content = _convert(planned, source, inputs, config, progress)
         parsed = read_tflite(content, source=f"the {planned.name} model")
         verification = replace(
-            verify_variant(parsed, planned.mode, config.io_type, spec.layer_names), variant=planned.name
+            verify_variant(parsed, planned.mode, config.io_type, spec.layer_scopes), variant=planned.name
         )
         if planned.pixel_input:
             verification = verification.with_check(pixel_input_check(parsed, config.io_type))
         if planned.from_pruned:
-            keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.stats.layers}
-            verification = verification.with_check(sparsity_check(parsed, keras_sparsity))
+            verification = verification.with_check(pruning_kept_check(parsed, pruned.stats, spec))
         verification.raise_for_failures()
         files[planned.name] = Verified(content, parsed, verification, planned.pixel_input)
     return files
@@ -238,14 +243,14 @@ def _take_search_results(
 
 
 def _file_sparsity(
-    measured: dict[str, Measured], pruned: PruneResult | None, variants: list[str]
+    measured: dict[str, Measured], pruned: PruneResult | None, variants: list[str], spec: ClassifierSpec
 ) -> dict[str, dict[str, tuple[int, int]]]:
     """(weights, non-zero weights) of each pruned layer, read from the files of the variants converted from
     the pruned model."""
     if pruned is None:
         return {}
-    layers = list(pruned.stats.pruned_layer_names)
-    return {name: file_layer_sparsity(measured[name].file.parsed, layers) for name in variants}
+    scopes = spec.scopes_for(pruned.stats.pruned_layer_names)
+    return {name: file_layer_sparsity(measured[name].file.parsed, scopes) for name in variants}
 
 
 def _report(

@@ -46,5 +46,5 @@ def run_layer_errors(
         raise UsageError(f"--float-layers: {spec.name} has no layer {', '.join(unknown)}")
     samples = load_inputs(config, spec).calibration.model_input(config.preprocessing)
     calibrated = calibrate_keras(model, samples, progress=progress)
-    errors = quantization_errors(calibrated, samples, spec.layer_names, per_tensor, float_layers)
+    errors = quantization_errors(calibrated, samples, spec.layer_scopes, per_tensor, float_layers)
     return LayerErrorReport(spec.name, len(samples), errors)

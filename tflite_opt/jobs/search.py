@@ -28,7 +28,7 @@ from tflite_opt.stages.search import (
     search_float_layers,
     search_sparsity,
 )
-from tflite_opt.stages.verify import Verified, pixel_input_check, sparsity_check, verify_variant
+from tflite_opt.stages.verify import Verified, pixel_input_check, pruning_kept_check, verify_variant
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +107,18 @@ class CandidateBuilder:
     ) -> Verified:
         keep = []
         if float_layers:
-            nodes = layer_nodes(read_tflite(calibrated, source="the calibrated model"), self.spec.layer_names)
+            nodes = layer_nodes(read_tflite(calibrated, source="the calibrated model"), self.spec.layer_scopes)
             keep = float_nodes(nodes, float_layers)
         content = quantize_calibrated(calibrated, self.config.io_type, self.config.per_tensor, keep)
         parsed = read_tflite(content, source=f"the {variant} model")
         verification = replace(
-            verify_variant(parsed, Mode.FULL_INT8, self.config.io_type, self.spec.layer_names, float_layers),
+            verify_variant(parsed, Mode.FULL_INT8, self.config.io_type, self.spec.layer_scopes, float_layers),
             variant=variant,
         )
         if self.pixel_input:
             verification = verification.with_check(pixel_input_check(parsed, self.config.io_type))
         if pruned is not None:
-            keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.stats.layers}
-            verification = verification.with_check(sparsity_check(parsed, keras_sparsity))
+            verification = verification.with_check(pruning_kept_check(parsed, pruned.stats, self.spec))
         verification.raise_for_failures()
         return Verified(content, parsed, verification, self.pixel_input)
 
@@ -132,7 +131,7 @@ class CandidateBuilder:
 
     def rank(self, calibrated: bytes, float_layers: tuple[str, ...]) -> tuple[LayerError, ...]:
         return quantization_errors(
-            calibrated, self.calibration, self.spec.layer_names, self.config.per_tensor, float_layers
+            calibrated, self.calibration, self.spec.layer_scopes, self.config.per_tensor, float_layers
         )
 
     def pruned(self, sparsity: float, previous: Candidate | None, float_layers: tuple[str, ...]) -> Candidate:

@@ -20,6 +20,7 @@ from typing import Any
 from tflite_opt.core.errors import StackError
 from tflite_opt.core.quiet import native_stderr_silenced
 from tflite_opt.core.tf_env import prepare_tensorflow_environment
+from tflite_opt.stages.translate import TESTED_KERAS3
 
 SUPPORTED_PYTHON = ((3, 10), (3, 13))
 TESTED_TF = "2.21"
@@ -221,6 +222,33 @@ def check_interpreter() -> CheckResult:
     return CheckResult("interpreter", Status.FAIL, f"{problem}, and TensorFlow has no tf.lite.Interpreter", fix)
 
 
+def check_keras3() -> CheckResult:
+    """Keras 3 model files: read with the installed Keras 3, translated to tf_keras for pruning."""
+    version = installed_version("keras", "keras")
+    tested = ", ".join(TESTED_KERAS3)
+    if version is None or _parse(version)[:1] != (3,):
+        found = "not installed" if version is None else f"Keras {version}"
+        return CheckResult(
+            "keras 3",
+            Status.WARN,
+            f"Keras 3 is {found}: model files saved by Keras 3 cannot be read (tf_keras files can)",
+            f"pip install 'keras~={TESTED_KERAS3[-1]}.0'",
+        )
+    if ".".join(map(str, _parse(version)[:2])) in TESTED_KERAS3:
+        return CheckResult(
+            "keras 3",
+            Status.OK,
+            f"keras {version}: Keras 3 models convert; --prune translates them (checked: {tested})",
+        )
+    return CheckResult(
+        "keras 3",
+        Status.WARN,
+        f"keras {version}: Keras 3 models convert, but their translation to tf_keras for --prune was checked with "
+        f"Keras {tested} only (each translation is still checked against the model's outputs before use)",
+        f"pip install 'keras~={TESTED_KERAS3[-1]}.0'",
+    )
+
+
 # Versions that run code carried by a model file although safe_mode is on.
 KERAS3_ADVISORIES = (
     ((3, 9), "CVE-2025-1550: config.json can import and call arbitrary functions"),
@@ -276,6 +304,7 @@ def run_checks() -> list[CheckResult]:
     tf_version = getattr(tf, "__version__", None) if tf is not None else None
     results += _guarded("tf-keras", lambda: check_tf_keras(tf_version))
     results += _guarded("model optimization", check_tfmot)
+    results += _guarded("keras 3", check_keras3)
     results += _guarded("interpreter", check_interpreter)
     results += _guarded("model-file safety", check_keras_safety)
     return results

@@ -10,6 +10,8 @@ job (load, calibrate, convert, verify, measure, write) is
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -23,9 +25,12 @@ from tflite_opt.core import keras2
 from tflite_opt.core.config import ConvertConfig, IoType, Mode, Preprocessing
 from tflite_opt.core.errors import ConversionError
 from tflite_opt.core.interpreter import round_half_away_from_zero
+from tflite_opt.core.keras3 import keras_of
 from tflite_opt.core.quiet import native_stderr_silenced
 from tflite_opt.core.tflite_file import set_input_range
 from tflite_opt.stages.data import calibration_generator
+
+log = logging.getLogger(__name__)
 
 
 def _converter_error_summary(exc: Exception) -> str:
@@ -89,8 +94,10 @@ def _converting(what: str) -> Iterator[TextIO]:
 
     Yields the real stderr, for a progress bar.
     """
+    printed = io.StringIO()
     try:
-        with warnings.catch_warnings(), native_stderr_silenced() as terminal:
+        # stdout: the converter exports a Keras 3 model first, and the export prints its endpoints.
+        with warnings.catch_warnings(), native_stderr_silenced() as terminal, contextlib.redirect_stdout(printed):
             # "Statistics for quantized inputs were expected": the representative dataset provides them.
             warnings.simplefilter("ignore", UserWarning)
             yield terminal
@@ -98,6 +105,9 @@ def _converting(what: str) -> Iterator[TextIO]:
         raise
     except Exception as exc:  # the converter raises ConverterError and assorted runtime errors
         raise ConversionError(f"{what} failed: {_converter_error_summary(exc)}") from exc
+    finally:
+        if printed.getvalue().strip():
+            log.debug("%s printed: %s", what, printed.getvalue().strip())
 
 
 def convert_keras(
@@ -158,7 +168,7 @@ PIXEL_RANGE = (0.0, 255.0)
 
 def pixel_input_model(model: Any, preprocessing: Preprocessing) -> Any:
     """``model`` with its normalization in front (a Rescaling layer): it takes pixels 0..255 as they are."""
-    keras = keras2.keras
+    keras = keras_of(model)  # a Keras 3 model is wrapped in Keras 3
     scales, offsets = preprocessing.per_channel()
     pixels = keras.Input(tuple(model.inputs[0].shape[1:]), name="pixels")
     normalized = keras.layers.Rescaling(

@@ -166,7 +166,7 @@ def quantization_errors(
         op_index = debugger._defining_op[index]
         rmse_over_scale, relative = channel_errors.measures(position)
         measured = LayerError(
-            layer=_layer_of(tensor["name"], layer_of_node, layer_names),
+            layer=_layer_of(tensor["name"], layer_of_node, layer_names, _input_names(debugger, op_index)),
             operators=(debugger._quant_interpreter._get_op_details(op_index)["op_name"],),
             rmse_over_scale=rmse_over_scale,
             relative_error=relative,
@@ -220,5 +220,19 @@ def _rank(error: LayerError) -> tuple[float, int]:
     return round(relative, 3), -error.position
 
 
-def _layer_of(tensor_name: str, layer_of_node: dict[str, str], layer_names: Sequence[str]) -> str:
-    return layer_of_node.get(tensor_name) or layer_for_tensor_name(tensor_name, layer_names) or tensor_name
+def _layer_of(
+    tensor_name: str, layer_of_node: dict[str, str], layer_names: Sequence[str], input_names: Sequence[str] = ()
+) -> str:
+    """The layer an operator belongs to: told from its output, else from its inputs, weights first (the model's
+    last output is named after the signature, StatefulPartitionedCall:0)."""
+    found = layer_of_node.get(tensor_name) or layer_for_tensor_name(tensor_name, layer_names)
+    for name in reversed(input_names):
+        found = found or layer_for_tensor_name(name, layer_names)
+    return found or tensor_name
+
+
+def _input_names(debugger: Any, op_index: int) -> list[str]:
+    """The names of an operator's input tensors in the debugger's quantized model."""
+    interpreter = debugger._quant_interpreter
+    inputs = interpreter._get_op_details(op_index)["inputs"]
+    return [interpreter._get_tensor_details(i, subgraph_index=0)["name"] for i in inputs if i >= 0]

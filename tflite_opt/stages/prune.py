@@ -17,13 +17,18 @@ import numpy as np
 from tflite_opt.core import keras2
 from tflite_opt.core.config import PruneConfig, Schedule
 from tflite_opt.core.errors import UsageError
+from tflite_opt.core.keras3 import is_keras3_model
 from tflite_opt.core.tfmot import prunable_layer_class, prune_registry, pruning_wrapper_class, tfmot
+from tflite_opt.stages.model_safety import TF_OP_LAYERS
+from tflite_opt.stages.translate import restore_into_keras3, translate_for_pruning
 
 log = logging.getLogger(__name__)
 
 # The weight tfmot prunes for each kind of layer, in the order to look for it
 # (SeparableConv2D: its pointwise kernel, not its depthwise one).
 PRUNABLE_KERNELS = ("kernel", "pointwise_kernel", "depthwise_kernel")
+# Fine-tuning samples on which a Keras 3 model's translation must give the model's outputs.
+TRANSLATION_CHECK_SAMPLES = 32
 
 
 @dataclass(frozen=True)
@@ -150,8 +155,9 @@ def wrap_for_pruning(model: Any, config: PruneConfig, steps: int) -> tuple[Any, 
 
 
 def _supported(layer: Any) -> bool:
-    """Layers with nothing to prune (pooling, activations, BatchNorm) are supported and need no note."""
-    return prune_registry().supports(layer)
+    """Layers with nothing to prune (pooling, activations, BatchNorm, a TensorFlow op on a Keras tensor) are
+    supported and need no note."""
+    return type(layer).__name__ in TF_OP_LAYERS or prune_registry().supports(layer)
 
 
 def prune_model(
@@ -164,8 +170,11 @@ def prune_model(
 
     Each epoch's loss and accuracy are logged (INFO) to this module's logger.
 
+    A Keras 3 model is translated to tf_keras (checked, see :mod:`tflite_opt.stages.translate`), pruned,
+    and given back as a Keras 3 model carrying the pruned weights.
+
     Args:
-        model: a tf_keras Sequential or Functional classifier.
+        model: a Sequential or Functional classifier, tf_keras or Keras 3.
         train_x: float32 model input (N, H, W, C), already preprocessed.
         train_y: integer class labels (N,).
         config: sparsity target, schedule and fine-tuning settings.
@@ -181,6 +190,10 @@ def prune_model(
         )
     steps_per_epoch = int(np.ceil(len(train_x) / config.batch_size))
     keras.utils.set_random_seed(config.seed)
+    # tfmot prunes tf_keras models only: a Keras 3 model is pruned through its checked translation.
+    keras3_model = model if is_keras3_model(model) else None
+    if keras3_model is not None:
+        model = translate_for_pruning(keras3_model, train_x[:TRANSLATION_CHECK_SAMPLES]).model
     wrapped, skipped = wrap_for_pruning(model, config, steps_per_epoch * config.epochs)
     wrapped.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -199,7 +212,7 @@ def prune_model(
     stripped = sparsity.strip_pruning(wrapped)
     pruned_names = [layer.layer.name for layer in wrapped.layers if isinstance(layer, pruning_wrapper_class())]
     return PruneResult(
-        model=stripped,
+        model=stripped if keras3_model is None else restore_into_keras3(keras3_model, stripped),
         stats=PruneStats(
             config=config, layers=layer_sparsity(stripped, pruned_names), skipped=tuple(skipped), seconds=seconds
         ),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tflite_opt.core.config import IoType, Mode
 from tflite_opt.core.errors import VerificationError
 from tflite_opt.core.tflite_file import Operator, TfliteFile, kernel_tensor, weight_counts
+from tflite_opt.stages.load import ClassifierSpec
+from tflite_opt.stages.prune import PruneStats
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 
@@ -58,25 +60,26 @@ class Verified:
     pixel_input: bool = False
 
 
-def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str]) -> str | None:
+def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping[str, str]) -> str | None:
     """The Keras layer a converted tensor came from, told from its name.
 
     The converter names tensors after the TF ops they fuse, e.g.
     ``model/conv2d/Relu;model/conv2d/BiasAdd``; a path component equal to a
-    layer name identifies the layer.
+    layer name identifies the layer. ``layer_names`` may map name scopes to layers
+    (:attr:`ClassifierSpec.layer_scopes`), for models whose scopes are not their layers' names.
     """
-    names = set(layer_names)
+    scopes = layer_names if isinstance(layer_names, Mapping) else {name: name for name in layer_names}
     for part in tensor_name.split(";"):
         for component in part.split("/"):
-            if component in names:
-                return component
+            if component in scopes:
+                return scopes[component]
     return None
 
 
 def layer_for_operator(model: TfliteFile, op: Operator, layer_names: Iterable[str]) -> str | None:
     """The Keras layer an operator came from: told from its output's name, else its weights'
     (the last operator's output is named after the model's signature), else its input's."""
-    names = list(layer_names)
+    names = layer_names if isinstance(layer_names, Mapping) else list(layer_names)
     valid_inputs = [i for i in op.inputs if i >= 0]
     constants = [i for i in valid_inputs if model.tensors[i].is_constant]
     activations = [i for i in valid_inputs if not model.tensors[i].is_constant]
@@ -194,7 +197,7 @@ def pixel_input_check(model: TfliteFile, io_type: IoType) -> Check:
     return Check("pixel input", passed, detail)
 
 
-def file_layer_sparsity(model: TfliteFile, layer_names: Sequence[str]) -> dict[str, tuple[int, int]]:
+def file_layer_sparsity(model: TfliteFile, layer_names: Iterable[str]) -> dict[str, tuple[int, int]]:
     """(weights, non-zero weights) per Keras layer, read from the kernels stored in the file.
 
     Only ``layer_names`` are candidates when telling an operator's layer, so a
@@ -225,9 +228,17 @@ def overall_sparsity(model: TfliteFile) -> float:
     return 1.0 - nonzero / weights if weights else 0.0
 
 
-def sparsity_check(model: TfliteFile, keras_sparsity: dict[str, float], tolerance: float = 0.01) -> Check:
-    """Each pruned layer keeps its Keras sparsity (within ``tolerance``) in the converted file."""
-    in_file = file_layer_sparsity(model, list(keras_sparsity))
+def sparsity_check(
+    model: TfliteFile,
+    keras_sparsity: dict[str, float],
+    scopes: Mapping[str, str] | None = None,
+    tolerance: float = 0.01,
+) -> Check:
+    """Each pruned layer keeps its Keras sparsity (within ``tolerance``) in the converted file.
+
+    ``scopes``: the pruned layers' name scopes (:meth:`ClassifierSpec.scopes_for`), where they are not their names.
+    """
+    in_file = file_layer_sparsity(model, scopes if scopes is not None else list(keras_sparsity))
     lost = []
     for layer, expected in keras_sparsity.items():
         if layer not in in_file:
@@ -240,3 +251,9 @@ def sparsity_check(model: TfliteFile, keras_sparsity: dict[str, float], toleranc
     if lost:
         return Check("sparsity kept", False, "pruning did not survive conversion: " + ", ".join(lost))
     return Check("sparsity kept", True, f"all {len(keras_sparsity)} pruned layers keep their zeros in the file")
+
+
+def pruning_kept_check(model: TfliteFile, pruned: PruneStats, spec: ClassifierSpec) -> Check:
+    """:func:`sparsity_check` of every layer pruning pruned."""
+    keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.layers}
+    return sparsity_check(model, keras_sparsity, spec.scopes_for(keras_sparsity))

@@ -25,7 +25,8 @@ from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.jobs.convert import run_convert
 from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.data import ImageSize, load_dataset
-from tflite_opt.stages.translate import translate_for_pruning
+from tflite_opt.stages.prune import settle_batch_statistics
+from tflite_opt.stages.translate import translate_for_tfmot
 
 SIZE = ImageSize(96, 96, 3)
 PREPROCESSING = Preprocessing.from_mean_std(127.5, 127.5)
@@ -50,12 +51,7 @@ def trained(name: str, images: np.ndarray, labels: np.ndarray, epochs: int):
     model = build(name)
     model.compile(keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0)
-    norms = [layer for layer in model._flatten_layers() if type(layer).__name__ == "BatchNormalization"]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(images[:256], training=True)
-    for layer in norms:
-        layer.momentum = 0.99
+    settle_batch_statistics(model, images, seed=0)
     return model
 
 
@@ -67,7 +63,7 @@ def rgb96(digits: np.ndarray) -> np.ndarray:
 
 def direct_equals_translated(model, calibration: np.ndarray) -> float:
     """Largest difference between the int8 outputs of the Keras 3 model converted directly and of its translation."""
-    rebuilt = translate_for_pruning(model, calibration[:8]).model
+    rebuilt = translate_for_tfmot(model, calibration[:8]).model
     direct = convert_keras(model, Mode.FULL_INT8, calibration, IoType.FLOAT32, progress=False)
     translated = convert_keras(rebuilt, Mode.FULL_INT8, calibration, IoType.FLOAT32, progress=False)
     return float(

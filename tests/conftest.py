@@ -25,6 +25,7 @@ from PIL import Image
 
 from tflite_opt.core.config import ConvertConfig, Mode
 from tflite_opt.jobs.convert import run_convert
+from tflite_opt.stages.prune import settle_batch_statistics
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +160,8 @@ def keras3_mobilenets(tmp_path_factory) -> dict[str, Path]:
         model = build()
         model.compile(keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit((pixels[:1536] - 127.5) / 127.5, labels[:1536], epochs=3, batch_size=32, verbose=0)
-        settled_batch_statistics(model, (pixels[:256] - 127.5) / 127.5)
+        # Three epochs are too short for BatchNormalization's moving statistics to settle.
+        settle_batch_statistics(model, (pixels[:1536] - 127.5) / 127.5, seed=0)
         paths[name] = root / f"{name}.keras"
         model.save(paths[name])
     for i, image in enumerate(images[1536:1600]):
@@ -168,14 +170,3 @@ def keras3_mobilenets(tmp_path_factory) -> dict[str, Path]:
         write_image(root / "eval" / str(int(labels[1600 + i])) / f"e_{i:03d}.png", image)
     np.savez(root / "train.npz", x=np.repeat(images[1900:], 3, axis=-1), y=labels[1900:])
     return paths
-
-
-def settled_batch_statistics(model, samples: np.ndarray) -> None:
-    """BatchNormalization's moving statistics set to those of ``samples``: three epochs are too short for them to
-    settle at the default momentum, and inference would use half-trained statistics."""
-    layers = [layer for layer in model._flatten_layers() if type(layer).__name__ == "BatchNormalization"]
-    for layer in layers:
-        layer.momentum = 0.0
-    model(samples, training=True)
-    for layer in layers:
-        layer.momentum = 0.99

@@ -16,10 +16,11 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from absl import flags
 
-from tflite_opt.core.config import Preprocessing, PruneConfig, Schedule
+from tflite_opt.core.config import ClusterConfig, Preprocessing, PruneConfig, QatConfig, Schedule
 from tflite_opt.core.errors import TfliteOptError, UsageError
 
 EXIT_USAGE = 2
@@ -231,6 +232,34 @@ def define_pruning_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_string("sparsity-m-by-n", None, "Structured sparsity: m zeros in every n weights, e.g. 2:4.", **group)
 
 
+def define_qat_flags(flag_values: flags.FlagValues) -> None:
+    """--cluster and --qat: clustering and quantization-aware training (they share --batch-size and
+    --learning-rate with pruning, with defaults of their own)."""
+    group = {"flag_values": flag_values, "module_name": "Clustering and quantization-aware training (tfmot)"}
+    clustering = ClusterConfig()
+    flags.DEFINE_integer(
+        "cluster", None, "Cluster each layer's weights to N shared values (after --prune, keeping its zeros).", **group
+    )
+    flags.DEFINE_integer(
+        "cluster-epochs",
+        clustering.epochs,
+        f"Fine-tuning epochs after clustering (--batch-size {clustering.batch_size} and "
+        f"--learning-rate {clustering.learning_rate:g} unless given).",
+        **group,
+    )
+    default = QatConfig()
+    flags.DEFINE_bool(
+        "qat", False, "Also make int8-qat: fine-tune with int8 simulated, then convert to full int8.", **group
+    )
+    flags.DEFINE_integer(
+        "qat-epochs",
+        default.epochs,
+        f"Quantization-aware fine-tuning epochs (with --batch-size, default {default.batch_size} here, and "
+        f"--learning-rate, default {default.learning_rate:g} here).",
+        **group,
+    )
+
+
 def define_overwrite_flag(flag_values: flags.FlagValues, group: str, what: str) -> None:
     """--overwrite: replace ``what`` if it exists."""
     flags.DEFINE_bool("overwrite", False, f"Replace {what}.", flag_values=flag_values, module_name=group)
@@ -273,6 +302,36 @@ def _pair(text: str | None, separator: str, flag: str) -> tuple[int, int] | None
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
         raise UsageError(f"--{flag} takes two integers as A{separator}B, got {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def _shared(fv: flags.FlagValues, name: str, default: Any) -> Any:
+    """A shared fine-tuning flag's value where it was given, else this step's own default."""
+    return fv[name].value if fv[name].present else default
+
+
+def cluster_config_from_flags(fv: flags.FlagValues) -> ClusterConfig | None:
+    """A ClusterConfig when --cluster is given."""
+    if fv["cluster"].value is None:
+        return None
+    default = ClusterConfig()
+    return ClusterConfig(
+        clusters=fv["cluster"].value,
+        epochs=fv["cluster-epochs"].value,
+        batch_size=_shared(fv, "batch-size", default.batch_size),
+        learning_rate=_shared(fv, "learning-rate", default.learning_rate),
+    )
+
+
+def qat_config_from_flags(fv: flags.FlagValues) -> QatConfig | None:
+    """A QatConfig when --qat is given; --batch-size and --learning-rate apply only where given."""
+    if not fv["qat"].value:
+        return None
+    default = QatConfig()
+    return QatConfig(
+        epochs=fv["qat-epochs"].value,
+        batch_size=_shared(fv, "batch-size", default.batch_size),
+        learning_rate=_shared(fv, "learning-rate", default.learning_rate),
+    )
 
 
 def prune_config_from_flags(fv: flags.FlagValues, always: bool = False) -> PruneConfig | None:

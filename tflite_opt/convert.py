@@ -14,14 +14,17 @@ from absl import flags
 from tflite_opt.command import (
     OUTPUT_GROUP,
     PRUNING_GROUP,
+    cluster_config_from_flags,
     define_calibration_flags,
     define_model_flags,
     define_overwrite_flag,
     define_preprocessing_flags,
     define_pruning_flags,
+    define_qat_flags,
     path_flag,
     preprocessing_from_flags,
     prune_config_from_flags,
+    qat_config_from_flags,
     run_cli,
 )
 from tflite_opt.core.config import DEFAULT_SPARSITY_GRID, ConvertConfig, IoType, Mode, SearchConfig
@@ -70,6 +73,7 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
     )
     define_preprocessing_flags(flag_values)
     define_pruning_flags(flag_values)
+    define_qat_flags(flag_values)
     flags.DEFINE_bool(
         "sparse-format",
         False,
@@ -163,6 +167,8 @@ def config_from_flags(fv: flags.FlagValues) -> ConvertConfig:
         io_type=IoType(fv["io-type"].value),
         preprocessing=preprocessing_from_flags(fv),
         prune=prune_config_from_flags(fv),
+        qat=qat_config_from_flags(fv),
+        cluster=cluster_config_from_flags(fv),
         train_data=path_flag(fv, "train-data"),
         sparse_format=fv["sparse-format"].value,
         allow_unsafe_deserialization=fv["allow-unsafe-deserialization"].value,

@@ -13,7 +13,7 @@ import pytest
 from absl import flags
 
 from tflite_opt.command import preprocessing_from_flags, prune_config_from_flags, run_cli
-from tflite_opt.core.config import Preprocessing, PruneConfig
+from tflite_opt.core.config import ClusterConfig, Preprocessing, PruneConfig, QatConfig
 from tflite_opt.core.errors import ConversionError, DataError, UsageError
 from tflite_opt.core.tflite_file import read_tflite
 
@@ -121,6 +121,28 @@ def test_pruning_flags_become_a_config_only_with_prune():
     assert config == PruneConfig(block_size=(1, 4))
     with pytest.raises(UsageError, match="--sparsity-m-by-n takes two integers as A:B"):
         prune_config_from_flags(parse(define_pruning_flags, ["--prune", "--sparsity-m-by-n", "2-4"]))
+
+
+def test_qat_flags_keep_their_own_defaults_unless_the_shared_fine_tuning_flags_are_given():
+    from tflite_opt.command import (
+        cluster_config_from_flags,
+        define_pruning_flags,
+        define_qat_flags,
+        qat_config_from_flags,
+    )
+
+    def both(flag_values):
+        define_pruning_flags(flag_values)
+        define_qat_flags(flag_values)
+
+    assert qat_config_from_flags(parse(both, [])) is None
+    assert qat_config_from_flags(parse(both, ["--qat"])) == QatConfig()
+    given = qat_config_from_flags(parse(both, ["--qat", "--qat-epochs", "3", "--learning-rate", "0.01"]))
+    assert given == QatConfig(epochs=3, learning_rate=0.01, batch_size=QatConfig().batch_size)
+    assert cluster_config_from_flags(parse(both, [])) is None
+    assert cluster_config_from_flags(parse(both, ["--cluster", "8"])) == ClusterConfig(clusters=8)
+    with pytest.raises(UsageError, match="--cluster takes 2 to 256"):
+        cluster_config_from_flags(parse(both, ["--cluster", "1"]))
 
 
 def output_is_whole(folder: Path) -> None:

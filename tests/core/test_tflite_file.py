@@ -1,9 +1,18 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from helpers import CORPUS
 
 from tflite_opt.core.errors import ModelLoadError
-from tflite_opt.core.tflite_file import _schema, kernel_tensor, read_tflite, set_input_range, weight_counts
+from tflite_opt.core.tflite_file import (
+    _schema,
+    distinct_per_channel,
+    kernel_tensor,
+    read_tflite,
+    set_input_range,
+    weight_counts,
+)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +58,15 @@ def test_setting_the_input_range_changes_only_those_two_floats():
     assert (tensor.MinAsNumpy().tolist(), tensor.MaxAsNumpy().tolist()) == ([0.0], [255.0])
     with pytest.raises(ModelLoadError, match="records no calibrated range"):
         set_input_range((CORPUS / "tflite" / "valid.tflite").read_bytes(), 0.0, 255.0)
+
+
+def test_distinct_values_are_counted_per_output_channel_the_first_axis_or_a_depthwise_kernels_last():
+    model = read_tflite((CORPUS / "tflite" / "valid.tflite").read_bytes())
+    conv_op = next(op for op in model.operators if op.name == "CONV_2D")
+    conv = kernel_tensor(model, conv_op)
+    values = model.constant_array(conv).reshape(conv.shape)
+    expected = max(len(np.unique(values[channel])) for channel in range(conv.shape[0]))
+    assert distinct_per_channel(model, conv_op, conv) == expected <= 9  # 3x3 weights per output channel
+    # Read as a depthwise kernel, the last axis (one channel here) holds all 36 weights.
+    depthwise = replace(conv_op, name="DEPTHWISE_CONV_2D")
+    assert distinct_per_channel(model, depthwise, conv) == len(np.unique(values))

@@ -9,7 +9,16 @@ import pytest
 from helpers import FACE_LABELS
 from PIL import Image
 
-from tflite_opt.core.config import ConvertConfig, IoType, Mode, Preprocessing, PruneConfig, SearchConfig
+from tflite_opt.core.config import (
+    ClusterConfig,
+    ConvertConfig,
+    IoType,
+    Mode,
+    Preprocessing,
+    PruneConfig,
+    QatConfig,
+    SearchConfig,
+)
 from tflite_opt.core.errors import OutputExistsError, UsageError
 from tflite_opt.core.interpreter import TfliteRunner, quantize
 from tflite_opt.core.tflite_file import read_tflite
@@ -19,7 +28,7 @@ from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.data import ImageSize, apply_preprocessing, load_dataset, open_source
 from tflite_opt.stages.load import load_keras_model
 from tflite_opt.stages.report import format_table
-from tflite_opt.stages.translate import translate_for_pruning
+from tflite_opt.stages.translate import translate_for_tfmot
 from tflite_opt.stages.verify import float_operators
 
 
@@ -34,7 +43,7 @@ def test_the_plan_puts_the_float32_reference_first_and_names_every_variant():
 
 def test_a_pruned_plan_converts_the_pruned_model_but_keeps_the_unpruned_reference():
     plan = plan_variants(ConvertConfig(prune=PruneConfig(target_sparsity=0.8), sparse_format=True))
-    assert [(v.name, v.from_pruned, v.sparse_weights) for v in plan] == [
+    assert [(v.name, v.from_tuned, v.sparse_weights) for v in plan] == [
         ("float32", False, False),
         ("int8-pruned80", True, False),
         ("int8-pruned80-sparse", True, True),
@@ -346,9 +355,79 @@ def test_keras3_direct_conversion_equals_the_tf_keras_rebuilds(keras3_mobilenets
     model3 = load_keras_model(keras3_mobilenets["mobilenet_v3"])
     pixels = load_dataset(keras3_mobilenets["root"] / "calibration", ImageSize(96, 96, 3)).raw
     calibration = (pixels[:32].astype(np.float32) - 127.5) / 127.5
-    rebuilt = translate_for_pruning(model3, calibration[:8]).model
+    rebuilt = translate_for_tfmot(model3, calibration[:8]).model
     direct = convert_keras(model3, Mode.FULL_INT8, calibration, IoType.FLOAT32, progress=False)
     translated = convert_keras(rebuilt, Mode.FULL_INT8, calibration, IoType.FLOAT32, progress=False)
     np.testing.assert_array_equal(
         TfliteRunner(direct).predict(calibration), TfliteRunner(translated).predict(calibration)
     )
+
+
+def outlier_config(outlier_model, outlier_data, tmp_path, **overrides):
+    return ConvertConfig(
+        model_path=outlier_model,
+        representative_data=outlier_data / "calibration",
+        eval_data=outlier_data / "eval",
+        train_data=outlier_data / "train.npz",
+        preprocessing=Preprocessing(),
+        output_dir=tmp_path,
+        **overrides,
+    )
+
+
+@pytest.mark.slow
+def test_qat_makes_a_verified_full_int8_variant_where_post_training_quantization_fails(
+    outlier_model, outlier_data, tmp_path
+):
+    report = run_convert(outlier_config(outlier_model, outlier_data, tmp_path, qat=QatConfig()))
+    qat, ptq = report.variant("int8-qat"), report.variant("int8")
+    assert ptq.top1 < report.keras_top1 - 0.5 and qat.top1 >= report.keras_top1 - 0.02
+    assert qat.verification.passed and not float_operators(
+        read_tflite((tmp_path / "outlier_model.int8-qat.tflite").read_bytes())
+    )
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["qat"]["epochs"] == 10 and saved["qat"]["skipped"] == []
+    assert [v["variant"] for v in saved["variants"] if v["chosen"]] == ["int8-qat"]
+
+
+def test_qat_and_clustering_are_not_searched_yet_and_qat_needs_full_int8():
+    with pytest.raises(UsageError, match="--qat and --cluster are not searched yet"):
+        ConvertConfig(qat=QatConfig(), search=SearchConfig(1.0))
+    with pytest.raises(UsageError, match="--qat and --cluster are not searched yet"):
+        ConvertConfig(cluster=ClusterConfig(), search=SearchConfig(1.0))
+    with pytest.raises(UsageError, match="it needs --full-int8"):
+        ConvertConfig(modes=(Mode.FLOAT16,), qat=QatConfig())
+
+
+def test_the_collaborative_variants_are_named_after_what_they_keep():
+    names = {
+        (prune, cluster): ConvertConfig(
+            prune=PruneConfig(0.8) if prune else None, cluster=ClusterConfig(16) if cluster else None, qat=QatConfig()
+        ).qat_variant
+        for prune in (False, True)
+        for cluster in (False, True)
+    }
+    assert names == {
+        (False, False): "int8-qat",
+        (True, False): "int8-pruned80-pqat",
+        (False, True): "int8-clustered16-cqat",
+        (True, True): "int8-pruned80-clustered16-pcqat",
+    }
+
+
+@pytest.mark.slow
+def test_pruned_clustered_and_quantization_aware_keeps_zeros_and_clusters_in_a_full_int8_file(
+    outlier_model, outlier_data, tmp_path
+):
+    tuning = {"prune": PruneConfig(0.8, epochs=2), "cluster": ClusterConfig(16), "qat": QatConfig()}
+    report = run_convert(outlier_config(outlier_model, outlier_data, tmp_path, **tuning))
+    pcqat = report.variant("int8-pruned80-clustered16-pcqat")
+    checks = {check.name: check for check in pcqat.verification.checks}
+    assert checks["integer-only"].passed and checks["sparsity kept"].passed and checks["clusters kept"].passed
+    assert all(sparsity >= 0.79 for sparsity in pcqat.layer_sparsity.values())
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["clustering"]["clusters"] == 16 and saved["clustering"]["preserved_sparsity"] is True
+    # conv keeps 14 of its 72 weights: too few for 16 clusters, so it stays pruned, unclustered, and frozen.
+    assert set(saved["clustering"]["clustered_layers"]) == {"squash", "logits"}
+    assert [s["layer"] for s in saved["clustering"]["skipped"]] == ["conv"]
+    assert "too few for 16 clusters" in saved["clustering"]["skipped"][0]["reason"]

@@ -51,8 +51,12 @@ def test_each_fine_tuning_epoch_is_logged(digits, caplog):
     with caplog.at_level(logging.INFO, logger="tflite_opt"):
         result = prune.prune_model(build_sequential(), *digits, PruneConfig(target_sparsity=0.5, **FAST))
     lines = [r.getMessage() for r in caplog.records if r.name == "tflite_opt.stages.prune"]
-    assert [line.split(":")[1].strip() for line in lines] == ["epoch 1/2", "epoch 2/2"]
-    assert all("loss" in line and "accuracy" in line for line in lines)
+    assert [line.split(":")[1].strip() for line in lines] == [
+        "epoch 1/2",
+        "epoch 2/2",
+        f"BatchNormalization statistics settled on {min(prune.SETTLE_SAMPLES, len(digits[0]))} training samples",
+    ]
+    assert all("loss" in line and "accuracy" in line for line in lines[:2])
     assert result.stats.seconds > 0
 
 
@@ -148,3 +152,22 @@ def test_a_keras3_model_the_translation_refuses_is_not_pruned_and_the_refusal_na
     model = keras.Model(inputs, keras.layers.Dense(10, name="scores")(x))
     with pytest.raises(TranslationError, match=r"layer 'noise' \(GaussianNoise\) is not on the list"):
         prune.prune_model(model, *digits28, PruneConfig(target_sparsity=0.5, **FAST))
+
+
+def test_batch_statistics_are_settled_on_a_draw_of_training_samples_and_frozen_layers_keep_theirs(digits):
+    model = build_sequential()  # conv -> depthwise -> bn
+    images, _ = digits
+    frozen = build_functional()
+    frozen.get_layer("stem_bn").trainable = False
+    before = frozen.get_layer("stem_bn").get_weights()
+    assert prune.settle_batch_statistics(frozen, images, seed=0) == 0  # no trainable BatchNormalization layer
+    for found, expected in zip(frozen.get_layer("stem_bn").get_weights(), before, strict=True):
+        np.testing.assert_array_equal(found, expected)
+    used = prune.settle_batch_statistics(model, images, seed=0)
+    assert used == min(prune.SETTLE_SAMPLES, len(images))
+    chosen = np.sort(np.random.default_rng(0).choice(len(images), size=used, replace=False))
+    keras = keras2.keras
+    before_bn = keras.Model(model.inputs, model.get_layer("depthwise").output)(images[chosen], training=False)
+    moving_mean = model.get_layer("bn").moving_mean.numpy()
+    np.testing.assert_allclose(moving_mean, np.mean(np.asarray(before_bn), axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    assert model.get_layer("bn").momentum == 0.99

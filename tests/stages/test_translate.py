@@ -9,7 +9,7 @@ from tflite_opt.core import keras2
 from tflite_opt.core.errors import TranslationError
 from tflite_opt.stages import translate
 from tflite_opt.stages.load import load_keras_model
-from tflite_opt.stages.translate import copy_weights, restore_into_keras3, translate_for_pruning
+from tflite_opt.stages.translate import copy_weights, restore_into_keras3, translate_for_tfmot
 
 RNG = np.random.default_rng(0)
 DIGITS = RNG.random((16, 28, 28, 1), dtype=np.float32)
@@ -27,7 +27,7 @@ def test_the_tests_ran_with_a_keras3_version_the_translation_was_checked_with():
 @pytest.mark.parametrize("build", [build_keras3_sequential, build_keras3_functional, build_keras3_transfer])
 def test_a_translation_computes_what_the_keras3_model_computes(build):
     model3 = build()
-    translation = translate_for_pruning(model3, DIGITS)
+    translation = translate_for_tfmot(model3, DIGITS)
     assert type(translation.model).__module__.startswith("tf_keras")
     np.testing.assert_allclose(outputs(translation.model, DIGITS), outputs(model3, DIGITS), rtol=1e-5, atol=1e-6)
     assert translation.max_difference <= 1e-5 and translation.samples == len(DIGITS)
@@ -51,7 +51,7 @@ def single_activation_model(activation, as_layer):
 def test_activations_tf_keras_lacks_or_computes_otherwise_are_expanded_into_built_in_layers(activation, as_layer):
     model3 = single_activation_model(activation, as_layer)
     x = np.linspace(-5, 5, 60, dtype=np.float32).reshape(10, 6)
-    translation = translate_for_pruning(model3, x)
+    translation = translate_for_tfmot(model3, x)
     np.testing.assert_allclose(outputs(translation.model, x), outputs(model3, x), rtol=1e-5, atol=1e-6)
     classes = {type(layer).__name__ for layer in translation.model.layers}
     assert classes <= {"InputLayer", "Dense", "ReLU", "LeakyReLU", "TFOpLambda", "Multiply", "Activation"}
@@ -69,7 +69,7 @@ def test_tf_keras_hard_sigmoid_of_the_same_name_would_be_wrong_by_up_to_0_08():
 
 
 def test_the_translation_saves_and_reloads_through_the_safety_check_without_registered_functions(tmp_path):
-    translation = translate_for_pruning(build_keras3_sequential(), DIGITS)
+    translation = translate_for_tfmot(build_keras3_sequential(), DIGITS)
     path = tmp_path / "translated.keras"
     translation.model.save(path)
     reloaded = load_keras_model(path)  # model_safety refuses registered functions ("imports module 'builtins'")
@@ -84,7 +84,7 @@ def test_operation_nodes_become_tensorflow_op_and_merge_layers():
     z = 2.0 * x + x / 4.0
     model3 = keras.Model(inputs, keras.layers.Concatenate(name="joined")([y, z, x * y]))
     sample = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
-    translation = translate_for_pruning(model3, sample)
+    translation = translate_for_tfmot(model3, sample)
     np.testing.assert_allclose(outputs(translation.model, sample), outputs(model3, sample), rtol=1e-5, atol=1e-6)
     assert any("operation Add(tensor, 3.0)" in note for note in translation.notes)
 
@@ -92,7 +92,7 @@ def test_operation_nodes_become_tensorflow_op_and_merge_layers():
 def test_a_nested_backbone_is_inlined_so_its_layers_can_be_pruned_and_stays_frozen():
     model3 = build_keras3_transfer()
     model3.get_layer("backbone").trainable = False
-    translation = translate_for_pruning(model3, DIGITS)
+    translation = translate_for_tfmot(model3, DIGITS)
     names = [layer.name for layer in translation.model.layers]
     assert "backbone" not in names and {"backbone_conv1", "backbone_conv2", "head"} <= set(names)
     assert not translation.model.get_layer("backbone_conv1").trainable
@@ -101,7 +101,7 @@ def test_a_nested_backbone_is_inlined_so_its_layers_can_be_pruned_and_stays_froz
 
 def test_recorded_training_false_is_dropped_so_dropout_and_batch_norm_train_as_in_keras3():
     model3 = build_keras3_functional()  # Keras 3 records training=False on the Dropout and BatchNorm calls
-    translation = translate_for_pruning(model3, DIGITS)
+    translation = translate_for_tfmot(model3, DIGITS)
     for layer in translation.model.layers:
         for node in layer.inbound_nodes:
             assert "training" not in node.call_kwargs, layer.name
@@ -131,7 +131,7 @@ def test_the_training_mode_check_refuses_a_translation_whose_dropout_is_frozen()
 
 def test_the_output_check_refuses_a_translation_that_differs_and_says_by_how_much():
     model3 = build_keras3_sequential()
-    model2 = translate_for_pruning(model3, DIGITS).model
+    model2 = translate_for_tfmot(model3, DIGITS).model
     kernel, bias = model2.get_layer("scores").get_weights()
     bias[0] += 0.05  # one class: a softmax ignores a shift of all of them
     model2.get_layer("scores").set_weights([kernel, bias])
@@ -142,7 +142,7 @@ def test_the_output_check_refuses_a_translation_that_differs_and_says_by_how_muc
 def test_batch_norm_statistics_survive_the_training_mode_check():
     model3 = build_keras3_functional()
     before = [w.copy() for w in model3.get_weights()]
-    translation = translate_for_pruning(model3, DIGITS)
+    translation = translate_for_tfmot(model3, DIGITS)
     for found, expected in zip(model3.get_weights(), before, strict=True):
         np.testing.assert_array_equal(found, expected)
     np.testing.assert_allclose(outputs(translation.model, DIGITS), outputs(model3, DIGITS), rtol=1e-5, atol=1e-6)
@@ -150,7 +150,7 @@ def test_batch_norm_statistics_survive_the_training_mode_check():
 
 def test_pruned_weights_go_back_into_a_keras3_clone():
     model3 = build_keras3_transfer()
-    model2 = translate_for_pruning(model3, DIGITS).model
+    model2 = translate_for_tfmot(model3, DIGITS).model
     kernel, bias = model2.get_layer("backbone_conv2").get_weights()
     kernel[..., :4] = 0.0
     model2.get_layer("backbone_conv2").set_weights([kernel, bias])
@@ -174,7 +174,7 @@ def test_a_layer_off_the_allow_list_is_refused_by_name_with_what_to_do(build, re
     x = build(keras)(inputs)
     model3 = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
     with pytest.raises(TranslationError, match=refusal) as refused:
-        translate_for_pruning(model3, RNG.random((2, 16, 16, 1), dtype=np.float32))
+        translate_for_tfmot(model3, RNG.random((2, 16, 16, 1), dtype=np.float32))
     assert "convert without --prune" in str(refused.value)
 
 
@@ -183,7 +183,7 @@ def test_an_operation_off_the_allow_list_is_refused_by_name():
     inputs = keras.Input((4,))
     model3 = keras.Model(inputs, keras.layers.Dense(2)(keras.ops.sin(inputs)))
     with pytest.raises(TranslationError, match=r"Keras 3 operation keras\.src\.ops\.numpy\.Sin"):
-        translate_for_pruning(model3, RNG.random((2, 4), dtype=np.float32))
+        translate_for_tfmot(model3, RNG.random((2, 4), dtype=np.float32))
 
 
 def test_a_nested_model_called_twice_is_refused():
@@ -193,7 +193,7 @@ def test_a_nested_model_called_twice_is_refused():
     inputs = keras.Input((4,))
     model3 = keras.Model(inputs, keras.layers.Add()([shared(inputs), shared(inputs * 2.0)]))
     with pytest.raises(TranslationError, match="nested model 'shared' is called 2 times"):
-        translate_for_pruning(model3, RNG.random((2, 4), dtype=np.float32))
+        translate_for_tfmot(model3, RNG.random((2, 4), dtype=np.float32))
 
 
 def test_the_training_mode_check_refuses_a_translation_whose_batch_norm_is_frozen():

@@ -255,3 +255,12 @@ def weight_counts(model: TfliteFile, tensor: Tensor) -> tuple[int, int]:
     """(weights, non-zero weights) of a stored tensor, dense or sparse."""
     values = model.constant_array(tensor)
     return int(np.prod(tensor.shape)), int(np.count_nonzero(values))
+
+
+def distinct_per_channel(model: TfliteFile, op: Operator, tensor: Tensor) -> int:
+    """The largest number of distinct stored values in one output channel of a weight tensor (clustering keeps
+    it at most the number of clusters). The output channel is the first axis, the last for a depthwise kernel."""
+    values = model.constant_array(tensor).reshape(tensor.shape)
+    axis = values.ndim - 1 if op.name == "DEPTHWISE_CONV_2D" else 0
+    channels = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+    return max(len(np.unique(channel)) for channel in channels)

@@ -22,14 +22,17 @@ from tflite_opt.jobs.measure import Bench, assemble_results, latency_pixels
 from tflite_opt.jobs.search import CandidateBuilder, run_search
 from tflite_opt.jobs.version_check import preflight
 from tflite_opt.stages.benchmark import AccuracyStats, Measured, busy_machine, evaluate, reference_problem
+from tflite_opt.stages.cluster import ClusterResult, cluster_model
 from tflite_opt.stages.convert import PixelInputChoice, choose_pixel_input, convert_keras, convert_pixel_input
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.package import BundlePaths, write_bundle
 from tflite_opt.stages.prune import PruneResult, prune_model
+from tflite_opt.stages.qat import QatResult, quantization_aware_model
 from tflite_opt.stages.report import ConvertReport, VariantResult, report_paths, write_report_files
 from tflite_opt.stages.search import SearchOutcome, candidate_name
 from tflite_opt.stages.verify import (
     Verified,
+    clusters_kept_check,
     file_layer_sparsity,
     pixel_input_check,
     pruning_kept_check,
@@ -44,11 +47,13 @@ class PlannedVariant:
     """One .tflite file a run converts: its name, its mode, and what it is converted from and how.
 
     ``pixel_input``: a full-int8 model with the normalization inside, taking camera pixels as they are.
+    ``from_qat``: converted from the quantization-aware model (``int8-qat``).
     """
 
     name: str
     mode: Mode
-    from_pruned: bool = False
+    from_tuned: bool = False
+    from_qat: bool = False
     sparse_weights: bool = False
     per_tensor: bool = False
     pixel_input: bool = False
@@ -63,21 +68,28 @@ def plan_variants(config: ConvertConfig) -> tuple[PlannedVariant, ...]:
         plan += [PlannedVariant(m.value, m) for m in config.modes if m is not Mode.FLOAT32]
         if config.per_tensor:
             plan.append(PlannedVariant(candidate_name(0.0, (), True), Mode.FULL_INT8, per_tensor=True))
-        return tuple(plan)
+        return tuple(plan + _qat_plan(config))
     pruned = config.pruned_modes
-    plan += [PlannedVariant(config.variant_name(m), m, from_pruned=True, per_tensor=config.per_tensor) for m in pruned]
+    plan += [PlannedVariant(config.variant_name(m), m, from_tuned=True, per_tensor=config.per_tensor) for m in pruned]
     if config.sparse_format:
         plan += [
-            PlannedVariant(f"{config.variant_name(m)}-sparse", m, from_pruned=True, sparse_weights=True) for m in pruned
+            PlannedVariant(f"{config.variant_name(m)}-sparse", m, from_tuned=True, sparse_weights=True) for m in pruned
         ]
-    return tuple(plan)
+    return tuple(plan + _qat_plan(config))
+
+
+def _qat_plan(config: ConvertConfig) -> list[PlannedVariant]:
+    if config.qat is None:
+        return []
+    return [PlannedVariant(config.qat_variant, Mode.FULL_INT8, from_tuned=config.tuned, from_qat=True)]
 
 
 def with_pixel_input(plan: tuple[PlannedVariant, ...], pixel_input: PixelInputChoice) -> tuple[PlannedVariant, ...]:
     """The plan with its full-int8 variants taking pixels, where that was chosen."""
     if not pixel_input.chosen:
         return plan
-    return tuple(replace(v, pixel_input=v.mode is Mode.FULL_INT8) for v in plan)
+    # A quantization-aware model learnt its input range on normalized input: it keeps it.
+    return tuple(replace(v, pixel_input=v.mode is Mode.FULL_INT8 and not v.from_qat) for v in plan)
 
 
 def output_path(output_dir: Path, model_name: str, variant: str) -> Path:
@@ -113,20 +125,19 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     inputs = load_inputs(config, spec)
     if config.search is not None and inputs.evaluation is None:
         raise UsageError("--max-accuracy-drop judges every candidate on held-out data: pass --eval-data")
-    pruned = None
-    if config.prune is not None and config.search is None:
-        pruned = prune_model(model, inputs.train.model_input(config.preprocessing), inputs.train.labels, config.prune)
+    tuned = _fine_tuned(config, model, inputs)
+    pruned = tuned.pruned
     log.debug("converting %s", ", ".join(v.name for v in plan))
     calibration = inputs.calibration.model_input(config.preprocessing) if inputs.calibration is not None else None
     pixel_input = choose_pixel_input(config, calibration, spec.channels)
     plan = with_pixel_input(plan, pixel_input)
-    files = _convert_and_verify(plan, model, pruned, inputs, config, spec, progress)
+    files = _convert_and_verify(plan, {"model": model, "tuned": tuned}, inputs, config, spec, progress)
     bench = _bench(config, model, inputs, spec, progress)
     log.debug("measuring %s", ", ".join(files))
     keras_accuracy, measured = bench.measure(files)
     keras_top1 = keras_accuracy.top1 if keras_accuracy else None
     outcome, chosen_variant = None, next((v.name for v in plan if v.per_tensor), None)
-    pruned_variants = [v.name for v in plan if v.from_pruned]
+    pruned_variants = [v.name for v in plan if v.from_tuned]
     if config.search is not None:
         builder = _candidate_builder(config, model, spec, inputs, bench, keras_top1, pixel_input.chosen)
         outcome = run_search(builder)
@@ -137,34 +148,79 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         measured, paths, "float32", keras_top1, bench.settings, _file_sparsity(measured, pruned, pruned_variants, spec)
     )
     report = _report(config, spec, inputs, bench, results, keras_accuracy, pruned, outcome, chosen_variant)
+    report = replace(
+        report,
+        qat=tuned.qat.stats if tuned.qat is not None else None,
+        clustering=tuned.clustered.stats if tuned.clustered is not None else None,
+    )
     if config.integer_io:
         report = replace(report, pixel_input=pixel_input)  # the choice only concerns integer input
     _write(report, measured, labels_for(inputs, spec.num_classes), config)
     return report
 
 
+@dataclass(frozen=True)
+class FineTuned:
+    """What a run fine-tuned before converting: pruned, then clustered, then quantization-aware (each optional)."""
+
+    pruned: PruneResult | None = None
+    clustered: ClusterResult | None = None
+    qat: QatResult | None = None
+
+    def source(self, planned: PlannedVariant, model: Any) -> Any:
+        """The Keras model a planned variant is converted from."""
+        if planned.from_qat:
+            return self.qat.model
+        if planned.from_tuned:
+            return self.clustered.model if self.clustered is not None else self.pruned.model
+        return model
+
+
+def _fine_tuned(config: ConvertConfig, model: Any, inputs: Inputs) -> FineTuned:
+    """Pruning (``config.prune``, outside a search), then clustering and quantization-aware training, as asked."""
+    if not config.tuned and config.qat is None:
+        return FineTuned()
+    train_x, train_y = inputs.train.model_input(config.preprocessing), inputs.train.labels
+    pruned = clustered = qat = None
+    if config.prune is not None and config.search is None:
+        pruned = prune_model(model, train_x, train_y, config.prune)
+    if config.cluster is not None:
+        source = pruned.model if pruned is not None else model
+        clustered = cluster_model(source, train_x, train_y, config.cluster, preserve_sparsity=pruned is not None)
+    if config.qat is not None:
+        tuned = clustered.model if clustered is not None else pruned.model if pruned is not None else model
+        scheme = config.qat_variant.rsplit("-", 1)[-1]
+        frozen = tuple(name for name, _ in clustered.stats.skipped) if clustered and pruned else ()
+        qat = quantization_aware_model(tuned, train_x, train_y, config.qat, scheme, frozen)
+    return FineTuned(pruned, clustered, qat)
+
+
 def _convert_and_verify(
     plan: Iterable[PlannedVariant],
-    model: Any,
-    pruned: PruneResult | None,
+    sources: dict[str, Any],
     inputs: Inputs,
     config: ConvertConfig,
     spec: ClassifierSpec,
     progress: bool,
 ) -> dict[str, Verified]:
-    """Each planned variant converted and verified; the first failure raises VerificationError."""
+    """Each planned variant converted and verified; the first failure raises VerificationError.
+
+    ``sources``: the Keras ``model`` and what was ``tuned`` from it (:class:`FineTuned`).
+    """
     files = {}
+    tuned = sources["tuned"]
     for planned in plan:
-        source = pruned.model if planned.from_pruned else model
-        content = _convert(planned, source, inputs, config, progress)
+        content = _convert(planned, tuned.source(planned, sources["model"]), inputs, config, progress)
         parsed = read_tflite(content, source=f"the {planned.name} model")
         verification = replace(
             verify_variant(parsed, planned.mode, config.io_type, spec.layer_scopes), variant=planned.name
         )
         if planned.pixel_input:
             verification = verification.with_check(pixel_input_check(parsed, config.io_type))
-        if planned.from_pruned:
-            verification = verification.with_check(pruning_kept_check(parsed, pruned.stats, spec))
+        if planned.from_tuned and tuned.pruned is not None:
+            verification = verification.with_check(pruning_kept_check(parsed, tuned.pruned.stats, spec))
+        if planned.from_tuned and tuned.clustered is not None:
+            verification = verification.with_check(clusters_kept_check(parsed, tuned.clustered.stats, spec))
         verification.raise_for_failures()
         files[planned.name] = Verified(content, parsed, verification, planned.pixel_input)
     return files

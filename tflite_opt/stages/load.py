@@ -25,6 +25,9 @@ EXPORT_FOLDER_HINT = (
 )
 
 
+QAT_WRAPPER_PREFIX = "quant_"
+
+
 @dataclass(frozen=True)
 class ClassifierSpec:
     """What an image classifier takes and gives."""
@@ -51,7 +54,9 @@ class ClassifierSpec:
         """The name scopes of ``layers`` (those of a nested model's layers too) and the layer each stands for."""
         wanted = set(layers)
         renamed = {scope: layer for scope, layer in self.renamed_scopes if layer in wanted}
-        return {**{name: name for name in wanted if name not in renamed.values()}, **renamed}
+        scopes = {**{name: name for name in wanted if name not in renamed.values()}, **renamed}
+        # tfmot's quantization-aware wrapper of layer conv1 is named quant_conv1.
+        return {**scopes, **{f"{QAT_WRAPPER_PREFIX}{scope}": layer for scope, layer in scopes.items()}}
 
 
 def _saved_keras_version(path: Path) -> str | None:

@@ -20,13 +20,15 @@ from tflite_opt.core.errors import UsageError
 from tflite_opt.core.keras3 import is_keras3_model
 from tflite_opt.core.tfmot import prunable_layer_class, prune_registry, pruning_wrapper_class, tfmot
 from tflite_opt.stages.model_safety import TF_OP_LAYERS
-from tflite_opt.stages.translate import restore_into_keras3, translate_for_pruning
+from tflite_opt.stages.translate import restore_into_keras3, translate_for_tfmot
 
 log = logging.getLogger(__name__)
 
 # The weight tfmot prunes for each kind of layer, in the order to look for it
 # (SeparableConv2D: its pointwise kernel, not its depthwise one).
 PRUNABLE_KERNELS = ("kernel", "pointwise_kernel", "depthwise_kernel")
+# Training samples BatchNormalization's statistics are taken from after fine-tuning.
+SETTLE_SAMPLES = 256
 # Fine-tuning samples on which a Keras 3 model's translation must give the model's outputs.
 TRANSLATION_CHECK_SAMPLES = 32
 
@@ -64,7 +66,8 @@ class PruneResult:
     stats: PruneStats
 
 
-def _prunable_kernel(layer: Any) -> Any | None:
+def prunable_kernel(layer: Any) -> Any | None:
+    """The weight a conv or dense layer computes with (SeparableConv2D: its pointwise kernel), or None."""
     for name in PRUNABLE_KERNELS:
         kernel = getattr(layer, name, None)
         if kernel is not None:
@@ -79,7 +82,7 @@ def skip_reason(layer: Any, config: PruneConfig) -> str | None:
     registry = prune_registry()
     if not registry.supports(layer):
         return f"{type(layer).__name__} is not supported by tensorflow-model-optimization"
-    kernel = _prunable_kernel(layer)
+    kernel = prunable_kernel(layer)
     if kernel is None:
         return "has no weights to prune"
     if registry._LAYERS_WEIGHTS_MAP.get(type(layer)) == []:
@@ -97,7 +100,7 @@ def layer_sparsity(model: Any, layer_names: Sequence[str] | None = None) -> tupl
     """Weights and non-zero weights of each layer's kernel (all kernels, or the named layers)."""
     rows = []
     for layer in model.layers:
-        kernel = _prunable_kernel(layer)
+        kernel = prunable_kernel(layer)
         if kernel is None or (layer_names is not None and layer.name not in layer_names):
             continue
         values = np.asarray(kernel.numpy())
@@ -140,7 +143,7 @@ def wrap_for_pruning(model: Any, config: PruneConfig, steps: int) -> tuple[Any, 
         reason = skip_reason(layer, config)
         if reason is None:
             return sparsity.prune_low_magnitude(layer, **params)
-        if _prunable_kernel(layer) is not None or not _supported(layer):
+        if prunable_kernel(layer) is not None or not _supported(layer):
             skipped.append((layer.name, reason))
         return layer
 
@@ -190,26 +193,12 @@ def prune_model(
         )
     steps_per_epoch = int(np.ceil(len(train_x) / config.batch_size))
     keras.utils.set_random_seed(config.seed)
-    # tfmot prunes tf_keras models only: a Keras 3 model is pruned through its checked translation.
-    keras3_model = model if is_keras3_model(model) else None
-    if keras3_model is not None:
-        model = translate_for_pruning(keras3_model, train_x[:TRANSLATION_CHECK_SAMPLES]).model
+    model, keras3_model = for_tfmot(model, train_x)
     wrapped, skipped = wrap_for_pruning(model, config, steps_per_epoch * config.epochs)
-    wrapped.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not output_is_probability(model, train_x)),
-        metrics=["accuracy"],
-    )
-    dataset = (
-        keras2.tf.data.Dataset.from_tensor_slices((train_x.astype(np.float32), train_y))
-        .shuffle(len(train_x), seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-    )
-    started = time.perf_counter()
-    callbacks = [sparsity.UpdatePruningStep(), _epoch_logger(config.epochs)]
-    wrapped.fit(dataset, epochs=config.epochs, verbose=0, callbacks=callbacks)
-    seconds = time.perf_counter() - started
+    settings = FineTuning(config.epochs, config.batch_size, config.learning_rate, config.seed, "pruning")
+    seconds = fine_tune(wrapped, model, train_x, train_y, settings, [sparsity.UpdatePruningStep()])
     stripped = sparsity.strip_pruning(wrapped)
+    settle_batch_statistics(stripped, train_x, config.seed)
     pruned_names = [layer.layer.name for layer in wrapped.layers if isinstance(layer, pruning_wrapper_class())]
     return PruneResult(
         model=stripped if keras3_model is None else restore_into_keras3(keras3_model, stripped),
@@ -219,13 +208,88 @@ def prune_model(
     )
 
 
-def _epoch_logger(epochs: int) -> Any:
-    """A Keras callback that logs each fine-tuning epoch's loss and accuracy."""
+def for_tfmot(model: Any, train_x: np.ndarray) -> tuple[Any, Any | None]:
+    """(a tf_keras model tfmot can wrap, the Keras 3 original or None). tfmot works on tf_keras models only:
+    a Keras 3 model goes through its translation, checked on the first training samples."""
+    if not is_keras3_model(model):
+        return model, None
+    return translate_for_tfmot(model, train_x[:TRANSLATION_CHECK_SAMPLES]).model, model
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """How a tfmot-wrapped model is fine-tuned, and the name its epochs are logged under."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    what: str
+
+
+def fine_tune(
+    wrapped: Any, model: Any, train_x: np.ndarray, train_y: np.ndarray, settings: FineTuning, callbacks: list
+) -> float:
+    """Fit ``wrapped`` (``model`` inside tfmot's wrappers) on the shuffled training data; returns the seconds.
+
+    The loss is cross-entropy on ``model``'s outputs as they are: probabilities after a softmax, else logits.
+    """
+    keras = keras2.keras
+    wrapped.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not output_is_probability(model, train_x)),
+        metrics=["accuracy"],
+    )
+    dataset = (
+        keras2.tf.data.Dataset.from_tensor_slices((train_x.astype(np.float32), train_y))
+        .shuffle(len(train_x), seed=settings.seed, reshuffle_each_iteration=True)
+        .batch(settings.batch_size)
+    )
+    started = time.perf_counter()
+    logger = epoch_logger(settings.what, settings.epochs)
+    wrapped.fit(dataset, epochs=settings.epochs, verbose=0, callbacks=[*callbacks, logger])
+    return time.perf_counter() - started
+
+
+def settle_batch_statistics(model: Any, train_x: np.ndarray, seed: int) -> int:
+    """Set every trainable BatchNormalization layer's moving statistics to those of a random draw of training samples.
+
+    Pruning changes what each BatchNormalization layer sees, and a short fine-tuning moves its moving
+    statistics only part of the way (momentum 0.99: a third of the way in 40 steps), so the pruned model can
+    collapse in inference while it scores well in training mode (MobileNetV3Small pruned to 50% in one epoch:
+    10.6% against 89%; settled, 92.6%). Frozen layers (trainable=False) keep theirs.
+
+    Returns:
+        The number of samples the statistics were taken from (0: the model has no such layer).
+    """
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if type(layer).__name__ == "BatchNormalization" and layer.trainable
+    ]
+    if not layers:
+        return 0
+    chosen = np.random.default_rng(seed).choice(len(train_x), size=min(SETTLE_SAMPLES, len(train_x)), replace=False)
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0  # the next training-mode call sets the statistics to the batch's
+        model(train_x[np.sort(chosen)].astype(np.float32), training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+    log.info("pruning: BatchNormalization statistics settled on %d training samples", len(chosen))
+    return len(chosen)
+
+
+def epoch_logger(what: str, epochs: int) -> Any:
+    """A Keras callback that logs each fine-tuning epoch's loss and accuracy, as "<what>: epoch 1/8: ..."."""
 
     def log_epoch(epoch: int, logs: dict | None) -> None:
         logs = logs or {}
         log.info(
-            "pruning: epoch %d/%d: loss %.4f, accuracy %.4f",
+            "%s: epoch %d/%d: loss %.4f, accuracy %.4f",
+            what,
             epoch + 1,
             epochs,
             logs.get("loss", float("nan")),

@@ -15,10 +15,12 @@ from tflite_opt.core.config import Preprocessing
 from tflite_opt.core.fileio import atomic_write_bytes, atomic_write_json
 from tflite_opt.core.interpreter import ROUNDING
 from tflite_opt.stages.benchmark import AccuracyStats, LatencyStats, ShipOption, SizeStats, Verdict, choose_to_ship
+from tflite_opt.stages.cluster import ClusterStats
 from tflite_opt.stages.convert import PixelInputChoice
 from tflite_opt.stages.data import ClassMapping
 from tflite_opt.stages.layer_errors import LayerError
 from tflite_opt.stages.prune import PruneStats
+from tflite_opt.stages.qat import QatStats
 from tflite_opt.stages.search import SearchOutcome
 from tflite_opt.stages.verify import Verification
 
@@ -94,6 +96,8 @@ class ConvertReport:
     variants: tuple[VariantResult, ...]
     warnings: tuple[str, ...] = field(default=())
     pruning: PruneStats | None = None
+    qat: QatStats | None = None
+    clustering: ClusterStats | None = None
     pruned_keras_top1: float | None = None
     reference: str | None = "float32"
     search: SearchOutcome | None = None
@@ -228,6 +232,8 @@ class ConvertReport:
             "reference": self.reference,
             "variants": [self._variant_dict(v) for v in self.variants],
             "pruning": self._pruning_dict(),
+            "qat": self.qat.to_dict() if self.qat is not None else None,
+            "clustering": self.clustering.to_dict() if self.clustering is not None else None,
             "search": {"score": self.score_name, **self.search.to_dict(self._search_paths())} if self.search else None,
             "warnings": list(self.warnings),
         }
@@ -346,6 +352,10 @@ def format_table(report: ConvertReport) -> str:
     out += _notes(report)
     if report.pruning is not None:
         out += ["", *_pruning_lines(report)]
+    if report.clustering is not None:
+        out += ["", _clustering_line(report.clustering)]
+    if report.qat is not None:
+        out += ["", _qat_line(report.qat)]
     if report.search is not None:
         out += ["", *_search_lines(report)]
     out.extend(f"warning: {w}" for w in report.warnings)
@@ -386,6 +396,24 @@ def pixel_input_note(choice: PixelInputChoice) -> str | None:
             f"match these only if it rounds {ROUNDING}, in float32, as the manifest says"
         )
     return None
+
+
+def _clustering_line(clustering: ClusterStats) -> str:
+    skipped = "; ".join(f"{name}: {reason}" for name, reason in clustering.skipped)
+    kept = ", zeros kept" if clustering.preserved_sparsity else ""
+    return (
+        f"clustering: {len(clustering.clustered)} layers to {clustering.config.clusters} shared values{kept}, "
+        f"{clustering.config.epochs} epochs of fine-tuning in {clustering.seconds:.0f} s"
+        + (f"; skipped: {skipped}" if skipped else "")
+    )
+
+
+def _qat_line(qat: QatStats) -> str:
+    skipped = "; ".join(f"{name}: {reason}" for name, reason in qat.skipped)
+    return (
+        f"quantization-aware training: {qat.config.epochs} epochs of fine-tuning with int8 simulated "
+        f"in {qat.seconds:.0f} s" + (f"; not annotated: {skipped}" if skipped else "")
+    )
 
 
 def _pruning_lines(report: ConvertReport) -> list[str]:

@@ -21,7 +21,7 @@ Rewrites, each with a reason:
   overrides it with the model's flag, tf_keras would obey it and freeze Dropout and
   BatchNormalization during fine-tuning.
 
-Every translation is checked before use (:func:`translate_for_pruning`): outputs within a
+Every translation is checked before use (:func:`translate_for_tfmot`): outputs within a
 tight tolerance of the Keras 3 model's, and Dropout and BatchNormalization behaving in
 training mode as in Keras 3.
 """
@@ -92,7 +92,7 @@ class Translation:
     samples: int
 
 
-def translate_for_pruning(model3: Any, samples: np.ndarray) -> Translation:
+def translate_for_tfmot(model3: Any, samples: np.ndarray) -> Translation:
     """The Keras 3 ``model3`` rebuilt in tf_keras with its weights, checked on ``samples``.
 
     Raises:

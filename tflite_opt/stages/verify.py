@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from tflite_opt.core.config import IoType, Mode
 from tflite_opt.core.errors import VerificationError
-from tflite_opt.core.tflite_file import Operator, TfliteFile, kernel_tensor, weight_counts
+from tflite_opt.core.tflite_file import Operator, TfliteFile, distinct_per_channel, kernel_tensor, weight_counts
+from tflite_opt.stages.cluster import ClusterStats
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.prune import PruneStats
 
@@ -257,3 +258,35 @@ def pruning_kept_check(model: TfliteFile, pruned: PruneStats, spec: ClassifierSp
     """:func:`sparsity_check` of every layer pruning pruned."""
     keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.layers}
     return sparsity_check(model, keras_sparsity, spec.scopes_for(keras_sparsity))
+
+
+def file_layer_clusters(model: TfliteFile, layer_names: Iterable[str]) -> dict[str, int]:
+    """Per Keras layer, the largest number of distinct values in one output channel of its kernels in the file."""
+    found: dict[str, int] = {}
+    for op in model.operators:
+        tensor = kernel_tensor(model, op)
+        layer = layer_for_tensor_name(tensor.name, layer_names) if tensor is not None else None
+        if layer is not None:
+            found[layer] = max(found.get(layer, 0), distinct_per_channel(model, op, tensor))
+    return found
+
+
+def clusters_kept_check(model: TfliteFile, clustered: ClusterStats, spec: ClassifierSpec) -> Check:
+    """Each clustered layer keeps at most its number of clusters of distinct values per output channel in the file."""
+    limit = clustered.config.clusters + (1 if clustered.preserved_sparsity else 0)  # the zeros are kept apart
+    in_file = file_layer_clusters(model, spec.scopes_for(clustered.clustered))
+    lost = [
+        f"{layer} {in_file[layer]} distinct values in a channel" if layer in in_file else f"{layer} (not found)"
+        for layer in clustered.clustered
+        if in_file.get(layer, limit + 1) > limit
+    ]
+    if lost:
+        return Check(
+            "clusters kept", False, f"clustering did not survive conversion (at most {limit}): " + ", ".join(lost)
+        )
+    worst = max(in_file[layer] for layer in clustered.clustered)
+    return Check(
+        "clusters kept",
+        True,
+        f"all {len(clustered.clustered)} clustered layers keep at most {limit} values per channel (at most {worst})",
+    )

@@ -1,0 +1,64 @@
+"""Quantization-aware training: the model post-training quantization wrecks comes back in full int8."""
+
+import numpy as np
+import pytest
+from helpers import build_keras3_sequential, build_outlier_model, mnist_digits
+
+from tflite_opt.core import keras2
+from tflite_opt.core.config import IoType, Mode, QatConfig
+from tflite_opt.core.errors import UsageError
+from tflite_opt.core.interpreter import TfliteRunner
+from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.stages.convert import convert_keras
+from tflite_opt.stages.qat import quantization_aware_model
+from tflite_opt.stages.verify import float_operators
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def outlier_digits():
+    images, labels = mnist_digits(2400, seed=1)
+    model = build_outlier_model(images[:1900], labels[:1900])
+    scaled = images[..., np.newaxis].astype(np.float32) / 255.0
+    return model, (scaled[:1900], labels[:1900]), scaled[1900:2000], (scaled[2000:], labels[2000:])
+
+
+def top1(content, inputs, labels):
+    return float(np.mean(np.argmax(TfliteRunner(content).predict(inputs), axis=1) == labels))
+
+
+def test_the_outlier_model_comes_back_within_two_points_in_full_int8(outlier_digits):
+    model, (train_x, train_y), calibration, (held_x, held_y) = outlier_digits
+    keras_top1 = float(np.mean(np.argmax(model.predict(held_x, verbose=0), axis=1) == held_y))
+    ptq = convert_keras(model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False)
+    result = quantization_aware_model(model, train_x, train_y, QatConfig())
+    qat = convert_keras(result.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False)
+    assert top1(ptq, held_x, held_y) < keras_top1 - 0.5  # what post-training quantization does to it
+    assert top1(qat, held_x, held_y) >= keras_top1 - 0.02
+    assert float_operators(read_tflite(qat)) == []  # full integer: nothing kept in float
+    assert result.stats.skipped == () and result.stats.seconds > 0
+
+
+def test_a_layer_tfmot_cannot_annotate_is_skipped_with_a_note_not_a_traceback(outlier_digits):
+    keras = keras2.keras
+    _, (train_x, train_y), _, _ = outlier_digits
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.LayerNormalization(name="norm")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="scores")(keras.layers.Flatten()(x)))
+    result = quantization_aware_model(model, train_x[:64], train_y[:64], QatConfig(epochs=1))
+    assert dict(result.stats.skipped) == {"norm": "LayerNormalization is not supported by tfmot's 8-bit scheme"}
+
+
+def test_a_keras3_model_trains_quantization_aware_through_its_translation(outlier_digits):
+    _, (train_x, train_y), calibration, _ = outlier_digits
+    result = quantization_aware_model(build_keras3_sequential(), train_x[:64], train_y[:64], QatConfig(epochs=1))
+    assert type(result.model).__module__.startswith("tf_keras")
+    content = convert_keras(result.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False)
+    assert float_operators(read_tflite(content)) == []
+
+
+def test_too_little_training_data_is_refused(outlier_digits):
+    model, (train_x, train_y), _, _ = outlier_digits
+    with pytest.raises(UsageError, match="at least --batch-size=32 samples"):
+        quantization_aware_model(model, train_x[:8], train_y[:8], QatConfig())

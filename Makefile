@@ -45,13 +45,14 @@ model: install
 	$(BIN)/python -m tflite_opt.default_model train mnist_mobilenet
 
 ## Benchmarks (scripts that print figures, not tests): the grid, evaluation speed, agreement with LiteRT, timing under load,
-## Keras 3 MobileNets converted and pruned.
+## Keras 3 MobileNets converted and pruned, PTQ / QAT / PQAT / PCQAT on both reference models.
 bench: install
 	$(BIN)/python benchmarks/grid.py
 	$(BIN)/python benchmarks/eval_speed.py
 	$(BIN)/python benchmarks/litert_compare.py
 	$(BIN)/python benchmarks/busy_machine.py --mobilenet
 	$(BIN)/python benchmarks/keras3_models.py
+	$(BIN)/python benchmarks/collaborative.py
 
 clean:
 	rm -rf artifacts .pytest_cache build *.egg-info

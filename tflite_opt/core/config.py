@@ -123,6 +123,20 @@ class Schedule(str, enum.Enum):
     CONSTANT = "constant"
 
 
+def _check_fine_tuning(epochs_flag: str, epochs: int, batch_size: int, learning_rate: float) -> None:
+    """The fine-tuning settings pruning, clustering and quantization-aware training share.
+
+    Raises:
+        UsageError: naming the flag of a setting out of range.
+    """
+    if epochs < 1:
+        raise UsageError(f"{epochs_flag} must be at least 1, got {epochs}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if not learning_rate > 0:
+        raise UsageError(f"--learning-rate must be positive, got {learning_rate}")
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """How to prune and fine-tune; defaults suit the embedded MNIST CNN."""
@@ -148,12 +162,7 @@ class PruneConfig:
             object.__setattr__(self, "target_sparsity", m / n)
         if not 0.0 < self.target_sparsity < 1.0:
             raise UsageError(f"--target-sparsity must be between 0 and 1 (exclusive), got {self.target_sparsity}")
-        if self.epochs < 1:
-            raise UsageError(f"--pruning-epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.learning_rate > 0:
-            raise UsageError(f"--learning-rate must be positive, got {self.learning_rate}")
+        _check_fine_tuning("--pruning-epochs", self.epochs, self.batch_size, self.learning_rate)
         if any(b < 1 for b in self.block_size):
             raise UsageError(f"--block-size values must be at least 1, got {self.block_size}")
         if not 0.0 <= self.initial_sparsity <= self.target_sparsity:
@@ -191,12 +200,7 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if not 2 <= self.clusters <= 256:
             raise UsageError(f"--cluster takes 2 to 256 shared values per layer, got {self.clusters}")
-        if self.epochs < 1:
-            raise UsageError(f"--cluster-epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.learning_rate > 0:
-            raise UsageError(f"--learning-rate must be positive, got {self.learning_rate}")
+        _check_fine_tuning("--cluster-epochs", self.epochs, self.batch_size, self.learning_rate)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -221,12 +225,7 @@ class QatConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise UsageError(f"--qat-epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.learning_rate > 0:
-            raise UsageError(f"--learning-rate must be positive, got {self.learning_rate}")
+        _check_fine_tuning("--qat-epochs", self.epochs, self.batch_size, self.learning_rate)
 
     def to_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate}
@@ -405,10 +404,12 @@ class ConvertConfig:
         return tuple(m for m in self.modes if m is not Mode.FLOAT32) or (Mode.FLOAT32,)
 
     @property
+    def qat_scheme(self) -> str:
+        """``qat``; after pruning or clustering, the collaborative scheme that keeps their work: ``pqat``
+        (zeros), ``cqat`` (clusters), ``pcqat`` (both)."""
+        return ("p" if self.prune is not None else "") + ("c" if self.cluster is not None else "") + "qat"
+
+    @property
     def qat_variant(self) -> str:
-        """``int8-qat``; after pruning or clustering, the collaborative scheme that keeps their work: ``-pqat``
-        (zeros), ``-cqat`` (clusters), ``-pcqat`` (both)."""
-        if not self.tuned:
-            return "int8-qat"
-        scheme = ("p" if self.prune is not None else "") + ("c" if self.cluster is not None else "") + "qat"
-        return f"{self.variant_name(Mode.FULL_INT8)}-{scheme}"
+        """``int8-qat``, or the fine-tuned variant's name with the scheme: ``int8-pruned80-clustered16-pcqat``."""
+        return f"{self.variant_name(Mode.FULL_INT8)}-{self.qat_scheme}"

@@ -131,7 +131,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     calibration = inputs.calibration.model_input(config.preprocessing) if inputs.calibration is not None else None
     pixel_input = choose_pixel_input(config, calibration, spec.channels)
     plan = with_pixel_input(plan, pixel_input)
-    files = _convert_and_verify(plan, {"model": model, "tuned": tuned}, inputs, config, spec, progress)
+    files = _convert_and_verify(plan, model, tuned, inputs, config, spec, progress)
     bench = _bench(config, model, inputs, spec, progress)
     log.debug("measuring %s", ", ".join(files))
     keras_accuracy, measured = bench.measure(files)
@@ -189,28 +189,25 @@ def _fine_tuned(config: ConvertConfig, model: Any, inputs: Inputs) -> FineTuned:
         clustered = cluster_model(source, train_x, train_y, config.cluster, preserve_sparsity=pruned is not None)
     if config.qat is not None:
         tuned = clustered.model if clustered is not None else pruned.model if pruned is not None else model
-        scheme = config.qat_variant.rsplit("-", 1)[-1]
         frozen = tuple(name for name, _ in clustered.stats.skipped) if clustered and pruned else ()
-        qat = quantization_aware_model(tuned, train_x, train_y, config.qat, scheme, frozen)
+        qat = quantization_aware_model(tuned, train_x, train_y, config.qat, config.qat_scheme, frozen)
     return FineTuned(pruned, clustered, qat)
 
 
 def _convert_and_verify(
     plan: Iterable[PlannedVariant],
-    sources: dict[str, Any],
+    model: Any,
+    tuned: FineTuned,
     inputs: Inputs,
     config: ConvertConfig,
     spec: ClassifierSpec,
     progress: bool,
 ) -> dict[str, Verified]:
-    """Each planned variant converted and verified; the first failure raises VerificationError.
-
-    ``sources``: the Keras ``model`` and what was ``tuned`` from it (:class:`FineTuned`).
-    """
+    """Each planned variant converted and verified (from ``model`` or what was ``tuned`` from it); the first
+    failure raises VerificationError."""
     files = {}
-    tuned = sources["tuned"]
     for planned in plan:
-        content = _convert(planned, tuned.source(planned, sources["model"]), inputs, config, progress)
+        content = _convert(planned, tuned.source(planned, model), inputs, config, progress)
         parsed = read_tflite(content, source=f"the {planned.name} model")
         verification = replace(
             verify_variant(parsed, planned.mode, config.io_type, spec.layer_scopes), variant=planned.name

@@ -18,7 +18,7 @@ from tflite_opt.core import keras2
 from tflite_opt.core.config import ClusterConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.tfmot import tfmot
-from tflite_opt.stages.prune import FineTuning, fine_tune, for_tfmot, prunable_kernel
+from tflite_opt.stages.prune import FineTuning, clone_wrapped, fine_tune, for_tfmot, prunable_kernel
 from tflite_opt.stages.translate import restore_into_keras3
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,8 @@ def _clusterable(model: Any, clusters: int, preserve_sparsity: bool) -> tuple[An
         clustered.append(layer.name)
         return wrapped
 
-    copy = keras2.keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())  # the wrappers share the wrapped layers' variables: work on a copy
     with clustering.cluster_scope():
-        wrapped_model = keras2.keras.models.clone_model(copy, clone_function=cluster)
+        wrapped_model = clone_wrapped(model, cluster)
     if not clustered:
         raise UsageError(f"{model.name} has no layer tensorflow-model-optimization can cluster")
     for name, reason in skipped:

@@ -147,14 +147,21 @@ def wrap_for_pruning(model: Any, config: PruneConfig, steps: int) -> tuple[Any, 
             skipped.append((layer.name, reason))
         return layer
 
-    # The wrappers share the wrapped layers' variables, so work on a copy: the caller's
-    # model stays the unpruned reference.
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    wrapped = keras.models.clone_model(copy, clone_function=wrap)
+    wrapped = clone_wrapped(model, wrap)
     if not any(isinstance(layer, pruning_wrapper_class()) for layer in wrapped.layers):
         raise UsageError(f"{model.name} has no layer that can be pruned: " + "; ".join(f"{n}: {r}" for n, r in skipped))
     return wrapped, skipped
+
+
+def clone_wrapped(model: Any, wrap: Any) -> Any:
+    """A copy of ``model`` with ``wrap`` applied to each of its layers (a tfmot wrapper, or the layer as it is).
+
+    The wrappers share the wrapped layers' variables, so they wrap a copy: the caller's model stays the reference.
+    """
+    keras = keras2.keras
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return keras.models.clone_model(copy, clone_function=wrap)
 
 
 def _supported(layer: Any) -> bool:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from tflite_opt.core.config import IoType, Mode
 from tflite_opt.core.errors import VerificationError
-from tflite_opt.core.tflite_file import Operator, TfliteFile, distinct_per_channel, kernel_tensor, weight_counts
+from tflite_opt.core.tflite_file import Operator, Tensor, TfliteFile, distinct_per_channel, kernel_tensor, weight_counts
 from tflite_opt.stages.cluster import ClusterStats
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.prune import PruneStats
@@ -205,17 +205,23 @@ def file_layer_sparsity(model: TfliteFile, layer_names: Iterable[str]) -> dict[s
     convolution with a folded BatchNorm is attributed to the convolution.
     """
     counts: dict[str, tuple[int, int]] = {}
+    for layer, _, tensor in _layer_kernels(model, layer_names):
+        weights, nonzero = weight_counts(model, tensor)
+        before = counts.get(layer, (0, 0))
+        counts[layer] = (before[0] + weights, before[1] + nonzero)
+    return counts
+
+
+def _layer_kernels(model: TfliteFile, layer_names: Iterable[str]) -> Iterator[tuple[str, Operator, Tensor]]:
+    """(layer, operator, stored kernel) for each conv or dense operator whose kernel belongs to one of the layers.
+
+    Only the weight tensor's own name counts: an operator's activations are named after its neighbours.
+    """
     for op in model.operators:
         tensor = kernel_tensor(model, op)
-        if tensor is None:
-            continue
-        # Only the weight tensor's own name counts: an operator's activations are named after its neighbours.
-        layer = layer_for_tensor_name(tensor.name, layer_names)
+        layer = layer_for_tensor_name(tensor.name, layer_names) if tensor is not None else None
         if layer is not None:
-            weights, nonzero = weight_counts(model, tensor)
-            before = counts.get(layer, (0, 0))
-            counts[layer] = (before[0] + weights, before[1] + nonzero)
-    return counts
+            yield layer, op, tensor
 
 
 def overall_sparsity(model: TfliteFile) -> float:
@@ -263,11 +269,8 @@ def pruning_kept_check(model: TfliteFile, pruned: PruneStats, spec: ClassifierSp
 def file_layer_clusters(model: TfliteFile, layer_names: Iterable[str]) -> dict[str, int]:
     """Per Keras layer, the largest number of distinct values in one output channel of its kernels in the file."""
     found: dict[str, int] = {}
-    for op in model.operators:
-        tensor = kernel_tensor(model, op)
-        layer = layer_for_tensor_name(tensor.name, layer_names) if tensor is not None else None
-        if layer is not None:
-            found[layer] = max(found.get(layer, 0), distinct_per_channel(model, op, tensor))
+    for layer, op, tensor in _layer_kernels(model, layer_names):
+        found[layer] = max(found.get(layer, 0), distinct_per_channel(model, op, tensor))
     return found
 
 

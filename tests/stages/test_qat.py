@@ -62,3 +62,25 @@ def test_too_little_training_data_is_refused(outlier_digits):
     model, (train_x, train_y), _, _ = outlier_digits
     with pytest.raises(UsageError, match="at least --batch-size=32 samples"):
         quantization_aware_model(model, train_x[:8], train_y[:8], QatConfig())
+
+
+def test_batch_normalization_after_a_convolution_folds_into_it_as_in_post_training_quantization(outlier_digits):
+    keras = keras2.keras
+    _, (train_x, train_y), calibration, _ = outlier_digits
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            layers.Input((28, 28, 1)),
+            layers.Conv2D(8, 3, use_bias=False, name="conv"),
+            layers.BatchNormalization(name="conv_bn"),
+            layers.ReLU(name="relu"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(10, name="scores"),
+        ]
+    )
+    result = quantization_aware_model(model, train_x[:64], train_y[:64], QatConfig(epochs=1))
+    ptq = read_tflite(convert_keras(model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False))
+    qat = read_tflite(convert_keras(result.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False))
+    assert [op.name for op in qat.operators] == [op.name for op in ptq.operators]
+    assert result.stats.skipped == ()

@@ -97,6 +97,42 @@ def _scheme(name: str) -> Any:
     return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=name == "pcqat")
 
 
+def _folded_batch_norms(model: Any, annotated: set[str]) -> set[str]:
+    """BatchNormalization layers right after an annotated convolution or dense layer without activation.
+
+    tfmot's 8-bit layout transforms train such a pair as one operation (no int8 step between them) and the
+    converter folds the normalization into the kernel; left unannotated, the normalization would stay a float
+    multiply-add the converter quantizes as two more operators.
+    """
+    layers = {layer.name: layer for layer in model.layers}
+    folded = set()
+    for name, source in _predecessors(model).items():
+        layer, before = layers[name], layers.get(source)
+        if (
+            type(layer).__name__ in ("BatchNormalization", "SyncBatchNormalization")
+            and type(before).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")
+            and source in annotated
+            and before.get_config().get("activation") == "linear"
+        ):
+            folded.add(name)
+    return folded
+
+
+def _predecessors(model: Any) -> dict[str, str]:
+    """Each single-input layer's input layer, by name, read from the model's own config (a layer shared by the
+    models pruning and clustering built has inbound nodes in each of them)."""
+    config = model.get_config()
+    if "input_layers" not in config:  # Sequential: each layer takes the one before it
+        names = [entry["config"]["name"] for entry in config["layers"] if entry["class_name"] != "InputLayer"]
+        return dict(zip(names[1:], names[:-1], strict=True))
+    found = {}
+    for entry in config["layers"]:
+        nodes = entry.get("inbound_nodes") or []
+        if len(nodes) == 1 and len(nodes[0]) == 1:
+            found[entry["name"]] = nodes[0][0][0]
+    return found
+
+
 def _quantization_aware(model: Any, scheme: str, frozen: tuple[str, ...]) -> tuple[Any, list[tuple[str, str]]]:
     """``model`` with every layer tfmot's 8-bit scheme supports annotated, then quantize_apply'd with ``scheme``."""
     keras, quantization = keras2.keras, tfmot().quantization.keras
@@ -105,6 +141,8 @@ def _quantization_aware(model: Any, scheme: str, frozen: tuple[str, ...]) -> tup
     )
 
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    annotated_layers = {layer.name for layer in model.layers if registry.supports(layer) and layer.name not in frozen}
+    folded = _folded_batch_norms(model, annotated_layers)
     skipped: list[tuple[str, str]] = []
 
     def annotate(layer: Any) -> Any:
@@ -113,7 +151,7 @@ def _quantization_aware(model: Any, scheme: str, frozen: tuple[str, ...]) -> tup
             layer.trainable = False
             skipped.append((layer.name, "pruned but not clustered: kept as it is, quantized after training"))
             return layer
-        if registry.supports(layer):
+        if layer.name in annotated_layers or layer.name in folded:
             return quantization.quantize_annotate_layer(layer)
         if layer.weights:
             skipped.append((layer.name, f"{type(layer).__name__} is not supported by tfmot's 8-bit scheme"))

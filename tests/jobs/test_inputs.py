@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tflite_opt.core import default_data
-from tflite_opt.core.config import ConvertConfig, Mode, Preprocessing, PruneConfig
+from tflite_opt.core.config import ClusterConfig, ConvertConfig, Mode, Preprocessing, PruneConfig, QatConfig
 from tflite_opt.core.errors import DataError, UsageError
 from tflite_opt.jobs.inputs import Inputs, labels_for, load_classifier, load_inputs, resolve_defaults
 
@@ -15,6 +15,21 @@ def test_the_embedded_default_fills_model_data_and_preprocessing():
     assert config.representative_data == default_data.CALIBRATION_DIR and config.eval_data == default_data.EVAL_DIR
     assert config.train_data == default_data.TRAIN_FILE and config.preprocessing == default_data.PREPROCESSING
     assert resolve_defaults(ConvertConfig()).train_data is None  # no pruning, no training data
+
+
+@pytest.mark.parametrize(
+    ("fine_tuning", "what"),
+    [
+        ({"prune": PruneConfig()}, "pruning"),
+        ({"cluster": ClusterConfig(16)}, "clustering"),
+        ({"qat": QatConfig()}, "quantization-aware training"),
+    ],
+)
+def test_every_fine_tuning_gets_training_data_or_asks_for_it(fine_tuning, what, saved_tiny_model, tmp_path):
+    assert resolve_defaults(ConvertConfig(**fine_tuning)).train_data == default_data.TRAIN_FILE
+    user = ConvertConfig(model_path=saved_tiny_model, representative_data=tmp_path, **fine_tuning)
+    with pytest.raises(UsageError, match=f"{what} fine-tunes the model and needs labelled training data"):
+        resolve_defaults(user)
 
 
 def test_a_user_model_gets_plain_pixel_scaling_and_no_default_data(saved_tiny_model, tmp_path):

@@ -396,6 +396,11 @@ class ConvertConfig:
         return self.prune is not None or self.cluster is not None
 
     @property
+    def fine_tunes(self) -> bool:
+        """Pruning, clustering or quantization-aware training: fine-tuning on labelled training data."""
+        return self.tuned or self.qat is not None
+
+    @property
     def pruned_modes(self) -> tuple[Mode, ...]:
         """Modes converted from the pruned (or clustered) model: all but the float32 reference, unless it is the
         only one."""

@@ -35,9 +35,10 @@ def resolve_defaults(config: ConvertConfig) -> ConvertConfig:
                 "--full-int8 needs calibration data for your model: pass --representative-data "
                 "(a folder of images or a .npy/.npz file)"
             )
-        if (config.prune is not None or config.qat is not None) and config.train_data is None:
+        if config.fine_tunes and config.train_data is None:
+            what = "pruning" if config.prune else "clustering" if config.cluster else "quantization-aware training"
             raise UsageError(
-                f"{'pruning' if config.prune else 'quantization-aware training'} fine-tunes the model and needs "
+                f"{what} fine-tunes the model and needs "
                 "labelled training data: pass --train-data "
                 "(one subfolder per class, or an .npz file with arrays x and y)"
             )
@@ -53,7 +54,7 @@ def resolve_defaults(config: ConvertConfig) -> ConvertConfig:
         model_name=config.model_name or default_data.MODEL_NAME,
         representative_data=config.representative_data or default_data.CALIBRATION_DIR,
         eval_data=config.eval_data or default_data.EVAL_DIR,
-        train_data=config.train_data or (default_data.TRAIN_FILE if config.prune or config.qat else None),
+        train_data=config.train_data or (default_data.TRAIN_FILE if config.fine_tunes else None),
         preprocessing=config.preprocessing or default_data.PREPROCESSING,
     )
 

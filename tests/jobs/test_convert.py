@@ -50,6 +50,15 @@ def test_a_pruned_plan_converts_the_pruned_model_but_keeps_the_unpruned_referenc
     ]
 
 
+def test_a_clustered_plan_converts_the_clustered_model_and_its_quantization_aware_scheme():
+    plan = plan_variants(ConvertConfig(cluster=ClusterConfig(16), qat=QatConfig()))
+    assert [(v.name, v.from_tuned, v.from_qat) for v in plan] == [
+        ("float32", False, False),
+        ("int8-clustered16", True, False),
+        ("int8-clustered16-cqat", True, True),
+    ]
+
+
 def test_per_tensor_adds_a_variant_beside_the_per_channel_one_and_a_search_plans_only_the_reference():
     assert [(v.name, v.per_tensor) for v in plan_variants(ConvertConfig(per_tensor=True))] == [
         ("float32", False),

@@ -64,7 +64,7 @@ def plan_variants(config: ConvertConfig) -> tuple[PlannedVariant, ...]:
     plan = [PlannedVariant("float32", Mode.FLOAT32)]
     if config.search is not None:
         return tuple(plan)
-    if config.prune is None:
+    if not config.tuned:
         plan += [PlannedVariant(m.value, m) for m in config.modes if m is not Mode.FLOAT32]
         if config.per_tensor:
             plan.append(PlannedVariant(candidate_name(0.0, (), True), Mode.FULL_INT8, per_tensor=True))

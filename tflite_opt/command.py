@@ -249,7 +249,11 @@ def define_qat_flags(flag_values: flags.FlagValues) -> None:
     )
     default = QatConfig()
     flags.DEFINE_bool(
-        "qat", False, "Also make int8-qat: fine-tune with int8 simulated, then convert to full int8.", **group
+        "qat",
+        False,
+        "Also make int8-qat: fine-tune with int8 simulated, then convert to full int8. With --max-accuracy-drop: "
+        "tried where post-training int8 misses the budget, before keeping layers in float.",
+        **group,
     )
     flags.DEFINE_integer(
         "qat-epochs",

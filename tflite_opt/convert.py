@@ -90,8 +90,10 @@ def _define_search_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_float(
         "max-accuracy-drop",
         None,
-        "Top-1 points the model may lose against Keras on --eval-data. Keeps the worst int8 layers in float "
-        "while full-int8 loses more; with --prune, also searches the highest sparsity within it.",
+        "Top-1 points the model may lose against Keras on --eval-data. Where full-int8 loses more: with --qat, "
+        "quantization-aware training first; then the worst int8 layers kept in float. With --prune, also "
+        "searches the highest sparsity within it (with --cluster, clustered; with --qat, -pqat/-pcqat where a "
+        "level's int8 misses).",
         **search,
     )
     flags.DEFINE_list(

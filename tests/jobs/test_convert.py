@@ -399,11 +399,9 @@ def test_qat_makes_a_verified_full_int8_variant_where_post_training_quantization
     assert [v["variant"] for v in saved["variants"] if v["chosen"]] == ["int8-qat"]
 
 
-def test_qat_and_clustering_are_not_searched_yet_and_qat_needs_full_int8():
-    with pytest.raises(UsageError, match="--qat and --cluster are not searched yet"):
-        ConvertConfig(qat=QatConfig(), search=SearchConfig(1.0))
-    with pytest.raises(UsageError, match="--qat and --cluster are not searched yet"):
-        ConvertConfig(cluster=ClusterConfig(), search=SearchConfig(1.0))
+def test_qat_needs_full_int8_and_is_not_searched_for_per_tensor_weights():
+    with pytest.raises(UsageError, match="--per-tensor is not searched with --qat"):
+        ConvertConfig(qat=QatConfig(), per_tensor=True, search=SearchConfig(1.0))
     with pytest.raises(UsageError, match="it needs --full-int8"):
         ConvertConfig(modes=(Mode.FLOAT16,), qat=QatConfig())
 

@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 from helpers import build_outlier_model
 
-from tflite_opt.core.config import ConvertConfig, Mode, Preprocessing, PruneConfig, SearchConfig
+from tflite_opt.core.config import (
+    ClusterConfig,
+    ConvertConfig,
+    Mode,
+    Preprocessing,
+    PruneConfig,
+    QatConfig,
+    SearchConfig,
+)
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs.convert import run_convert
+from tflite_opt.stages.verify import float_operators
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +59,7 @@ def test_selective_quantization_keeps_the_outlier_layer_in_float_and_restores_ac
     assert cost["top1_points"] > 30 and cost["size_bytes"] > 0  # float weights cost bytes, win the accuracy back
     assert [v["variant"] for v in saved["variants"] if v["chosen"]] == [chosen.variant]
     assert saved["search"]["layer_ranking"][0]["layer"] == "squash"
+    assert "--qat (with --train-data) tries it" in saved["search"]["qat_not_tried"]
     assert (tmp_path / "search.png").stat().st_size > 10_000
 
 
@@ -75,6 +85,67 @@ def test_the_sparsity_search_returns_the_highest_sparsity_within_budget(outlier_
     # Its zeros are in the file, and the report describes the pruning of the chosen model.
     assert report.variant(chosen.variant).sparsity >= chosen.sparsity - 0.02
     assert report.pruning.config.target_sparsity == chosen.sparsity
+
+
+def test_quantization_aware_training_comes_before_float_layers_and_clustering_keeps_full_integer(
+    outlier_model, outlier_data, tmp_path
+):
+    config = search_config(
+        outlier_data,
+        outlier_model,
+        tmp_path,
+        search=SearchConfig(2.0),
+        cluster=ClusterConfig(16),
+        qat=QatConfig(),
+        pixel_input=True,
+    )
+    report = run_convert(config)
+    outcome = report.search
+    # Post-training candidates take camera pixels; quantization-aware ones keep the input their ranges were
+    # learnt on, and are measured (and described in their manifest) with it.
+    assert report.variant("int8").pixel_input and not report.variant(outcome.chosen.variant).pixel_input
+    rows = {c.variant: c for c in outcome.candidates}
+    assert list(rows)[:2] == ["int8", "int8-qat"] and rows["int8-qat"].within_budget
+    assert not any(c.float_layers for c in outcome.candidates), "full int8 was within reach: nothing kept in float"
+    assert outcome.ranking == ()  # the layers were never ranked for float
+    clustered = rows["int8-clustered16"]
+    assert clustered.parent == "int8" and clustered.remedy == "none"  # clustered from the float model
+    if not clustered.within_budget:  # post-training quantization of the clustered model: its cluster-keeping QAT
+        assert rows["int8-clustered16-cqat"].parent == "int8-clustered16"
+    chosen = outcome.chosen
+    assert chosen.within_budget and chosen.remedy in ("qat", "cqat")
+    assert float_operators(read_tflite((tmp_path / f"outlier_model.{chosen.variant}.tflite").read_bytes())) == []
+    saved = {row["variant"]: row for row in json.loads((tmp_path / "report.json").read_text())["search"]["candidates"]}
+    assert saved["int8-qat"]["remedy"] == "qat" and saved["int8-qat"]["fine_tuning_seconds"]["qat"] > 0
+    assert set(saved["int8-clustered16"]["fine_tuning_seconds"]) == {"clustering"}
+    assert saved["int8"]["fine_tuning_seconds"] == {} and saved["int8"]["remedy"] == "none"
+
+
+def test_a_pruned_level_whose_int8_misses_gets_the_scheme_that_keeps_its_zeros_and_clusters(
+    outlier_model, outlier_data, tmp_path
+):
+    config = search_config(
+        outlier_data,
+        outlier_model,
+        tmp_path,
+        # Pruned by half and clustered, this small model loses 2.5 points even with PCQAT: a 3-point budget.
+        search=SearchConfig(3.0, sparsities=(0.5,)),
+        prune=PruneConfig(epochs=2, batch_size=64, learning_rate=1e-3),
+        cluster=ClusterConfig(16),
+        qat=QatConfig(),
+    )
+    report = run_convert(config)
+    rows = {c.variant: c for c in report.search.candidates}
+    ptq = rows["int8-pruned50-clustered16"]
+    assert ptq.drop > 30, "the outlier survives pruning and clustering: post-training int8 still fails"
+    pcqat = rows["int8-pruned50-clustered16-pcqat"]
+    assert pcqat.parent == ptq.variant and pcqat.within_budget and report.search.chosen is pcqat
+    # Verified in the file: its zeros and at most 16 (+ the zero) values per channel survived the QAT.
+    checks = {c.name for c in report.variant(pcqat.variant).verification.checks if c.passed}
+    assert {"integer-only", "sparsity kept", "clusters kept"} <= checks
+    assert report.variant(pcqat.variant).sparsity >= 0.45
+    assert report.pruning.config.target_sparsity == 0.5 and report.clustering.preserved_sparsity
+    assert report.qat is not None and set(pcqat.tuned.seconds()) == {"pruning", "clustering", "qat"}
 
 
 def test_per_tensor_weights_show_their_accuracy_cost_next_to_per_channel(outlier_data, tmp_path):

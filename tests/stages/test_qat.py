@@ -84,3 +84,11 @@ def test_batch_normalization_after_a_convolution_folds_into_it_as_in_post_traini
     qat = read_tflite(convert_keras(result.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False))
     assert [op.name for op in qat.operators] == [op.name for op in ptq.operators]
     assert result.stats.skipped == ()
+    # A convolution left out of training (pruned, not clustered) takes its normalization with it.
+    left_out = quantization_aware_model(model, train_x[:64], train_y[:64], QatConfig(epochs=1), frozen=("conv",))
+    assert dict(left_out.stats.skipped) == {
+        "conv": "pruned but not clustered: kept as it is, quantized after training",
+        "conv_bn": "follows conv, left out: folded into it at conversion",
+    }
+    content = convert_keras(left_out.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False)
+    assert [op.name for op in read_tflite(content).operators] == [op.name for op in ptq.operators]

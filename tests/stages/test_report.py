@@ -6,11 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tflite_opt.core.config import Preprocessing, SearchConfig
+from tflite_opt.core.config import Preprocessing, QatConfig, SearchConfig
 from tflite_opt.stages.benchmark import LatencyStats, SizeStats, Verdict, accuracy_stats
 from tflite_opt.stages.convert import PixelInputChoice
 from tflite_opt.stages.data import ClassMapping
 from tflite_opt.stages.layer_errors import LayerError
+from tflite_opt.stages.qat import FineTuned, QatResult, QatStats
 from tflite_opt.stages.report import (
     ConvertReport,
     TensorInfo,
@@ -121,6 +122,21 @@ def test_the_search_section_lists_each_candidate_marked():
     assert "search: budget 2 top-1 points below Keras (100.00%); 2 candidates" in table
     assert any(line.startswith("✗ int8 ") for line in table.splitlines())
     assert any(line.startswith("* int8-mixed1") and line.endswith("squash") for line in table.splitlines())
+
+
+def test_the_search_section_says_each_candidates_remedy_and_its_fine_tuning_time():
+    trained = FineTuned(qat=QatResult(None, QatStats(QatConfig(), 12.4, ())))
+    candidates = (
+        Candidate("int8", "int8", 0.0, (), 0.5, 50.0, 900, False, None),
+        Candidate(
+            "int8-qat", "quantization-aware training", 0.0, (), 0.99, 1.0, 880, True, "int8", "qat", None, trained
+        ),
+    )
+    table = format_table(report(FLOAT, INT8, search=SearchOutcome(SearchConfig(2.0), 1.0, 20, False, candidates)))
+    rows = {line.split()[1]: line.split() for line in table.splitlines() if line[:2] in ("* ", "✗ ")}
+    assert rows["int8"][-2:] == ["0", "none"] and rows["int8-qat"][-2:] == ["12", "qat"]
+    missed = SearchOutcome(SearchConfig(2.0), 1.0, 20, False, candidates[:1], qat_not_tried="--qat tries it")
+    assert "  quantization-aware training not tried: --qat tries it" in format_table(report(FLOAT, INT8, search=missed))
 
 
 def test_markdown_has_the_table_verdicts_and_latency():

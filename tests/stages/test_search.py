@@ -9,13 +9,14 @@ from tflite_opt.stages.search import (
     candidate_name,
     choose,
     search_float_layers,
+    search_int8,
     search_sparsity,
 )
 
 GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def given(variant, drop, gzip_bytes, budget=1.0, sparsity=0.0, parent=None, float_layers=()):
+def given(variant, drop, gzip_bytes, budget=1.0, sparsity=0.0, parent=None, float_layers=(), scheme=None):
     return Candidate(
         variant=variant,
         phase="test",
@@ -26,6 +27,7 @@ def given(variant, drop, gzip_bytes, budget=1.0, sparsity=0.0, parent=None, floa
         gzip_bytes=gzip_bytes,
         within_budget=SearchConfig(budget).within(drop),
         parent=parent,
+        scheme=scheme,
     )
 
 
@@ -35,7 +37,7 @@ def monotone_maker(threshold, calls):
     def make(level, previous):
         calls.append((level, previous.sparsity if previous else None))
         drop = 0.5 if level <= threshold else 3.0 + 10 * (level - threshold)
-        return given(f"s{level}", drop, int(1000 * (1 - level)), sparsity=level, parent=previous and previous.variant)
+        return [given(f"s{level}", drop, int(1000 * (1 - level)), sparsity=level, parent=previous and previous.variant)]
 
     return make
 
@@ -68,10 +70,52 @@ def test_a_drop_beyond_bad_stops_the_sparsity_search_at_once():
 
     def collapse(level, previous):
         calls.append(level)
-        return given(f"s{level}", 40.0, 100, sparsity=level)
+        return [given(f"s{level}", 40.0, 100, sparsity=level)]
 
     search_sparsity(GRID, collapse, refine=False, bad_drop=5.0)
     assert calls == [0.5]
+
+
+def test_a_level_whose_post_training_quantization_misses_is_judged_by_its_quantization_aware_candidate():
+    calls = []
+
+    def make(level, previous):
+        calls.append((level, previous and previous.variant))
+        ptq = given(f"p{level}", 0.5 if level <= 0.5 else 3.0, int(1000 * (1 - level)), sparsity=level)
+        pqat = given(
+            f"p{level}-pqat", 0.5 if level <= 0.7 else 2.5, int(990 * (1 - level)), sparsity=level, scheme="pqat"
+        )
+        return [ptq] if level <= 0.5 else [ptq, pqat]
+
+    tried = search_sparsity(GRID, make)
+    # 0.5 is within with post-training quantization; 0.6 and 0.7 only quantization-aware, and the next level
+    # continues from that candidate; 0.8 and 0.9 miss both ways; the bisection starts from 0.7's.
+    assert calls == [
+        (0.5, None),
+        (0.6, "p0.5"),
+        (0.7, "p0.6-pqat"),
+        (0.8, "p0.7-pqat"),
+        (0.9, "p0.8-pqat"),
+        (0.75, "p0.7-pqat"),
+    ]
+    assert choose(tried).variant == "p0.7-pqat" and choose(tried).remedy == "pqat"
+    assert given("p0.5", 3.0, 500).remedy == "none" and given("m", 1.0, 9, float_layers=("x",)).remedy == "float layers"
+
+
+def test_full_int8_tries_quantization_aware_training_before_any_layer_in_float():
+    first = given("int8", 30.0, 100)
+    float_searches = []
+
+    def float_layers(start):
+        float_searches.append(start.variant)
+        return [start, given("int8-mixed1", 0.5, 150, float_layers=("x",))]
+
+    good_qat = search_int8(first, lambda: given("int8-qat", 0.8, 100, scheme="qat"), float_layers)
+    assert [c.variant for c in good_qat] == ["int8", "int8-qat"] and float_searches == []
+    bad_qat = search_int8(first, lambda: given("int8-qat", 9.0, 100, scheme="qat"), float_layers)
+    assert [c.variant for c in bad_qat] == ["int8", "int8-qat", "int8-mixed1"] and float_searches == ["int8"]
+    assert [c.variant for c in search_int8(first, None, float_layers)] == ["int8", "int8-mixed1"]
+    assert search_int8(given("int8", 0.2, 100), lambda: pytest.fail("not needed"), float_layers)[-1].variant == "int8"
 
 
 def test_the_float_layer_search_keeps_one_more_layer_per_step_and_reranks():
@@ -118,6 +162,9 @@ def test_candidate_names_say_what_was_done():
     assert candidate_name(0.0, (), False) == "int8"
     assert candidate_name(0.8, ("squash",), False) == "int8-pruned80-mixed1"
     assert candidate_name(0.65, (), True) == "int8-per-tensor-pruned65"
+    assert candidate_name(0.0, (), False, scheme="qat") == "int8-qat"
+    assert candidate_name(0.8, (), False, clusters=16, scheme="pcqat") == "int8-pruned80-clustered16-pcqat"
+    assert candidate_name(0.0, ("a",), False, clusters=8) == "int8-clustered8-mixed1"
 
 
 def test_the_outcome_names_the_chosen_candidate_or_the_best_miss():
@@ -139,3 +186,5 @@ def test_the_outcome_as_json_records_every_candidate_and_the_choice():
     assert chosen["chosen"] and chosen["from"] == "int8" and chosen["float_layers"] == ["squash"]
     assert chosen["path"] == "m.tflite" and row["candidates"][0]["path"] is None
     assert chosen["within_budget"] and not row["candidates"][0]["within_budget"]
+    assert chosen["remedy"] == "float layers" and row["candidates"][0]["remedy"] == "none"
+    assert chosen["fine_tuning_seconds"] == {} and row["qat_not_tried"] is None

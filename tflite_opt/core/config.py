@@ -369,9 +369,12 @@ class ConvertConfig:
             raise UsageError("--sparse-format is not searched; drop it or --max-accuracy-drop")
 
     def _check_qat(self) -> None:
-        if (self.qat is not None or self.cluster is not None) and self.search is not None:
-            # QAT and clustering as steps of the accuracy-budget search are not built yet.
-            raise UsageError("--qat and --cluster are not searched yet; drop --max-accuracy-drop to make them")
+        if self.qat is not None and self.per_tensor and self.search is not None:
+            # The search could choose a quantization-aware candidate, which is not what --per-tensor asks for.
+            raise UsageError(
+                "--per-tensor is not searched with --qat: tfmot trains convolutions with per-channel weights; "
+                "drop one of them"
+            )
         if self.qat is not None and Mode.FULL_INT8 not in self.modes:
             raise UsageError("--qat makes a full-int8 model (int8-qat); it needs --full-int8")
 

@@ -22,22 +22,14 @@ from tflite_opt.jobs.measure import Bench, assemble_results, latency_pixels
 from tflite_opt.jobs.search import CandidateBuilder, run_search
 from tflite_opt.jobs.version_check import preflight
 from tflite_opt.stages.benchmark import AccuracyStats, Measured, busy_machine, evaluate, reference_problem
-from tflite_opt.stages.cluster import ClusterResult, cluster_model
 from tflite_opt.stages.convert import PixelInputChoice, choose_pixel_input, convert_keras, convert_pixel_input
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.package import BundlePaths, write_bundle
 from tflite_opt.stages.prune import PruneResult, prune_model
-from tflite_opt.stages.qat import QatResult, quantization_aware_model
+from tflite_opt.stages.qat import FineTuned
 from tflite_opt.stages.report import ConvertReport, VariantResult, report_paths, write_report_files
 from tflite_opt.stages.search import SearchOutcome, candidate_name
-from tflite_opt.stages.verify import (
-    Verified,
-    clusters_kept_check,
-    file_layer_sparsity,
-    pixel_input_check,
-    pruning_kept_check,
-    verify_variant,
-)
+from tflite_opt.stages.verify import Verified, file_layer_sparsity, fine_tuning_kept, pixel_input_check, verify_variant
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +118,6 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     if config.search is not None and inputs.evaluation is None:
         raise UsageError("--max-accuracy-drop judges every candidate on held-out data: pass --eval-data")
     tuned = _fine_tuned(config, model, inputs)
-    pruned = tuned.pruned
     log.debug("converting %s", ", ".join(v.name for v in plan))
     calibration = inputs.calibration.model_input(config.preprocessing) if inputs.calibration is not None else None
     pixel_input = choose_pixel_input(config, calibration, spec.channels)
@@ -137,61 +128,44 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     keras_accuracy, measured = bench.measure(files)
     keras_top1 = keras_accuracy.top1 if keras_accuracy else None
     outcome, chosen_variant = None, next((v.name for v in plan if v.per_tensor), None)
-    pruned_variants = [v.name for v in plan if v.from_tuned]
+    tuned_variants = [v.name for v in plan if v.from_tuned]
     if config.search is not None:
         builder = _candidate_builder(config, model, spec, inputs, bench, keras_top1, pixel_input.chosen)
         outcome = run_search(builder)
-        pruned = _take_search_results(outcome, config, measured, paths)
+        tuned = _take_search_results(outcome, config, measured, paths)
         chosen_variant = outcome.chosen.variant
-        pruned_variants = [chosen_variant] if pruned is not None else []
+        tuned_variants = [chosen_variant]
     results = assemble_results(
-        measured, paths, "float32", keras_top1, bench.settings, _file_sparsity(measured, pruned, pruned_variants, spec)
+        measured, paths, "float32", keras_top1, bench.settings, _file_sparsity(measured, tuned, tuned_variants, spec)
     )
-    report = _report(config, spec, inputs, bench, results, keras_accuracy, pruned, outcome, chosen_variant)
-    report = replace(
-        report,
-        qat=tuned.qat.stats if tuned.qat is not None else None,
-        clustering=tuned.clustered.stats if tuned.clustered is not None else None,
-    )
+    report = _report(config, spec, inputs, bench, results, keras_accuracy, tuned, outcome, chosen_variant)
     if config.integer_io:
         report = replace(report, pixel_input=pixel_input)  # the choice only concerns integer input
     _write(report, measured, labels_for(inputs, spec.num_classes), config)
     return report
 
 
-@dataclass(frozen=True)
-class FineTuned:
-    """What a run fine-tuned before converting: pruned, then clustered, then quantization-aware (each optional)."""
-
-    pruned: PruneResult | None = None
-    clustered: ClusterResult | None = None
-    qat: QatResult | None = None
-
-    def source(self, planned: PlannedVariant, model: Any) -> Any:
-        """The Keras model a planned variant is converted from."""
-        if planned.from_qat:
-            return self.qat.model
-        if planned.from_tuned:
-            return self.clustered.model if self.clustered is not None else self.pruned.model
-        return model
+def _source(planned: PlannedVariant, tuned: FineTuned, model: Any) -> Any:
+    """The Keras model a planned variant is converted from."""
+    if planned.from_qat:
+        return tuned.qat.model
+    return tuned.model(model) if planned.from_tuned else model
 
 
 def _fine_tuned(config: ConvertConfig, model: Any, inputs: Inputs) -> FineTuned:
-    """Pruning (``config.prune``, outside a search), then clustering and quantization-aware training, as asked."""
-    if not config.tuned and config.qat is None:
-        return FineTuned()
+    """Pruning (``config.prune``, outside a search), then clustering and quantization-aware training, as asked
+    (a search fine-tunes its own candidates)."""
+    tuned = FineTuned()
+    if not config.fine_tunes or config.search is not None:
+        return tuned
     train_x, train_y = inputs.train.model_input(config.preprocessing), inputs.train.labels
-    pruned = clustered = qat = None
-    if config.prune is not None and config.search is None:
-        pruned = prune_model(model, train_x, train_y, config.prune)
+    if config.prune is not None:
+        tuned = FineTuned(pruned=prune_model(model, train_x, train_y, config.prune))
     if config.cluster is not None:
-        source = pruned.model if pruned is not None else model
-        clustered = cluster_model(source, train_x, train_y, config.cluster, preserve_sparsity=pruned is not None)
+        tuned = tuned.clustered_with(model, train_x, train_y, config.cluster)
     if config.qat is not None:
-        tuned = clustered.model if clustered is not None else pruned.model if pruned is not None else model
-        frozen = tuple(name for name, _ in clustered.stats.skipped) if clustered and pruned else ()
-        qat = quantization_aware_model(tuned, train_x, train_y, config.qat, config.qat_scheme, frozen)
-    return FineTuned(pruned, clustered, qat)
+        tuned = tuned.quantization_aware(model, train_x, train_y, config.qat)
+    return tuned
 
 
 def _convert_and_verify(
@@ -207,17 +181,15 @@ def _convert_and_verify(
     failure raises VerificationError."""
     files = {}
     for planned in plan:
-        content = _convert(planned, tuned.source(planned, model), inputs, config, progress)
+        content = _convert(planned, _source(planned, tuned, model), inputs, config, progress)
         parsed = read_tflite(content, source=f"the {planned.name} model")
         verification = replace(
             verify_variant(parsed, planned.mode, config.io_type, spec.layer_scopes), variant=planned.name
         )
         if planned.pixel_input:
             verification = verification.with_check(pixel_input_check(parsed, config.io_type))
-        if planned.from_tuned and tuned.pruned is not None:
-            verification = verification.with_check(pruning_kept_check(parsed, tuned.pruned.stats, spec))
-        if planned.from_tuned and tuned.clustered is not None:
-            verification = verification.with_check(clusters_kept_check(parsed, tuned.clustered.stats, spec))
+        if planned.from_tuned:
+            verification = fine_tuning_kept(verification, parsed, tuned, spec)
         verification.raise_for_failures()
         files[planned.name] = Verified(content, parsed, verification, planned.pixel_input)
     return files
@@ -279,30 +251,31 @@ def _candidate_builder(
         bench=bench,
         keras_top1=keras_top1,
         pixel_input=pixel_input,
+        model_calibration=inputs.calibration.model_input(config.preprocessing) if pixel_input else None,
     )
 
 
 def _take_search_results(
     outcome: SearchOutcome, config: ConvertConfig, measured: dict[str, Measured], paths: dict[str, Path]
-) -> PruneResult | None:
-    """Add the first candidate (plain int8) and the chosen one to the run's variants; returns the pruned
-    Keras model the chosen one came from, if any."""
+) -> FineTuned:
+    """Add the first candidate (plain int8) and the chosen one to the run's variants; returns what the
+    chosen one was fine-tuned into."""
     first, chosen = outcome.candidates[0], outcome.chosen
     for candidate in dict.fromkeys([first, chosen]):
         measured[candidate.variant] = candidate.measured
     paths[chosen.variant] = output_path(config.output_dir, config.model_name, chosen.variant)
     refuse_existing(_outputs([paths[chosen.variant]], config.output_dir), config.overwrite)
-    return chosen.pruned
+    return chosen.tuned
 
 
 def _file_sparsity(
-    measured: dict[str, Measured], pruned: PruneResult | None, variants: list[str], spec: ClassifierSpec
+    measured: dict[str, Measured], tuned: FineTuned, variants: list[str], spec: ClassifierSpec
 ) -> dict[str, dict[str, tuple[int, int]]]:
     """(weights, non-zero weights) of each pruned layer, read from the files of the variants converted from
     the pruned model."""
-    if pruned is None:
+    if tuned.pruned is None:
         return {}
-    scopes = spec.scopes_for(pruned.stats.pruned_layer_names)
+    scopes = spec.scopes_for(tuned.pruned.stats.pruned_layer_names)
     return {name: file_layer_sparsity(measured[name].file.parsed, scopes) for name in variants}
 
 
@@ -313,11 +286,13 @@ def _report(
     bench: Bench,
     results: list[VariantResult],
     keras_accuracy: AccuracyStats | None,
-    pruned: PruneResult | None,
+    tuned: FineTuned,
     outcome: SearchOutcome | None,
     chosen_variant: str | None,
 ) -> ConvertReport:
-    """The run's report: every variant's result, and what the Keras and pruned Keras models scored."""
+    """The run's report: every variant's result, what fine-tuning did, and what the Keras and pruned Keras
+    models scored."""
+    pruned = tuned.pruned
     return ConvertReport(
         model=spec.name,
         output_dir=Path(config.output_dir),
@@ -328,6 +303,8 @@ def _report(
         variants=tuple(results),
         warnings=(*inputs.warnings, *filter(None, [busy_machine({r.variant: r.latency for r in results})])),
         pruning=pruned.stats if pruned is not None else None,
+        qat=tuned.qat.stats if tuned.qat is not None else None,
+        clustering=tuned.clustered.stats if tuned.clustered is not None else None,
         pruned_keras_top1=_pruned_keras_top1(pruned, inputs, bench),
         search=outcome,
         chosen_variant=chosen_variant,

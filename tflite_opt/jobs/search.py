@@ -12,23 +12,33 @@ import numpy as np
 from tflite_opt.core.config import ConvertConfig, Mode, SearchConfig
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs.measure import Bench
-from tflite_opt.stages.convert import PIXEL_RANGE, calibrate_keras, pixel_input_model, quantize_calibrated
+from tflite_opt.stages.convert import (
+    PIXEL_RANGE,
+    calibrate_keras,
+    convert_keras,
+    pixel_input_model,
+    quantize_calibrated,
+)
 from tflite_opt.stages.data import Dataset
 from tflite_opt.stages.layer_errors import LayerError, float_nodes, layer_nodes, quantization_errors
 from tflite_opt.stages.load import ClassifierSpec
-from tflite_opt.stages.prune import PruneResult, prune_model
+from tflite_opt.stages.prune import prune_model
+from tflite_opt.stages.qat import FineTuned
 from tflite_opt.stages.search import (
+    PHASE_CLUSTERING,
     PHASE_FLOAT_LAYERS,
     PHASE_INT8,
+    PHASE_QAT,
     PHASE_SPARSITY,
     Candidate,
     SearchOutcome,
     candidate_name,
     choose,
     search_float_layers,
+    search_int8,
     search_sparsity,
 )
-from tflite_opt.stages.verify import Verified, pixel_input_check, pruning_kept_check, verify_variant
+from tflite_opt.stages.verify import Verified, fine_tuning_kept, pixel_input_check, verify_variant
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +53,13 @@ class CandidateBuilder:
         config: the run's configuration, with its search.
         calibration: calibration samples as the candidates take them: normalized model input, or pixels
             with ``pixel_input``.
-        train: labelled data for pruning's fine-tuning (None without ``config.prune``).
+        train: labelled data for fine-tuning (None unless the run prunes, clusters or trains quantization-aware).
         bench: the held-out data and settings every candidate is measured with.
         keras_top1: the Keras model's top-1 on the held-out data, the budget's reference.
-        pixel_input: candidates normalize inside and take pixels as they are.
+        pixel_input: candidates normalize inside and take pixels as they are (quantization-aware ones
+            keep the normalized input their ranges were learnt on).
+        model_calibration: calibration samples as the model takes them (normalized), for quantization-aware
+            candidates; None: ``calibration`` is that already.
     """
 
     model: Any
@@ -57,6 +70,7 @@ class CandidateBuilder:
     bench: Bench
     keras_top1: float
     pixel_input: bool = False
+    model_calibration: np.ndarray | None = None
 
     @property
     def search(self) -> SearchConfig:
@@ -69,11 +83,38 @@ class CandidateBuilder:
         sparsity: float,
         float_layers: tuple[str, ...],
         parent: str | None,
-        pruned: PruneResult | None = None,
+        tuned: FineTuned | None = None,
     ) -> Candidate:
         """Quantize ``calibrated`` with ``float_layers`` kept in float, verify it, and measure it."""
-        variant = candidate_name(sparsity, float_layers, self.config.per_tensor)
-        file = self._quantized(calibrated, variant, float_layers, pruned)
+        tuned = tuned or FineTuned()
+        clusters = tuned.clustered.stats.config.clusters if tuned.clustered is not None else None
+        variant = candidate_name(sparsity, float_layers, self.config.per_tensor, clusters)
+        file = self._quantized(calibrated, variant, float_layers, tuned)
+        return self._measured(file, variant, phase, sparsity, float_layers, parent, tuned)
+
+    def quantization_aware(self, tuned: FineTuned, phase: str, sparsity: float, parent: str) -> Candidate:
+        """The candidate fine-tuned quantization-aware from ``tuned``'s model, in the scheme that keeps its
+        zeros and shared values, converted to full int8."""
+        tuned = tuned.quantization_aware(self.model, *self._training(), self.config.qat)
+        clusters = tuned.clustered.stats.config.clusters if tuned.clustered is not None else None
+        variant = candidate_name(sparsity, (), False, clusters, tuned.scheme)
+        calibration = self.calibration if self.model_calibration is None else self.model_calibration
+        content = convert_keras(
+            tuned.qat.model, Mode.FULL_INT8, calibration, self.config.io_type, progress=self.bench.progress
+        )
+        file = self._verified(content, variant, (), tuned, pixel_input=False)
+        return self._measured(file, variant, phase, sparsity, (), parent, tuned)
+
+    def _measured(
+        self,
+        file: Verified,
+        variant: str,
+        phase: str,
+        sparsity: float,
+        float_layers: tuple[str, ...],
+        parent: str | None,
+        tuned: FineTuned,
+    ) -> Candidate:
         _, measured = self.bench.measure({variant: file})
         result = measured[variant]
         drop = float(100.0 * (self.keras_top1 - result.accuracy.top1))
@@ -87,8 +128,9 @@ class CandidateBuilder:
             gzip_bytes=result.size.gzip_bytes,
             within_budget=self.search.within(drop),
             parent=parent,
+            scheme=tuned.scheme if tuned.qat is not None else None,
             measured=result,
-            pruned=pruned,
+            tuned=tuned,
         )
         log.info(
             "search: %s: top-1 %.2f%% (drop %.2f, %s the %g-point budget), gzip %.1f KiB, p50 %.3f ms",
@@ -102,25 +144,30 @@ class CandidateBuilder:
         )
         return found
 
-    def _quantized(
-        self, calibrated: bytes, variant: str, float_layers: tuple[str, ...], pruned: PruneResult | None
-    ) -> Verified:
+    def _quantized(self, calibrated: bytes, variant: str, float_layers: tuple[str, ...], tuned: FineTuned) -> Verified:
         keep = []
         if float_layers:
             nodes = layer_nodes(read_tflite(calibrated, source="the calibrated model"), self.spec.layer_scopes)
             keep = float_nodes(nodes, float_layers)
         content = quantize_calibrated(calibrated, self.config.io_type, self.config.per_tensor, keep)
+        return self._verified(content, variant, float_layers, tuned, self.pixel_input)
+
+    def _verified(
+        self, content: bytes, variant: str, float_layers: tuple[str, ...], tuned: FineTuned, pixel_input: bool
+    ) -> Verified:
         parsed = read_tflite(content, source=f"the {variant} model")
         verification = replace(
             verify_variant(parsed, Mode.FULL_INT8, self.config.io_type, self.spec.layer_scopes, float_layers),
             variant=variant,
         )
-        if self.pixel_input:
+        if pixel_input:
             verification = verification.with_check(pixel_input_check(parsed, self.config.io_type))
-        if pruned is not None:
-            verification = verification.with_check(pruning_kept_check(parsed, pruned.stats, self.spec))
+        verification = fine_tuning_kept(verification, parsed, tuned, self.spec)
         verification.raise_for_failures()
-        return Verified(content, parsed, verification, self.pixel_input)
+        return Verified(content, parsed, verification, pixel_input)
+
+    def _training(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.train.model_input(self.config.preprocessing), self.train.labels
 
     def calibrate(self, model: Any) -> bytes:
         """``model`` calibrated (with the normalization in front, taking pixels, with ``pixel_input``)."""
@@ -134,8 +181,21 @@ class CandidateBuilder:
             calibrated, self.calibration, self.spec.layer_scopes, self.config.per_tensor, float_layers
         )
 
-    def pruned(self, sparsity: float, previous: Candidate | None, float_layers: tuple[str, ...]) -> Candidate:
-        """The candidate pruned to ``sparsity``, fine-tuned from the previous level's pruned model."""
+    def tuned(self, phase: str, tuned: FineTuned, float_layers: tuple[str, ...], parent: str) -> list[Candidate]:
+        """The candidate of a fine-tuned model (clustered first with ``--cluster``); where its post-training
+        quantization misses the budget and ``--qat`` is given, its quantization-aware one too."""
+        if self.config.cluster is not None:
+            tuned = tuned.clustered_with(self.model, *self._training(), self.config.cluster)
+        sparsity = tuned.pruned.stats.config.target_sparsity if tuned.pruned is not None else 0.0
+        calibrated = self.calibrate(tuned.model(self.model))
+        found = [self.candidate(calibrated, phase, sparsity, float_layers, parent, tuned)]
+        # Float layers mean quantization-aware training already missed: it is not tried again.
+        if not found[0].within_budget and self.config.qat is not None and not float_layers:
+            found.append(self.quantization_aware(tuned, phase, sparsity, found[0].variant))
+        return found
+
+    def pruned(self, sparsity: float, previous: Candidate | None, float_layers: tuple[str, ...]) -> list[Candidate]:
+        """The candidates pruned to ``sparsity``, fine-tuned from the previous level's pruned model."""
         base = self.config.prune
         start = previous.pruned if previous is not None else None
         settings = replace(
@@ -145,19 +205,14 @@ class CandidateBuilder:
             epochs=base.epochs if start is None else max(1, base.epochs // 2),
             initial_sparsity=previous.sparsity if start is not None else 0.0,
         )
-        result = prune_model(
-            start.model if start is not None else self.model,
-            self.train.model_input(self.config.preprocessing),
-            self.train.labels,
-            settings,
-        )
-        calibrated = self.calibrate(result.model)
+        result = prune_model(start.model if start is not None else self.model, *self._training(), settings)
         parent = previous.variant if previous is not None else candidate_name(0.0, float_layers, self.config.per_tensor)
-        return self.candidate(calibrated, PHASE_SPARSITY, sparsity, float_layers, parent, result)
+        return self.tuned(PHASE_SPARSITY, FineTuned(pruned=result), float_layers, parent)
 
 
 def run_search(builder: CandidateBuilder) -> SearchOutcome:
-    """Search (selective quantization, then sparsity with ``config.prune``) for the smallest model within budget.
+    """Search (full int8: post-training, quantization-aware, layers in float; then sparsity with ``config.prune``,
+    clustering with ``config.cluster``) for the smallest model within budget.
 
     Raises:
         TfliteOptError: a candidate failed to convert or verify.
@@ -177,19 +232,29 @@ def run_search(builder: CandidateBuilder) -> SearchOutcome:
     def keep_in_float(float_layers: tuple[str, ...], parent: Candidate) -> Candidate:
         return builder.candidate(calibrated, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant)
 
-    candidates = search_float_layers(first, rank, keep_in_float, search.max_float_layers)
+    def quantization_aware() -> Candidate:
+        return builder.quantization_aware(FineTuned(), PHASE_QAT, 0.0, first.variant)
+
+    candidates = search_int8(
+        first,
+        quantization_aware if config.qat is not None else None,
+        lambda start: search_float_layers(start, rank, keep_in_float, search.max_float_layers),
+    )
+    unpruned = choose(candidates)
     skipped = None
-    if config.prune is not None:
-        unpruned = choose(candidates)
-        if unpruned.within_budget:
-            candidates += search_sparsity(
-                search.sparsities,
-                lambda level, previous: builder.pruned(level, previous, unpruned.float_layers),
-                refine=search.refine,
-                bad_drop=config.benchmark.bad_drop,
-            )
-        else:
-            skipped = "even the unpruned int8 candidates miss the budget, and pruning only loses more"
+    if config.tuned and not unpruned.within_budget:
+        skipped = "even the unpruned int8 candidates miss the budget, and pruning or clustering only loses more"
+    elif config.prune is not None:
+        candidates += search_sparsity(
+            search.sparsities,
+            lambda level, previous: builder.pruned(level, previous, unpruned.float_layers),
+            refine=search.refine,
+            bad_drop=config.benchmark.bad_drop,
+        )
+    elif config.cluster is not None:
+        # Clustered from the float model: its step is measured against post-training int8 with the same float layers.
+        parent = candidate_name(0.0, unpruned.float_layers, config.per_tensor)
+        candidates += builder.tuned(PHASE_CLUSTERING, FineTuned(), unpruned.float_layers, parent)
     return SearchOutcome(
         config=search,
         keras_top1=builder.keras_top1,
@@ -198,4 +263,12 @@ def run_search(builder: CandidateBuilder) -> SearchOutcome:
         candidates=tuple(candidates),
         ranking=first_ranking[0] if first_ranking else (),
         skipped_pruning=skipped,
+        qat_not_tried=_qat_not_tried(config, first),
     )
+
+
+def _qat_not_tried(config: ConvertConfig, first: Candidate) -> str | None:
+    """Why quantization-aware training was not tried, where post-training quantization missed."""
+    if first.within_budget or config.qat is not None:
+        return None
+    return "--qat (with --train-data) tries it, which stays full-integer, before keeping layers in float"

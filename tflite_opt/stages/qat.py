@@ -11,16 +11,17 @@ learnt ranges, which the converter turns into full int8.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from tflite_opt.core import keras2
-from tflite_opt.core.config import QatConfig
+from tflite_opt.core.config import ClusterConfig, QatConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.tfmot import tfmot
-from tflite_opt.stages.prune import FineTuning, fine_tune, for_tfmot
+from tflite_opt.stages.cluster import ClusterResult, cluster_model
+from tflite_opt.stages.prune import FineTuning, PruneResult, fine_tune, for_tfmot
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,50 @@ class QatResult:
 
     model: Any
     stats: QatStats
+
+
+@dataclass(frozen=True)
+class FineTuned:
+    """What fine-tuning made of a model, in the order it runs: pruned, then clustered, then quantization-aware
+    (each optional)."""
+
+    pruned: PruneResult | None = None
+    clustered: ClusterResult | None = None
+    qat: QatResult | None = None
+
+    def model(self, original: Any) -> Any:
+        """The model post-training quantization converts: clustered, else pruned, else ``original``."""
+        if self.clustered is not None:
+            return self.clustered.model
+        return self.pruned.model if self.pruned is not None else original
+
+    @property
+    def scheme(self) -> str:
+        """The quantization-aware scheme that keeps what came before: ``qat``, ``pqat``, ``cqat`` or ``pcqat``."""
+        return ("p" if self.pruned else "") + ("c" if self.clustered else "") + "qat"
+
+    def seconds(self) -> dict[str, float]:
+        """Fine-tuning seconds by step, for the steps that ran."""
+        steps = {"pruning": self.pruned, "clustering": self.clustered, "qat": self.qat}
+        return {step: round(result.stats.seconds, 1) for step, result in steps.items() if result is not None}
+
+    def clustered_with(
+        self, original: Any, train_x: np.ndarray, train_y: np.ndarray, config: ClusterConfig
+    ) -> FineTuned:
+        """This, with the model clustered (keeping the zeros of a pruned one)."""
+        clustered = cluster_model(
+            self.model(original), train_x, train_y, config, preserve_sparsity=self.pruned is not None
+        )
+        return replace(self, clustered=clustered)
+
+    def quantization_aware(
+        self, original: Any, train_x: np.ndarray, train_y: np.ndarray, config: QatConfig
+    ) -> FineTuned:
+        """This, with the model fine-tuned quantization-aware in the scheme that keeps what came before."""
+        # Pruned layers clustering skipped: the cluster-preserving schemes would lose their zeros.
+        frozen = tuple(name for name, _ in self.clustered.stats.skipped) if self.clustered and self.pruned else ()
+        qat = quantization_aware_model(self.model(original), train_x, train_y, config, self.scheme, frozen)
+        return replace(self, qat=qat)
 
 
 def quantization_aware_model(
@@ -97,25 +142,24 @@ def _scheme(name: str) -> Any:
     return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=name == "pcqat")
 
 
-def _folded_batch_norms(model: Any, annotated: set[str]) -> set[str]:
-    """BatchNormalization layers right after an annotated convolution or dense layer without activation.
+def _foldable_batch_norms(model: Any) -> dict[str, str]:
+    """BatchNormalization layers right after a convolution or dense layer without activation, with that layer.
 
-    tfmot's 8-bit layout transforms train such a pair as one operation (no int8 step between them) and the
-    converter folds the normalization into the kernel; left unannotated, the normalization would stay a float
-    multiply-add the converter quantizes as two more operators.
+    tfmot's 8-bit layout transforms train such a pair, both annotated, as one operation (no int8 step between
+    them) and the converter folds the normalization into the kernel; left unannotated, the normalization would
+    stay a float multiply-add the converter quantizes as two more operators.
     """
     layers = {layer.name: layer for layer in model.layers}
-    folded = set()
+    foldable = {}
     for name, source in _predecessors(model).items():
         layer, before = layers[name], layers.get(source)
         if (
             type(layer).__name__ in ("BatchNormalization", "SyncBatchNormalization")
             and type(before).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")
-            and source in annotated
             and before.get_config().get("activation") == "linear"
         ):
-            folded.add(name)
-    return folded
+            foldable[name] = source
+    return foldable
 
 
 def _predecessors(model: Any) -> dict[str, str]:
@@ -142,7 +186,7 @@ def _quantization_aware(model: Any, scheme: str, frozen: tuple[str, ...]) -> tup
 
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
     annotated_layers = {layer.name for layer in model.layers if registry.supports(layer) and layer.name not in frozen}
-    folded = _folded_batch_norms(model, annotated_layers)
+    foldable = _foldable_batch_norms(model)
     skipped: list[tuple[str, str]] = []
 
     def annotate(layer: Any) -> Any:
@@ -151,8 +195,11 @@ def _quantization_aware(model: Any, scheme: str, frozen: tuple[str, ...]) -> tup
             layer.trainable = False
             skipped.append((layer.name, "pruned but not clustered: kept as it is, quantized after training"))
             return layer
-        if layer.name in annotated_layers or layer.name in folded:
+        if layer.name in annotated_layers or foldable.get(layer.name) in annotated_layers:
             return quantization.quantize_annotate_layer(layer)
+        if foldable.get(layer.name) in frozen:
+            skipped.append((layer.name, f"follows {foldable[layer.name]}, left out: folded into it at conversion"))
+            return layer
         if layer.weights:
             skipped.append((layer.name, f"{type(layer).__name__} is not supported by tfmot's 8-bit scheme"))
         return layer

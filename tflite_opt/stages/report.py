@@ -445,20 +445,24 @@ def _search_lines(report: ConvertReport) -> list[str]:
     lines = [
         f"search: budget {outcome.config.max_accuracy_drop:g} {score} points below Keras "
         f"({_percent(outcome.keras_top1)}); {len(outcome.candidates)} candidates, judged on the held-out set",
-        f"  {'candidate':<28}{score[:9]:>9}{'drop':>8}{'gzip KiB':>10}{'p50 ms':>9}  float layers",
+        f"  {'candidate':<34}{score[:9]:>9}{'drop':>8}{'gzip KiB':>10}{'p50 ms':>9}{'tuning s':>10}  remedy",
     ]
     for c in outcome.candidates:
         mark = "*" if c.variant == outcome.chosen.variant else ("✓" if c.within_budget else "✗")
         p50 = f"{c.measured.latency.p50:.3f}" if c.measured else "n/a"
+        remedy = f"float: {', '.join(c.float_layers)}" if c.float_layers else c.remedy
+        tuning = sum(c.tuned.seconds().values())
         lines.append(
-            f"{mark} {c.variant:<28}{_percent(c.top1):>9}{c.drop:>8.2f}{c.gzip_bytes / 1024:>10.1f}{p50:>9}  "
-            + (", ".join(c.float_layers) or "-")
+            f"{mark} {c.variant:<34}{_percent(c.top1):>9}{c.drop:>8.2f}{c.gzip_bytes / 1024:>10.1f}{p50:>9}"
+            f"{tuning:>10.0f}  {remedy}"
         )
     if outcome.ranking:
         worst = ", ".join(f"{e.layer} {100 * e.relative_error:.1f}%" for e in outcome.ranking[:3])
         lines.append(f"  int8 error by layer (relative, worst first): {worst}")
     if outcome.skipped_pruning:
         lines.append(f"  pruning not tried: {outcome.skipped_pruning}")
+    if outcome.qat_not_tried:
+        lines.append(f"  quantization-aware training not tried: {outcome.qat_not_tried}")
     lines.append(outcome.message())
     return lines
 

@@ -4,17 +4,24 @@ This stage is the search's logic on figures: which candidate to try next, when t
 stop, which one wins. :mod:`tflite_opt.jobs.search` builds and measures the
 candidates it asks for.
 
-Two searches, one step at a time, every step converted, verified and measured
-on the held-out evaluation set against the Keras model's top-1:
+Every step converted, verified and measured on the held-out evaluation set
+against the Keras model's top-1:
 
-1. Selective quantization, when full-int8 itself loses more than D points:
-   TensorFlow's QuantizationDebugger ranks the layers by their int8 error
-   (:mod:`tflite_opt.stages.layer_errors`); the worst is kept in float, the rest re-ranked,
-   until the drop is within D (or ``max_float_layers`` are float).
+1. Full int8, when post-training quantization (PTQ) loses more than D points:
+   with ``--qat``, quantization-aware training first (``int8-qat``: still
+   full-integer, which an NPU, DSP or Edge TPU needs); then, as the last resort,
+   selective quantization: TensorFlow's QuantizationDebugger ranks the layers by
+   their int8 error (:mod:`tflite_opt.stages.layer_errors`); the worst is kept in
+   float, the rest re-ranked, until the drop is within D (or ``max_float_layers``
+   are float).
 2. Sparsity, with ``--prune``: an ascending grid of sparsities, each level
-   fine-tuned from the previous level's pruned model (so the work is reused),
-   stopping after two misses in a row, then one bisection step between the
-   highest level within D and the next one.
+   fine-tuned from the previous level's pruned model (so the work is reused)
+   and, with ``--cluster N``, clustered; where a level's PTQ misses D and ``--qat``
+   is given, the scheme that keeps its zeros and shared values (``-pqat``,
+   ``-pcqat``) is tried. Stops after two levels in a row miss, then one bisection
+   step between the highest level within D and the next one.
+3. Clustering without pruning (``--cluster N``): one clustered candidate, and its
+   ``-cqat`` where its PTQ misses.
 
 The chosen candidate is the smallest (gzip) within D; without one, the one
 that loses the least, and the run says so.
@@ -30,10 +37,13 @@ from tflite_opt.core.config import Mode, SearchConfig
 from tflite_opt.stages.benchmark import Measured, ShipOption, choose_to_ship
 from tflite_opt.stages.layer_errors import LayerError
 from tflite_opt.stages.prune import PruneResult
+from tflite_opt.stages.qat import FineTuned
 
 PHASE_INT8 = "int8"
+PHASE_QAT = "quantization-aware training"
 PHASE_FLOAT_LAYERS = "float layers"
 PHASE_SPARSITY = "sparsity"
+PHASE_CLUSTERING = "clustering"
 
 
 @dataclass(frozen=True)
@@ -49,19 +59,42 @@ class Candidate:
     gzip_bytes: int
     within_budget: bool
     parent: str | None
-    # The converted file and every measurement, and the pruned Keras model it came from; the search
+    # Quantization-aware training's scheme (qat, pqat, cqat, pcqat), None for post-training quantization.
+    scheme: str | None = None
+    # The converted file and every measurement, and the fine-tuned Keras models it came from; the search
     # logic itself needs only the figures above.
     measured: Measured | None = field(default=None, repr=False, compare=False)
-    pruned: PruneResult | None = field(default=None, repr=False, compare=False)
+    tuned: FineTuned = field(default=FineTuned(), repr=False, compare=False)
+
+    @property
+    def pruned(self) -> PruneResult | None:
+        return self.tuned.pruned
+
+    @property
+    def remedy(self) -> str:
+        """What kept this candidate near the float model: ``none`` (post-training quantization), the
+        quantization-aware scheme, or ``float layers``."""
+        return self.scheme or ("float layers" if self.float_layers else "none")
 
 
-def candidate_name(sparsity: float, float_layers: Sequence[str], per_tensor: bool) -> str:
-    """``int8``, ``int8-per-tensor``, ``int8-pruned80``, ``int8-pruned80-mixed1`` (one layer kept in float)."""
+def candidate_name(
+    sparsity: float,
+    float_layers: Sequence[str],
+    per_tensor: bool,
+    clusters: int | None = None,
+    scheme: str | None = None,
+) -> str:
+    """``int8``, ``int8-per-tensor``, ``int8-pruned80``, ``int8-pruned80-mixed1`` (one layer kept in float),
+    ``int8-qat``, ``int8-pruned80-clustered16-pcqat``."""
     name = Mode.FULL_INT8.value + ("-per-tensor" if per_tensor else "")
     if sparsity:
         name += f"-pruned{round(100 * sparsity)}"
+    if clusters:
+        name += f"-clustered{clusters}"
     if float_layers:
         name += f"-mixed{len(float_layers)}"
+    if scheme:
+        name += f"-{scheme}"
     return name
 
 
@@ -71,6 +104,28 @@ def choose(candidates: Sequence[Candidate]) -> Candidate:
     options = [ShipOption(c.variant, c.within_budget, c.gzip_bytes, c.drop, c.top1) for c in candidates]
     chosen = choose_to_ship(options)
     return next(c for c in candidates if c.variant == chosen)
+
+
+def search_int8(
+    first: Candidate,
+    quantization_aware: Callable[[], Candidate] | None,
+    float_layers: Callable[[Candidate], Sequence[Candidate]],
+) -> list[Candidate]:
+    """The full-int8 candidates: ``first`` (post-training quantization); where it misses the budget,
+    the quantization-aware one (when given), then, as the last resort, layers kept in float.
+
+    Args:
+        quantization_aware: makes the int8-qat candidate; None where QAT is not asked for.
+        float_layers: the candidates with layers kept in float, ``first`` first (:func:`search_float_layers`).
+    """
+    tried = [first]
+    if first.within_budget:
+        return tried
+    if quantization_aware is not None:
+        tried.append(quantization_aware())
+        if tried[-1].within_budget:
+            return tried
+    return tried + [c for c in float_layers(first) if c is not first]
 
 
 def search_float_layers(
@@ -100,34 +155,38 @@ def search_float_layers(
 
 def search_sparsity(
     levels: Sequence[float],
-    make: Callable[[float, Candidate | None], Candidate],
+    make: Callable[[float, Candidate | None], Sequence[Candidate]],
     refine: bool = True,
     bad_drop: float = 5.0,
 ) -> list[Candidate]:
-    """Ascending sparsities, each continuing from the previous candidate; then one bisection step.
+    """Ascending sparsities, each continuing from the previous level; then one bisection step.
 
-    Stops after two candidates in a row miss the budget, or one loses more than ``bad_drop``
-    points (accuracy rarely comes back with more pruning). The bisection tries the middle of
-    the highest level within the budget and the next level, starting from the former.
+    A level is judged by its best candidate (post-training quantization, and the quantization-aware one
+    where that missed). Stops after two levels in a row miss the budget, or one loses more than
+    ``bad_drop`` points (accuracy rarely comes back with more pruning). The bisection tries the middle
+    of the highest level within the budget and the next level, starting from the former.
 
     Args:
         levels: sparsities, ascending.
-        make: the candidate pruned to a sparsity, continuing from the given candidate (None: the dense model).
+        make: the candidates of a sparsity, continuing from the given level's (None: the dense model).
     """
     tried: list[Candidate] = []
+    best_by_level: list[Candidate] = []
     for level in levels:
-        tried.append(make(level, tried[-1] if tried else None))
-        missed_twice = len(tried) >= 2 and not tried[-1].within_budget and not tried[-2].within_budget
-        if missed_twice or tried[-1].drop > bad_drop:
+        found = make(level, best_by_level[-1] if best_by_level else None)
+        tried += found
+        best_by_level.append(choose(found))
+        missed_twice = len(best_by_level) >= 2 and not any(c.within_budget for c in best_by_level[-2:])
+        if missed_twice or best_by_level[-1].drop > bad_drop:
             break
-    within = [c for c in tried if c.within_budget]
+    within = [c for c in best_by_level if c.within_budget]
     if refine and within:
         best = max(within, key=lambda c: c.sparsity)
-        above = [c.sparsity for c in tried if c.sparsity > best.sparsity]
+        above = [c.sparsity for c in best_by_level if c.sparsity > best.sparsity]
         if above:
             middle = round((best.sparsity + min(above)) / 2, 3)
-            if all(abs(middle - c.sparsity) > 1e-9 for c in tried):
-                tried.append(make(middle, best))
+            if all(abs(middle - c.sparsity) > 1e-9 for c in best_by_level):
+                tried += make(middle, best)
     return tried
 
 
@@ -142,6 +201,8 @@ class SearchOutcome:
     candidates: tuple[Candidate, ...]
     ranking: tuple[LayerError, ...] = ()
     skipped_pruning: str | None = None
+    # Why quantization-aware training was not tried where post-training quantization missed, if it was not.
+    qat_not_tried: str | None = None
 
     @property
     def chosen(self) -> Candidate:
@@ -183,6 +244,8 @@ class SearchOutcome:
                 "gzip_size_bytes": c.gzip_bytes,
                 "chosen": c.variant == self.chosen.variant,
                 "from": c.parent,
+                "remedy": c.remedy,
+                "fine_tuning_seconds": c.tuned.seconds(),
                 "path": (paths or {}).get(c.variant),
             }
             if c.measured is not None:
@@ -208,6 +271,7 @@ class SearchOutcome:
             ),
             "settings": self.config.to_dict(),
             "pruning_skipped": self.skipped_pruning,
+            "qat_not_tried": self.qat_not_tried,
             "layer_ranking": [e.to_dict() for e in self.ranking],
             "candidates": rows,
         }

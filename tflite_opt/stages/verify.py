@@ -11,6 +11,7 @@ from tflite_opt.core.tflite_file import Operator, Tensor, TfliteFile, distinct_p
 from tflite_opt.stages.cluster import ClusterStats
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.prune import PruneStats
+from tflite_opt.stages.qat import FineTuned
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 
@@ -291,5 +292,18 @@ def clusters_kept_check(model: TfliteFile, clustered: ClusterStats, spec: Classi
     return Check(
         "clusters kept",
         True,
-        f"all {len(clustered.clustered)} clustered layers keep at most {limit} values per channel (at most {worst})",
+        f"all {len(clustered.clustered)} clustered layers keep at most {limit} values per channel "
+        f"(the most in one channel: {worst})",
     )
+
+
+def fine_tuning_kept(
+    verification: Verification, model: TfliteFile, tuned: FineTuned, spec: ClassifierSpec
+) -> Verification:
+    """``verification`` with the checks that pruning's zeros and clustering's shared values survived, where
+    ``tuned`` has them."""
+    if tuned.pruned is not None:
+        verification = verification.with_check(pruning_kept_check(model, tuned.pruned.stats, spec))
+    if tuned.clustered is not None:
+        verification = verification.with_check(clusters_kept_check(model, tuned.clustered.stats, spec))
+    return verification

@@ -92,3 +92,28 @@ def test_batch_normalization_after_a_convolution_folds_into_it_as_in_post_traini
     }
     content = convert_keras(left_out.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False)
     assert [op.name for op in read_tflite(content).operators] == [op.name for op in ptq.operators]
+
+
+def test_batch_statistics_are_settled_after_training_so_inference_matches_training_mode(outlier_digits):
+    keras = keras2.keras
+    _, (train_x, train_y), _, _ = outlier_digits
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            layers.Input((28, 28, 1)),
+            layers.Conv2D(8, 3, use_bias=False, name="conv"),
+            layers.BatchNormalization(name="conv_bn"),
+            layers.ReLU(name="relu"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(10, name="scores"),
+        ]
+    )
+    # Two steps of fine-tuning barely move the moving statistics; unsettled, inference disagreed with training
+    # mode on two thirds of these samples (MobileNetV3Small after two epochs: 71.0% against 91.6%).
+    samples = train_x[:64]
+    result = quantization_aware_model(model, samples, train_y[:64], QatConfig(epochs=1))
+    inference = np.asarray(result.model(samples, training=False))
+    training = np.asarray(result.model(samples, training=True))
+    assert np.abs(inference - training).max() < 0.03 * np.abs(training).max()
+    assert np.array_equal(inference.argmax(axis=1), training.argmax(axis=1))

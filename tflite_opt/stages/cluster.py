@@ -18,7 +18,14 @@ from tflite_opt.core import keras2
 from tflite_opt.core.config import ClusterConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.tfmot import tfmot
-from tflite_opt.stages.prune import FineTuning, clone_wrapped, fine_tune, for_tfmot, prunable_kernel
+from tflite_opt.stages.prune import (
+    FineTuning,
+    clone_wrapped,
+    fine_tune,
+    for_tfmot,
+    prunable_kernel,
+    settle_batch_statistics,
+)
 from tflite_opt.stages.translate import restore_into_keras3
 
 log = logging.getLogger(__name__)
@@ -76,6 +83,7 @@ def cluster_model(
     settings = FineTuning(config.epochs, config.batch_size, config.learning_rate, config.seed, "clustering")
     seconds = fine_tune(wrapped, model, train_x, train_y, settings, [])
     stripped = tfmot().clustering.keras.strip_clustering(wrapped)
+    settle_batch_statistics(stripped, train_x, config.seed, "clustering")
     clustered, unclustered = _really_clustered(stripped, clustered, config.clusters + preserve_sparsity)
     result = stripped if keras3_model is None else restore_into_keras3(keras3_model, stripped)
     stats = ClusterStats(config, seconds, clustered, tuple(skipped + unclustered), preserve_sparsity)

@@ -205,7 +205,7 @@ def prune_model(
     settings = FineTuning(config.epochs, config.batch_size, config.learning_rate, config.seed, "pruning")
     seconds = fine_tune(wrapped, model, train_x, train_y, settings, [sparsity.UpdatePruningStep()])
     stripped = sparsity.strip_pruning(wrapped)
-    settle_batch_statistics(stripped, train_x, config.seed)
+    settle_batch_statistics(stripped, train_x, config.seed, "pruning")
     pruned_names = [layer.layer.name for layer in wrapped.layers if isinstance(layer, pruning_wrapper_class())]
     return PruneResult(
         model=stripped if keras3_model is None else restore_into_keras3(keras3_model, stripped),
@@ -258,13 +258,15 @@ def fine_tune(
     return time.perf_counter() - started
 
 
-def settle_batch_statistics(model: Any, train_x: np.ndarray, seed: int) -> int:
+def settle_batch_statistics(model: Any, train_x: np.ndarray, seed: int, after: str = "fine-tuning") -> int:
     """Set every trainable BatchNormalization layer's moving statistics to those of a random draw of training samples.
 
-    Pruning changes what each BatchNormalization layer sees, and a short fine-tuning moves its moving
-    statistics only part of the way (momentum 0.99: a third of the way in 40 steps), so the pruned model can
-    collapse in inference while it scores well in training mode (MobileNetV3Small pruned to 50% in one epoch:
-    10.6% against 89%; settled, 92.6%). Frozen layers (trainable=False) keep theirs.
+    Fine-tuning (pruning, clustering, quantization-aware training) changes what each BatchNormalization layer
+    sees, and a short fine-tuning moves its moving statistics only part of the way (momentum 0.99: a third of
+    the way in 40 steps), so the model can collapse in inference while it scores well in training mode
+    (MobileNetV3Small pruned to 50% in one epoch: 10.6% against 89%, settled 92.6%; after two epochs of
+    quantization-aware training: 71.0% against 91.6%, settled 91.6%). Frozen layers (trainable=False) keep
+    theirs. ``after``: the fine-tuning the log line names.
 
     Returns:
         The number of samples the statistics were taken from (0: the model has no such layer).
@@ -285,7 +287,7 @@ def settle_batch_statistics(model: Any, train_x: np.ndarray, seed: int) -> int:
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
-    log.info("pruning: BatchNormalization statistics settled on %d training samples", len(chosen))
+    log.info("%s: BatchNormalization statistics settled on %d training samples", after, len(chosen))
     return len(chosen)
 
 

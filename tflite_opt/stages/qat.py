@@ -21,7 +21,7 @@ from tflite_opt.core.config import ClusterConfig, QatConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.tfmot import tfmot
 from tflite_opt.stages.cluster import ClusterResult, cluster_model
-from tflite_opt.stages.prune import FineTuning, PruneResult, fine_tune, for_tfmot
+from tflite_opt.stages.prune import FineTuning, PruneResult, fine_tune, for_tfmot, settle_batch_statistics
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ def quantization_aware_model(
         seconds = fine_tune(quantized, model, train_x, train_y, settings, [])
     finally:
         tf_log.setLevel(level)
+    settle_batch_statistics(quantized, train_x, config.seed, "quantization-aware training")
     return QatResult(quantized, QatStats(config, seconds, tuple(skipped)))
 
 

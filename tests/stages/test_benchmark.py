@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import build_functional, build_sequential
+from helpers import build_functional, build_sequential, keras3
 
 from tflite_opt.core.config import PIXELS, BenchmarkSettings, Mode, Preprocessing
 from tflite_opt.core.errors import DataError
@@ -251,3 +251,34 @@ def test_tied_scores_rank_in_class_order_as_argmax_does():
     top = benchmark._top_k(scores, 5)
     assert top[:, 0].tolist() == np.argmax(scores, axis=1).tolist() == [1, 5]
     assert top.tolist() == [[1, 2, 0, 3, 4], [5, 0, 1, 2, 3]]
+
+
+def test_a_variant_slower_than_float32_is_not_good_however_small_and_accurate():
+    assert verdict(0.2, 0.3, False, latency_ratio=1.05).label == "good"  # within timing noise
+    slower = verdict(0.2, 0.3, False, latency_ratio=2.04)
+    assert slower.label == "marginal" and slower.reason.endswith("but runs 2.0x slower than float32 (p50)")
+    assert verdict(9.0, 0.3, False, latency_ratio=0.5).label == "bad"
+
+
+@pytest.mark.slow
+def test_operators_xnnpack_leaves_to_the_builtin_kernels_are_counted_and_said():
+    keras = keras3()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 1)),
+            keras.layers.Conv2D(8, 3, activation="hard_silu"),  # int8 HARD_SWISH: XNNPACK does not take it
+            keras.layers.Conv2D(8, 3, activation="hard_silu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ]
+    )
+    calibration = np.random.default_rng(0).random((16, 12, 12, 1), dtype=np.float32)
+    files = {mode: convert_keras(model, mode, calibration, progress=False) for mode in (Mode.FLOAT32, Mode.FULL_INT8)}
+    latency = measure_latencies({m.value: c for m, c in files.items()}, {m.value: calibration[0] for m in files}, FAST)
+    float32, int8 = latency["float32"], latency["int8"]
+    assert float32.partitions == 1 and float32.delegation_note() is None
+    assert int8.partitions > 1 and dict(int8.undelegated)["HARD_SWISH"] == 2
+    assert f"XNNPACK ran it in {int8.partitions} parts" in int8.delegation_note()
+    assert "HARD_SWISH x2" in int8.delegation_note()
+    assert int8.delegation_dict() == {"partitions": int8.partitions, "not_delegated": dict(int8.undelegated)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,7 @@ class TfliteRunner:
                     detail = self._prepare(model_content, batch_size, num_threads, default_delegates=False)
                     self.delegate = "none (XNNPACK could not prepare this model)"
         self.init_ms = 1000.0 * (time.perf_counter() - started)
+        self.partitions, self.undelegated = self._delegation() if self.delegate == "xnnpack" else (0, ())
         self._input_index = detail["index"]
         self._input_dtype = np.dtype(detail["dtype"])
         self._input_quant = detail["quantization"]
@@ -96,6 +98,31 @@ class TfliteRunner:
             self._interpreter.resize_tensor_input(detail["index"], [self.batch_size, *detail["shape"][1:]])
         self._interpreter.allocate_tensors()
         return detail
+
+    def _delegation(self) -> tuple[int, tuple[tuple[str, int], ...]]:
+        """(how many parts XNNPACK took, the operators left to the built-in kernels with their counts).
+
+        An operator XNNPACK cannot run splits the graph: each part becomes a DELEGATE node, and the data
+        crosses between XNNPACK and the built-in kernels at every split (an int8 HARD_SWISH does this in
+        MobileNetV3). The interpreter lists the model's own nodes, then the DELEGATE nodes; a model node ran
+        by XNNPACK is one a DELEGATE node's outputs are computed from, back to that node's inputs.
+        """
+        nodes = self._interpreter._get_ops_details()
+        parts = [node for node in nodes if node["op_name"] == "DELEGATE"]
+        producer = {int(t): node["index"] for node in nodes if node["op_name"] != "DELEGATE" for t in node["outputs"]}
+        taken: set[int] = set()
+        for part in parts:
+            boundary = {int(t) for t in part["inputs"]}
+            pending = [int(t) for t in part["outputs"]]
+            while pending:
+                tensor = pending.pop()
+                index = producer.get(tensor)
+                if tensor in boundary or index is None or index in taken:
+                    continue
+                taken.add(index)
+                pending.extend(int(t) for t in nodes[index]["inputs"] if t >= 0)
+        left = Counter(n["op_name"] for n in nodes if n["op_name"] != "DELEGATE" and n["index"] not in taken)
+        return len(parts), tuple(sorted(left.items(), key=lambda item: (-item[1], item[0])))
 
     def invoke_on_zeros(self) -> None:
         """One invoke on an all-zero input of the model's own type: where a malformed model crashes."""

@@ -129,8 +129,9 @@ def assemble_results(
             judged = Verdict("reference", "the float32 model the others are compared with")
         else:
             ratio = result.size.bytes / measured[reference].size.bytes if reference else None
+            slower = result.latency.p50 / measured[reference].latency.p50 if reference else None
             score = "top-1" if accuracy is None or accuracy.labelled else "agreement"
-            judged = verdict(drop, ratio, bool(accuracy and accuracy.degenerate), settings, score)
+            judged = verdict(drop, ratio, bool(accuracy and accuracy.degenerate), settings, score, slower)
         layers = (layer_sparsity or {}).get(variant, {})
         parsed = result.file.parsed
         results.append(

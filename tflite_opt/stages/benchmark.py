@@ -39,6 +39,21 @@ class LatencyStats:
     delegate: str
     cpu_p50: float | None = None
     cpu_mean: float | None = None
+    # With XNNPACK: the parts it took (1: the whole graph) and the operators left to the built-in kernels.
+    partitions: int = 0
+    undelegated: tuple[tuple[str, int], ...] = ()
+
+    def delegation_note(self) -> str | None:
+        """What XNNPACK could not run, where that split the graph (the usual reason int8 is not faster)."""
+        if self.partitions <= 1:
+            return None
+        left = ", ".join(f"{name} x{count}" if count > 1 else name for name, count in self.undelegated)
+        return f"XNNPACK ran it in {self.partitions} parts; left to the built-in kernels: {left}"
+
+    def delegation_dict(self) -> dict[str, Any] | None:
+        if self.delegate != "xnnpack":
+            return None
+        return {"partitions": self.partitions, "not_delegated": dict(self.undelegated)}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +127,8 @@ def _latency_stats(times: np.ndarray, runner: TfliteRunner, settings: BenchmarkS
         num_runs=settings.num_runs,
         warmup_runs=settings.warmup_runs,
         delegate=runner.delegate,
+        partitions=runner.partitions,
+        undelegated=runner.undelegated,
         cpu_p50=float(np.median(cpu)) if single else None,
         cpu_mean=float(cpu.mean()) if single else None,
     )
@@ -454,16 +471,23 @@ class Verdict:
     reason: str
 
 
+# A variant this many times slower than the float32 reference (medians, timed interleaved) is not good.
+SLOWER_THAN_REFERENCE = 1.1
+
+
 def verdict(
     drop_points: float | None,
     size_ratio: float | None,
     degenerate: bool,
     settings: BenchmarkSettings = DEFAULT_SETTINGS,
     score: str = "top-1",
+    latency_ratio: float | None = None,
 ) -> Verdict:
-    """good: drop ≤ budget and size at least halved; bad: drop > 5 points or degenerate; else marginal.
+    """good: drop ≤ budget, size at least halved and not slower than float32; bad: drop > 5 points or
+    degenerate; else marginal.
 
     ``score`` names what dropped: top-1, or without labels the agreement with the float model.
+    ``latency_ratio``: p50 against the float32 reference's, where both were timed.
     """
     if degenerate:
         return Verdict("bad", "predicts one class for nearly every image")
@@ -480,9 +504,10 @@ def verdict(
         )
     within = within_budget(drop_points, settings.accuracy_budget)
     if within and size_ratio <= 0.5:
-        return Verdict(
-            "good", f"{score} drops {drop_points:.2f} points (budget {settings.accuracy_budget:g}) at {size}"
-        )
+        held = f"{score} drops {drop_points:.2f} points (budget {settings.accuracy_budget:g}) at {size}"
+        if latency_ratio is not None and latency_ratio > SLOWER_THAN_REFERENCE:
+            return Verdict("marginal", f"{held}, but runs {latency_ratio:.1f}x slower than float32 (p50)")
+        return Verdict("good", held)
     if not within:
         return Verdict(
             "marginal", f"{score} drops {drop_points:.2f} points, over the {settings.accuracy_budget:g}-point budget"

@@ -206,6 +206,7 @@ class ConvertReport:
             "init_ms": round(v.latency.init_ms, 2),
             "num_threads": v.latency.num_threads,
             "delegate": v.latency.delegate,
+            "xnnpack": v.latency.delegation_dict(),
             "verdict": v.verdict.label,
             "verdict_reason": v.verdict.reason,
             "verdict_trusted": self.reference_warning is None,
@@ -348,6 +349,8 @@ def format_table(report: ConvertReport) -> str:
     for v in report.variants:
         delegate = "" if v.latency.delegate == "xnnpack" else f" (ran on delegate: {v.latency.delegate})"
         out.append(f"{v.variant}: {v.verdict.label}: {v.verdict.reason}; {v.path}{delegate}")
+        if v.latency.delegation_note():
+            out.append(f"  {v.latency.delegation_note()}")
         out.extend(f"  {c.line()}" for c in v.verification.checks)
     out += _notes(report)
     if report.pruning is not None:

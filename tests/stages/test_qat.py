@@ -24,6 +24,24 @@ def outlier_digits():
     return model, (scaled[:1900], labels[:1900]), scaled[1900:2000], (scaled[2000:], labels[2000:])
 
 
+def conv_bn_model():
+    """Conv2D → BatchNormalization → ReLU → Dense, seeded: the pair tfmot trains as one operation."""
+    keras = keras2.keras
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            layers.Input((28, 28, 1)),
+            layers.Conv2D(8, 3, use_bias=False, name="conv"),
+            layers.BatchNormalization(name="conv_bn"),
+            layers.ReLU(name="relu"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(10, name="scores"),
+        ]
+    )
+    return model
+
+
 def top1(content, inputs, labels):
     return float(np.mean(np.argmax(TfliteRunner(content).predict(inputs), axis=1) == labels))
 
@@ -65,20 +83,8 @@ def test_too_little_training_data_is_refused(outlier_digits):
 
 
 def test_batch_normalization_after_a_convolution_folds_into_it_as_in_post_training_quantization(outlier_digits):
-    keras = keras2.keras
     _, (train_x, train_y), calibration, _ = outlier_digits
-    keras.utils.set_random_seed(0)
-    layers = keras.layers
-    model = keras.Sequential(
-        [
-            layers.Input((28, 28, 1)),
-            layers.Conv2D(8, 3, use_bias=False, name="conv"),
-            layers.BatchNormalization(name="conv_bn"),
-            layers.ReLU(name="relu"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(10, name="scores"),
-        ]
-    )
+    model = conv_bn_model()
     result = quantization_aware_model(model, train_x[:64], train_y[:64], QatConfig(epochs=1))
     ptq = read_tflite(convert_keras(model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False))
     qat = read_tflite(convert_keras(result.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False))
@@ -95,20 +101,8 @@ def test_batch_normalization_after_a_convolution_folds_into_it_as_in_post_traini
 
 
 def test_batch_statistics_are_settled_after_training_so_inference_matches_training_mode(outlier_digits):
-    keras = keras2.keras
     _, (train_x, train_y), _, _ = outlier_digits
-    keras.utils.set_random_seed(0)
-    layers = keras.layers
-    model = keras.Sequential(
-        [
-            layers.Input((28, 28, 1)),
-            layers.Conv2D(8, 3, use_bias=False, name="conv"),
-            layers.BatchNormalization(name="conv_bn"),
-            layers.ReLU(name="relu"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(10, name="scores"),
-        ]
-    )
+    model = conv_bn_model()
     # Two steps of fine-tuning barely move the moving statistics; unsettled, inference disagreed with training
     # mode on two thirds of these samples (MobileNetV3Small after two epochs: 71.0% against 91.6%).
     samples = train_x[:64]

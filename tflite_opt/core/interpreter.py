@@ -75,7 +75,6 @@ class TfliteRunner:
                     detail = self._prepare(model_content, batch_size, num_threads, default_delegates=False)
                     self.delegate = "none (XNNPACK could not prepare this model)"
         self.init_ms = 1000.0 * (time.perf_counter() - started)
-        self.partitions, self.undelegated = self._delegation() if self.delegate == "xnnpack" else (0, ())
         self._input_index = detail["index"]
         self._input_dtype = np.dtype(detail["dtype"])
         self._input_quant = detail["quantization"]
@@ -99,14 +98,17 @@ class TfliteRunner:
         self._interpreter.allocate_tensors()
         return detail
 
-    def _delegation(self) -> tuple[int, tuple[tuple[str, int], ...]]:
-        """(how many parts XNNPACK took, the operators left to the built-in kernels with their counts).
+    def delegation(self) -> tuple[int, tuple[tuple[str, int], ...]]:
+        """(how many parts XNNPACK took, the operators left to the built-in kernels with their counts);
+        (0, ()) without XNNPACK.
 
         An operator XNNPACK cannot run splits the graph: each part becomes a DELEGATE node, and the data
         crosses between XNNPACK and the built-in kernels at every split (an int8 HARD_SWISH does this in
         MobileNetV3). The interpreter lists the model's own nodes, then the DELEGATE nodes; a model node ran
         by XNNPACK is one a DELEGATE node's outputs are computed from, back to that node's inputs.
         """
+        if self.delegate != "xnnpack":
+            return 0, ()
         nodes = self._interpreter._get_ops_details()
         parts = [node for node in nodes if node["op_name"] == "DELEGATE"]
         producer = {int(t): node["index"] for node in nodes if node["op_name"] != "DELEGATE" for t in node["outputs"]}

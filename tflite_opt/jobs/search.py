@@ -87,8 +87,7 @@ class CandidateBuilder:
     ) -> Candidate:
         """Quantize ``calibrated`` with ``float_layers`` kept in float, verify it, and measure it."""
         tuned = tuned or FineTuned()
-        clusters = tuned.clustered.stats.config.clusters if tuned.clustered is not None else None
-        variant = candidate_name(sparsity, float_layers, self.config.per_tensor, clusters)
+        variant = candidate_name(sparsity, float_layers, self.config.per_tensor, tuned.clusters)
         file = self._quantized(calibrated, variant, float_layers, tuned)
         return self._measured(file, variant, phase, sparsity, float_layers, parent, tuned)
 
@@ -96,8 +95,7 @@ class CandidateBuilder:
         """The candidate fine-tuned quantization-aware from ``tuned``'s model, in the scheme that keeps its
         zeros and shared values, converted to full int8."""
         tuned = tuned.quantization_aware(self.model, *self._training(), self.config.qat)
-        clusters = tuned.clustered.stats.config.clusters if tuned.clustered is not None else None
-        variant = candidate_name(sparsity, (), False, clusters, tuned.scheme)
+        variant = candidate_name(sparsity, (), False, tuned.clusters, tuned.scheme)
         calibration = self.calibration if self.model_calibration is None else self.model_calibration
         content = convert_keras(
             tuned.qat.model, Mode.FULL_INT8, calibration, self.config.io_type, progress=self.bench.progress

@@ -115,6 +115,7 @@ def _latency_stats(times: np.ndarray, runner: TfliteRunner, settings: BenchmarkS
     wall, cpu = times[:, 0], times[:, 1]
     p50, p90, p99 = np.percentile(wall, [50, 90, 99])
     single = settings.num_threads == 1  # other threads' work is not the calling thread's CPU time
+    partitions, undelegated = runner.delegation()
     return LatencyStats(
         mean=float(wall.mean()),
         std=float(wall.std(ddof=1)),
@@ -127,8 +128,8 @@ def _latency_stats(times: np.ndarray, runner: TfliteRunner, settings: BenchmarkS
         num_runs=settings.num_runs,
         warmup_runs=settings.warmup_runs,
         delegate=runner.delegate,
-        partitions=runner.partitions,
-        undelegated=runner.undelegated,
+        partitions=partitions,
+        undelegated=undelegated,
         cpu_p50=float(np.median(cpu)) if single else None,
         cpu_mean=float(cpu.mean()) if single else None,
     )

@@ -66,6 +66,11 @@ class FineTuned:
         return self.pruned.model if self.pruned is not None else original
 
     @property
+    def clusters(self) -> int | None:
+        """Shared values per layer, where the model was clustered."""
+        return self.clustered.stats.config.clusters if self.clustered is not None else None
+
+    @property
     def scheme(self) -> str:
         """The quantization-aware scheme that keeps what came before: ``qat``, ``pqat``, ``cqat`` or ``pcqat``."""
         return ("p" if self.pruned else "") + ("c" if self.clustered else "") + "qat"

@@ -349,8 +349,8 @@ def format_table(report: ConvertReport) -> str:
     for v in report.variants:
         delegate = "" if v.latency.delegate == "xnnpack" else f" (ran on delegate: {v.latency.delegate})"
         out.append(f"{v.variant}: {v.verdict.label}: {v.verdict.reason}; {v.path}{delegate}")
-        if v.latency.delegation_note():
-            out.append(f"  {v.latency.delegation_note()}")
+        if note := v.latency.delegation_note():
+            out.append(f"  {note}")
         out.extend(f"  {c.line()}" for c in v.verification.checks)
     out += _notes(report)
     if report.pruning is not None:

@@ -25,7 +25,7 @@ from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.jobs.convert import run_convert
 from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.data import ImageSize, load_dataset
-from tflite_opt.stages.prune import settle_batch_statistics
+from tflite_opt.stages.fine_tune import settle_batch_statistics
 from tflite_opt.stages.translate import translate_for_tfmot
 
 SIZE = ImageSize(96, 96, 3)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from tflite_opt.core.config import ConvertConfig, Mode
 from tflite_opt.jobs.convert import run_convert
-from tflite_opt.stages.prune import settle_batch_statistics
+from tflite_opt.stages.fine_tune import settle_batch_statistics
 
 
 @pytest.fixture(scope="session")

@@ -226,3 +226,21 @@ def trained(model, images: np.ndarray, labels: np.ndarray, epochs: int = 3):
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
     model.fit(images[..., None] / 255.0, labels, epochs=epochs, batch_size=32, verbose=0)
     return model
+
+
+def build_every_kernel_kind(seed: int = 0):
+    """One layer of each kind whose kernel tfmot prunes and clusters in an image classifier: Conv2D,
+    SeparableConv2D (its pointwise kernel), Conv2DTranspose, Conv1D, SeparableConv1D, Dense."""
+    keras = keras2.keras
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 1), name="image")
+    x = layers.Conv2D(8, 3, activation="relu", name="conv2d")(inputs)
+    x = layers.SeparableConv2D(16, 3, activation="relu", name="separable2d")(x)
+    x = layers.Conv2DTranspose(8, 3, activation="relu", name="transpose")(x)
+    x = layers.Reshape((INPUT_SIZE - 2, (INPUT_SIZE - 2) * 8), name="rows")(x)
+    x = layers.Conv1D(16, 3, activation="relu", name="conv1d")(x)
+    x = layers.SeparableConv1D(16, 3, activation="relu", name="separable1d")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(10, activation="softmax", name="scores")(x)
+    return keras.Model(inputs, outputs, name="every_kernel_kind")

@@ -227,7 +227,21 @@ def define_pruning_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer("pruning-epochs", default.epochs, "Fine-tuning epochs.", **group)
     flags.DEFINE_integer("batch-size", default.batch_size, "Fine-tuning batch size.", **group)
-    flags.DEFINE_float("learning-rate", default.learning_rate, "Fine-tuning learning rate (Adam).", **group)
+    flags.DEFINE_float(
+        "learning-rate",
+        None,
+        "Fine-tuning learning rate (Adam). Default: measured on a held-out fifth of the training data, starting "
+        f"from {default.START_LEARNING_RATE:g} (pruning), {ClusterConfig.START_LEARNING_RATE:g} (clustering), "
+        f"{QatConfig.START_LEARNING_RATE:g} (quantization-aware training) and dividing by ten while that helps.",
+        **group,
+    )
+    flags.DEFINE_integer(
+        "min-fine-tuning-steps",
+        default.min_steps,
+        "Fine-tuning (pruning, clustering, quantization-aware training) takes at least this many steps: more epochs "
+        "on a small training set.",
+        **group,
+    )
     flags.DEFINE_string("block-size", "1,1", "Prune blocks of HxW weights together, e.g. 1,4.", **group)
     flags.DEFINE_string("sparsity-m-by-n", None, "Structured sparsity: m zeros in every n weights, e.g. 2:4.", **group)
 
@@ -243,8 +257,7 @@ def define_qat_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_integer(
         "cluster-epochs",
         clustering.epochs,
-        f"Fine-tuning epochs after clustering (--batch-size {clustering.batch_size} and "
-        f"--learning-rate {clustering.learning_rate:g} unless given).",
+        f"Fine-tuning epochs after clustering (--batch-size {clustering.batch_size} unless given).",
         **group,
     )
     default = QatConfig()
@@ -258,8 +271,7 @@ def define_qat_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_integer(
         "qat-epochs",
         default.epochs,
-        f"Quantization-aware fine-tuning epochs (with --batch-size, default {default.batch_size} here, and "
-        f"--learning-rate, default {default.learning_rate:g} here).",
+        f"Quantization-aware fine-tuning epochs (with --batch-size, default {default.batch_size} here).",
         **group,
     )
 
@@ -322,7 +334,8 @@ def cluster_config_from_flags(fv: flags.FlagValues) -> ClusterConfig | None:
         clusters=fv["cluster"].value,
         epochs=fv["cluster-epochs"].value,
         batch_size=_shared(fv, "batch-size", default.batch_size),
-        learning_rate=_shared(fv, "learning-rate", default.learning_rate),
+        learning_rate=fv["learning-rate"].value,
+        min_steps=fv["min-fine-tuning-steps"].value,
     )
 
 
@@ -334,7 +347,8 @@ def qat_config_from_flags(fv: flags.FlagValues) -> QatConfig | None:
     return QatConfig(
         epochs=fv["qat-epochs"].value,
         batch_size=_shared(fv, "batch-size", default.batch_size),
-        learning_rate=_shared(fv, "learning-rate", default.learning_rate),
+        learning_rate=fv["learning-rate"].value,
+        min_steps=fv["min-fine-tuning-steps"].value,
     )
 
 
@@ -348,6 +362,7 @@ def prune_config_from_flags(fv: flags.FlagValues, always: bool = False) -> Prune
         epochs=fv["pruning-epochs"].value,
         batch_size=fv["batch-size"].value,
         learning_rate=fv["learning-rate"].value,
+        min_steps=fv["min-fine-tuning-steps"].value,
         block_size=_pair(fv["block-size"].value, ",", "block-size") or (1, 1),
         m_by_n=_pair(fv["sparsity-m-by-n"].value, ":", "sparsity-m-by-n"),
     )

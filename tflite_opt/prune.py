@@ -51,6 +51,8 @@ def _run(fv: flags.FlagValues) -> int:
         print(f"{layer.layer:<16} {layer.weights:>9} weights  {100 * layer.sparsity:5.1f}% zero")
     for layer, reason in stats.skipped:
         print(f"skipped {layer}: {reason}")
+    if stats.tuning is not None:
+        print(f"fine-tuning: {stats.tuning.describe()}")
     print(f"pruned in {stats.seconds:.0f} s; saved the stripped model to {output}")
     return 0
 

@@ -41,10 +41,11 @@ def test_the_plan_puts_the_float32_reference_first_and_names_every_variant():
     )
 
 
-def test_a_pruned_plan_converts_the_pruned_model_but_keeps_the_unpruned_reference():
+def test_a_pruned_plan_converts_the_pruned_model_beside_the_unpruned_reference_and_plain_int8():
     plan = plan_variants(ConvertConfig(prune=PruneConfig(target_sparsity=0.8), sparse_format=True))
     assert [(v.name, v.from_tuned, v.sparse_weights) for v in plan] == [
         ("float32", False, False),
+        ("int8", False, False),
         ("int8-pruned80", True, False),
         ("int8-pruned80-sparse", True, True),
     ]
@@ -54,6 +55,7 @@ def test_a_clustered_plan_converts_the_clustered_model_and_its_quantization_awar
     plan = plan_variants(ConvertConfig(cluster=ClusterConfig(16), qat=QatConfig()))
     assert [(v.name, v.from_tuned, v.from_qat) for v in plan] == [
         ("float32", False, False),
+        ("int8", False, False),
         ("int8-clustered16", True, False),
         ("int8-clustered16-cqat", True, True),
     ]
@@ -158,9 +160,9 @@ def test_default_model_pruned_to_80_percent_meets_the_targets(tmp_path):
     """Done-when of pruning: ≥75% zeros in the int8 file, gzip ≤ 1/10 of float32's, top-1 within 1 point."""
     run_convert(ConvertConfig(output_dir=tmp_path, prune=PruneConfig(target_sparsity=0.8)))
     report = json.loads((tmp_path / "report.json").read_text())
-    float32, pruned = report["variants"]
-    assert pruned["variant"] == "int8-pruned80"
-    assert pruned["sparsity"] >= 0.75
+    float32, plain, pruned = report["variants"]
+    assert (plain["variant"], pruned["variant"]) == ("int8", "int8-pruned80")  # each step's cost on one table
+    assert pruned["chosen"] and pruned["sparsity"] >= 0.75 > plain["sparsity"]
     assert all(layer["sparsity_in_file"]["int8-pruned80"] >= 0.75 for layer in report["pruning"]["layers"])
     assert pruned["gzip_size_bytes"] <= float32["gzip_size_bytes"] / 10
     assert report["keras_top1"] - pruned["top1"] <= 0.01

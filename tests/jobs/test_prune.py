@@ -13,7 +13,7 @@ from tflite_opt.stages.load import load_keras_model
 from tflite_opt.stages.prune import layer_sparsity
 
 pytestmark = pytest.mark.slow
-FAST = PruneConfig(target_sparsity=0.5, epochs=2, batch_size=8)
+FAST = PruneConfig(target_sparsity=0.5, epochs=2, batch_size=8, learning_rate=5e-4, min_steps=0)
 
 
 def test_the_saved_model_is_stripped_and_as_sparse_as_reported(saved_tiny_model, digit_folders, tmp_path):

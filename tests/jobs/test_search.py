@@ -15,8 +15,11 @@ from tflite_opt.core.config import (
     QatConfig,
     SearchConfig,
 )
+from tflite_opt.core.errors import VerificationError
 from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.jobs import search as jobs_search
 from tflite_opt.jobs.convert import run_convert
+from tflite_opt.stages.report import format_table
 from tflite_opt.stages.verify import float_operators
 
 pytestmark = pytest.mark.slow
@@ -179,3 +182,30 @@ def test_default_model_search_returns_a_pruned_model_within_a_third_of_a_point(t
     assert 100 * (report.keras_top1 - report.variant(chosen.variant).top1) <= 0.3 + 1e-9
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["search"]["budget"] == 0.3 and len(saved["search"]["candidates"]) >= 3
+
+
+def test_a_candidate_that_fails_is_a_row_with_its_reason_and_the_search_still_ships(
+    outlier_model, outlier_data, tmp_path, monkeypatch
+):
+    real = jobs_search.prune_model
+
+    def failing_at_75(model, train_x, train_y, settings):
+        if settings.target_sparsity == 0.75:
+            raise VerificationError("the int8-pruned75 model failed verification: sparsity kept: conv 33.0% zeros")
+        return real(model, train_x, train_y, settings)
+
+    monkeypatch.setattr(jobs_search, "prune_model", failing_at_75)
+    config = search_config(
+        outlier_data,
+        outlier_model,
+        tmp_path,
+        search=SearchConfig(2.0, sparsities=(0.5, 0.75), refine=False),
+        prune=PruneConfig(epochs=2, batch_size=64, learning_rate=1e-3),
+    )
+    report = run_convert(config)
+    rows = {row["variant"]: row for row in json.loads((tmp_path / "report.json").read_text())["search"]["candidates"]}
+    failed = rows["int8-pruned75-mixed1"]
+    assert "sparsity kept: conv 33.0% zeros" in failed["failure"] and failed["top1"] is None
+    assert report.search.chosen.within_budget and report.search.chosen.failure is None
+    assert (tmp_path / f"outlier_model.{report.search.chosen.variant}.tflite").exists()
+    assert "failed" in format_table(report)

@@ -15,7 +15,7 @@ from tflite_opt.stages.prune import prune_model
 from tflite_opt.stages.verify import clusters_kept_check, file_layer_clusters, pruning_kept_check
 
 pytestmark = pytest.mark.slow
-FAST = {"epochs": 1, "batch_size": 16}
+FAST = {"epochs": 1, "batch_size": 16, "learning_rate": 1e-4, "min_steps": 0}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,9 @@ def test_the_check_fails_naming_the_layer_when_a_file_has_more_values_than_clust
 
 
 def test_clustering_a_pruned_model_keeps_its_zeros(digits12):
-    pruned = prune_model(build_functional(), *digits12, PruneConfig(target_sparsity=0.5, epochs=2, batch_size=16))
+    pruned = prune_model(
+        build_functional(), *digits12, PruneConfig(target_sparsity=0.5, epochs=2, batch_size=16, min_steps=0)
+    )
     result = cluster_model(pruned.model, *digits12, ClusterConfig(clusters=8, **FAST), preserve_sparsity=True)
     content = convert_keras(result.model, Mode.FULL_INT8, digits12[0][:32], IoType.INT8, progress=False)
     spec = describe_classifier(result.model)
@@ -67,5 +69,5 @@ def test_a_keras3_model_is_clustered_through_its_translation_and_given_back_in_k
 def test_bad_cluster_counts_and_too_little_data_are_refused(digits12):
     with pytest.raises(UsageError, match="--cluster takes 2 to 256"):
         ClusterConfig(clusters=1)
-    with pytest.raises(UsageError, match="at least --batch-size=64"):
+    with pytest.raises(UsageError, match="at least 10 labelled training samples"):
         cluster_model(build_functional(), digits12[0][:8], digits12[1][:8], ClusterConfig())

@@ -104,7 +104,7 @@ def test_float_nodes_stay_float_when_quantizing_a_calibrated_model():
 def test_sparse_format_is_read_back_and_runs_without_xnnpack():
     samples = calibration_samples(count=64)
     labels = np.arange(64) % 10
-    config = PruneConfig(target_sparsity=0.8, epochs=2, batch_size=8, learning_rate=1e-3)
+    config = PruneConfig(target_sparsity=0.8, epochs=2, batch_size=8, learning_rate=1e-3, min_steps=0)
     result = prune_model(build_sequential(), samples, labels, config)
     dense = convert_keras(result.model, Mode.FULL_INT8, samples, progress=False)
     sparse = convert_keras(result.model, Mode.FULL_INT8, samples, progress=False, sparse_weights=True)

@@ -85,7 +85,7 @@ def test_keras3_layer_scopes_name_the_layer_that_computed_each_tensor():
 def test_a_model_saved_mid_pruning_reloads_stripped(tmp_path, suffix):
     keras = keras2.keras
     model = build_sequential()
-    wrapped, _ = prune.wrap_for_pruning(model, PruneConfig(target_sparsity=0.5), steps=10)
+    wrapped, _, _ = prune.wrap_for_pruning(model, PruneConfig(target_sparsity=0.5), steps=10)
     wrapped.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy())
     x = np.random.default_rng(0).random((16, INPUT_SIZE, INPUT_SIZE, 1), dtype=np.float32)
     y = np.arange(16) % 10

@@ -17,7 +17,7 @@ from tflite_opt.stages.data import ImageSize, load_dataset
 from tflite_opt.stages.verify import file_layer_sparsity, sparsity_check
 
 pytestmark = pytest.mark.slow
-FAST = {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3}
+FAST = {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "min_steps": 0}
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +47,22 @@ def test_pruning_leaves_the_callers_model_untouched(digits):
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
-def test_each_fine_tuning_epoch_is_logged(digits, caplog):
+def test_each_fine_tuning_epoch_is_logged_and_the_record_says_what_was_kept(digits, caplog):
     with caplog.at_level(logging.INFO, logger="tflite_opt"):
         result = prune.prune_model(build_sequential(), *digits, PruneConfig(target_sparsity=0.5, **FAST))
-    lines = [r.getMessage() for r in caplog.records if r.name == "tflite_opt.stages.prune"]
-    assert [line.split(":")[1].strip() for line in lines] == [
-        "epoch 1/2",
-        "epoch 2/2",
-        f"BatchNormalization statistics settled on {min(prune.SETTLE_SAMPLES, len(digits[0]))} training samples",
+    record = result.stats.tuning
+    lines = [r.getMessage() for r in caplog.records if r.name == "tflite_opt.stages.fine_tune"]
+    epochs = [line for line in lines if ", epoch " in line and "loss" in line]
+    assert [line.split(", epoch ")[1].split(":")[0] for line in epochs] == [
+        f"{e}/{record.epochs}" for e in range(1, record.epochs + 1)
     ]
-    assert all("loss" in line and "accuracy" in line for line in lines[:2])
-    assert result.stats.seconds > 0
+    assert all(line.startswith("pruning: learning rate 0.001") for line in epochs)
+    # The held-out part is scored once the schedule has reached the target: in the last epochs only.
+    assert "held-out top-1" in epochs[-1] and "held-out top-1" not in epochs[0]
+    assert lines[-1] == f"pruning: {record.describe()}"
+    assert record.learning_rate_given and record.learning_rate == 1e-3 and len(record.trials) == 1
+    assert record.fit_samples + record.held_out_samples == len(digits[0])
+    assert result.stats.seconds == record.seconds > 0
 
 
 def test_zeros_survive_into_the_int8_weights(digits):
@@ -115,16 +120,20 @@ def test_a_model_with_nothing_to_prune_is_refused_with_the_reasons(digits):
         prune.prune_model(model, *digits, PruneConfig(**FAST))
 
 
-def test_too_little_training_data_for_one_batch_is_refused(digits):
+def test_too_little_training_data_to_fine_tune_and_measure_it_is_refused(digits):
     x, y = digits
-    with pytest.raises(UsageError, match="at least --batch-size=64 training samples, got 5"):
+    with pytest.raises(UsageError, match="at least 10 labelled training samples .* got 5"):
         prune.prune_model(build_sequential(), x[:5], y[:5], PruneConfig(batch_size=64))
 
 
-def test_a_softmax_output_is_told_from_logits():
-    sample = np.random.default_rng(0).random((8, INPUT_SIZE, INPUT_SIZE, 1), dtype=np.float32)
-    assert prune.output_is_probability(build_sequential(), sample)
-    assert not prune.output_is_probability(build_functional(), sample)
+def test_a_training_set_smaller_than_the_batch_size_is_fine_tuned_in_smaller_batches(digits):
+    x, y = digits
+    result = prune.prune_model(build_sequential(), x[:40], y[:40], PruneConfig(target_sparsity=0.5, batch_size=64))
+    record = result.stats.tuning
+    assert record.fit_samples + record.held_out_samples == 40
+    assert record.batch_size == record.fit_samples // 4  # four steps an epoch at least
+    steps_per_epoch = -(-record.fit_samples // record.batch_size)
+    assert record.epochs * steps_per_epoch >= PruneConfig().min_steps  # and enough steps in all
 
 
 @pytest.fixture(scope="module")
@@ -152,22 +161,3 @@ def test_a_keras3_model_the_translation_refuses_is_not_pruned_and_the_refusal_na
     model = keras.Model(inputs, keras.layers.Dense(10, name="scores")(x))
     with pytest.raises(TranslationError, match=r"layer 'noise' \(GaussianNoise\) is not on the list"):
         prune.prune_model(model, *digits28, PruneConfig(target_sparsity=0.5, **FAST))
-
-
-def test_batch_statistics_are_settled_on_a_draw_of_training_samples_and_frozen_layers_keep_theirs(digits):
-    model = build_sequential()  # conv -> depthwise -> bn
-    images, _ = digits
-    frozen = build_functional()
-    frozen.get_layer("stem_bn").trainable = False
-    before = frozen.get_layer("stem_bn").get_weights()
-    assert prune.settle_batch_statistics(frozen, images, seed=0) == 0  # no trainable BatchNormalization layer
-    for found, expected in zip(frozen.get_layer("stem_bn").get_weights(), before, strict=True):
-        np.testing.assert_array_equal(found, expected)
-    used = prune.settle_batch_statistics(model, images, seed=0)
-    assert used == min(prune.SETTLE_SAMPLES, len(images))
-    chosen = np.sort(np.random.default_rng(0).choice(len(images), size=used, replace=False))
-    keras = keras2.keras
-    before_bn = keras.Model(model.inputs, model.get_layer("depthwise").output)(images[chosen], training=False)
-    moving_mean = model.get_layer("bn").moving_mean.numpy()
-    np.testing.assert_allclose(moving_mean, np.mean(np.asarray(before_bn), axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
-    assert model.get_layer("bn").momentum == 0.99

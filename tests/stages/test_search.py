@@ -188,3 +188,22 @@ def test_the_outcome_as_json_records_every_candidate_and_the_choice():
     assert chosen["within_budget"] and not row["candidates"][0]["within_budget"]
     assert chosen["remedy"] == "float layers" and row["candidates"][0]["remedy"] == "none"
     assert chosen["fine_tuning_seconds"] == {} and row["qat_not_tried"] is None
+
+
+def test_a_failed_candidate_is_a_row_never_chosen_and_the_search_goes_on_from_the_last_level_made():
+    calls = []
+
+    def make(level, previous):
+        calls.append((level, previous.sparsity if previous else None))
+        if level == 0.6:
+            return [Candidate.failed("s0.6", "test", level, (), previous.variant, "verification failed: conv")]
+        return [given(f"s{level}", 0.5 if level <= 0.7 else 3.0, int(1000 * (1 - level)), sparsity=level)]
+
+    tried = search_sparsity(GRID, make, refine=False)
+    assert calls[:3] == [(0.5, None), (0.6, 0.5), (0.7, 0.5)]  # 0.7 continues from 0.5, the last level made
+    failed = next(c for c in tried if c.variant == "s0.6")
+    assert failed.failure == "verification failed: conv" and not failed.within_budget
+    assert choose(tried).variant == "s0.7"
+    outcome = SearchOutcome(SearchConfig(1.0), 0.99, 100, False, tuple(tried))
+    row = next(r for r in outcome.to_dict()["candidates"] if r["variant"] == "s0.6")
+    assert row["failure"] == "verification failed: conv" and row["top1"] is None and not row["chosen"]

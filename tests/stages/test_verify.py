@@ -2,18 +2,24 @@
 
 import numpy as np
 import pytest
-from helpers import INPUT_SIZE, build_sequential
+from helpers import INPUT_SIZE, build_every_kernel_kind, build_sequential, mnist_digits
 
 from tflite_opt.core import keras2
-from tflite_opt.core.config import IoType, Mode
+from tflite_opt.core.config import ClusterConfig, IoType, Mode, PruneConfig
 from tflite_opt.core.errors import VerificationError
 from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.stages.cluster import cluster_model
 from tflite_opt.stages.convert import convert_keras
+from tflite_opt.stages.load import describe_classifier
+from tflite_opt.stages.prune import prune_model
 from tflite_opt.stages.verify import (
+    clusters_kept_check,
+    file_layer_clusters,
     file_layer_sparsity,
     float_operators,
     layer_for_tensor_name,
     overall_sparsity,
+    pruning_kept_check,
     sparsity_check,
     verify_variant,
 )
@@ -83,3 +89,39 @@ def test_the_sparsity_check_fails_when_the_file_has_fewer_zeros_than_keras():
     check = sparsity_check(parsed, {"hidden": 0.8, "absent": 0.5})
     assert not check.passed and "pruning did not survive conversion: hidden" in check.detail
     assert "absent (no weights found in the file)" in check.detail
+
+
+KERNEL_KINDS = {"conv2d", "separable2d", "transpose", "conv1d", "separable1d", "scores"}
+
+
+@pytest.fixture(scope="module")
+def digits12():
+    images, labels = mnist_digits(200, seed=2)
+    return images[:, ::2, ::2][:, 1:13, 1:13][..., np.newaxis].astype(np.float32) / 255.0, labels
+
+
+def test_every_kind_of_layer_tfmot_prunes_keeps_its_zeros_in_the_file_kernel_by_kernel(digits12):
+    result = prune_model(
+        build_every_kernel_kind(), *digits12, PruneConfig(0.5, epochs=2, learning_rate=1e-3, min_steps=0)
+    )
+    assert set(result.stats.pruned_layer_names) == KERNEL_KINDS
+    parsed = read_tflite(convert_keras(result.model, Mode.FULL_INT8, digits12[0][:32], progress=False))
+    spec = describe_classifier(result.model)
+    check = pruning_kept_check(parsed, result.stats, spec)
+    assert check.passed, check.detail
+    in_file = file_layer_sparsity(parsed, spec.scopes_for(KERNEL_KINDS))
+    for layer in result.stats.layers:  # the pruned kernel itself, not pooled with a depthwise one
+        weights, nonzero = in_file[layer.layer]
+        assert weights == layer.weights and 1 - nonzero / weights >= 0.49, layer
+
+
+def test_every_kind_of_layer_tfmot_clusters_keeps_its_shared_values_in_the_file(digits12):
+    result = cluster_model(
+        build_every_kernel_kind(), *digits12, ClusterConfig(8, epochs=1, learning_rate=1e-4, min_steps=0)
+    )
+    assert set(result.stats.clustered) == KERNEL_KINDS
+    parsed = read_tflite(convert_keras(result.model, Mode.FULL_INT8, digits12[0][:32], progress=False))
+    spec = describe_classifier(result.model)
+    check = clusters_kept_check(parsed, result.stats, spec)
+    assert check.passed, check.detail
+    assert set(file_layer_clusters(parsed, spec.scopes_for(KERNEL_KINDS))) == KERNEL_KINDS

@@ -62,6 +62,8 @@ def plan_variants(config: ConvertConfig) -> tuple[PlannedVariant, ...]:
             plan.append(PlannedVariant(candidate_name(0.0, (), True), Mode.FULL_INT8, per_tensor=True))
         return tuple(plan + _qat_plan(config))
     pruned = config.pruned_modes
+    # The same modes from the model as it came, so that each fine-tuning step's cost is one subtraction.
+    plan += [PlannedVariant(m.value, m) for m in pruned if m is not Mode.FLOAT32]
     plan += [PlannedVariant(config.variant_name(m), m, from_tuned=True, per_tensor=config.per_tensor) for m in pruned]
     if config.sparse_format:
         plan += [

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from tflite_opt.core.config import ConvertConfig, Mode, SearchConfig
+from tflite_opt.core.errors import TfliteOptError
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs.measure import Bench
 from tflite_opt.stages.convert import (
@@ -189,8 +191,21 @@ class CandidateBuilder:
         found = [self.candidate(calibrated, phase, sparsity, float_layers, parent, tuned)]
         # Float layers mean quantization-aware training already missed: it is not tried again.
         if not found[0].within_budget and self.config.qat is not None and not float_layers:
-            found.append(self.quantization_aware(tuned, phase, sparsity, found[0].variant))
+            variant = candidate_name(sparsity, (), False, tuned.clusters, tuned.scheme)
+            found += self.attempt(
+                Candidate.failed(variant, phase, sparsity, (), found[0].variant, ""),
+                lambda: [self.quantization_aware(tuned, phase, sparsity, found[0].variant)],
+            )
         return found
+
+    def attempt(self, planned: Candidate, build: Callable[[], list[Candidate]]) -> list[Candidate]:
+        """The candidates ``build`` makes; where it fails (tfmot refuses the model, conversion or verification
+        fails), ``planned`` as a failed row with the reason, and the search goes on."""
+        try:
+            return build()
+        except TfliteOptError as exc:
+            log.warning("search: %s failed: %s", planned.variant, exc)
+            return [replace(planned, failure=str(exc))]
 
     def pruned(self, sparsity: float, previous: Candidate | None, float_layers: tuple[str, ...]) -> list[Candidate]:
         """The candidates pruned to ``sparsity``, fine-tuned from the previous level's pruned model."""
@@ -203,9 +218,15 @@ class CandidateBuilder:
             epochs=base.epochs if start is None else max(1, base.epochs // 2),
             initial_sparsity=previous.sparsity if start is not None else 0.0,
         )
-        result = prune_model(start.model if start is not None else self.model, *self._training(), settings)
         parent = previous.variant if previous is not None else candidate_name(0.0, float_layers, self.config.per_tensor)
-        return self.tuned(PHASE_SPARSITY, FineTuned(pruned=result), float_layers, parent)
+        clusters = self.config.cluster.clusters if self.config.cluster is not None else None
+        variant = candidate_name(sparsity, float_layers, self.config.per_tensor, clusters)
+
+        def build() -> list[Candidate]:
+            result = prune_model(start.model if start is not None else self.model, *self._training(), settings)
+            return self.tuned(PHASE_SPARSITY, FineTuned(pruned=result), float_layers, parent)
+
+        return self.attempt(Candidate.failed(variant, PHASE_SPARSITY, sparsity, float_layers, parent, ""), build)
 
 
 def run_search(builder: CandidateBuilder) -> SearchOutcome:
@@ -228,10 +249,17 @@ def run_search(builder: CandidateBuilder) -> SearchOutcome:
         return [e.layer for e in ranking if e.layer in spec.layer_names]
 
     def keep_in_float(float_layers: tuple[str, ...], parent: Candidate) -> Candidate:
-        return builder.candidate(calibrated, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant)
+        variant = candidate_name(0.0, float_layers, config.per_tensor)
+        planned = Candidate.failed(variant, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant, "")
+        return builder.attempt(
+            planned, lambda: [builder.candidate(calibrated, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant)]
+        )[0]
 
     def quantization_aware() -> Candidate:
-        return builder.quantization_aware(FineTuned(), PHASE_QAT, 0.0, first.variant)
+        planned = Candidate.failed(candidate_name(0.0, (), False, None, "qat"), PHASE_QAT, 0.0, (), first.variant, "")
+        return builder.attempt(
+            planned, lambda: [builder.quantization_aware(FineTuned(), PHASE_QAT, 0.0, first.variant)]
+        )[0]
 
     candidates = search_int8(
         first,
@@ -252,7 +280,11 @@ def run_search(builder: CandidateBuilder) -> SearchOutcome:
     elif config.cluster is not None:
         # Clustered from the float model: its step is measured against post-training int8 with the same float layers.
         parent = candidate_name(0.0, unpruned.float_layers, config.per_tensor)
-        candidates += builder.tuned(PHASE_CLUSTERING, FineTuned(), unpruned.float_layers, parent)
+        variant = candidate_name(0.0, unpruned.float_layers, config.per_tensor, config.cluster.clusters)
+        planned = Candidate.failed(variant, PHASE_CLUSTERING, 0.0, unpruned.float_layers, parent, "")
+        candidates += builder.attempt(
+            planned, lambda: builder.tuned(PHASE_CLUSTERING, FineTuned(), unpruned.float_layers, parent)
+        )
     return SearchOutcome(
         config=search,
         keras_top1=builder.keras_top1,

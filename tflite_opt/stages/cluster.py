@@ -14,18 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from tflite_opt.core import keras2
 from tflite_opt.core.config import ClusterConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.tfmot import tfmot
-from tflite_opt.stages.prune import (
-    FineTuning,
-    clone_wrapped,
-    fine_tune,
-    for_tfmot,
-    prunable_kernel,
-    settle_batch_statistics,
-)
+from tflite_opt.stages.fine_tune import FineTuning, FineTuningRecord, Wrapped, fine_tune
+from tflite_opt.stages.prune import clone_wrapped, for_tfmot, prunable_kernel
 from tflite_opt.stages.translate import restore_into_keras3
 
 log = logging.getLogger(__name__)
@@ -43,6 +36,7 @@ class ClusterStats:
     clustered: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
     preserved_sparsity: bool
+    tuning: FineTuningRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +45,7 @@ class ClusterStats:
             "clustered_layers": list(self.clustered),
             "preserved_sparsity": self.preserved_sparsity,
             "skipped": [{"layer": name, "reason": reason} for name, reason in self.skipped],
+            "fine_tuning": self.tuning.to_dict() if self.tuning is not None else None,
         }
 
 
@@ -73,20 +68,23 @@ def cluster_model(
 
     Raises:
         UsageError: too little training data, no layer tfmot can cluster, or a model it cannot wrap.
+
+    Fine-tuning: :mod:`tflite_opt.stages.fine_tune`.
     """
-    keras = keras2.keras
-    if len(train_x) < config.batch_size:
-        raise UsageError(f"clustering fine-tunes the model and needs at least --batch-size={config.batch_size} samples")
     model, keras3_model = for_tfmot(model, train_x)
-    keras.utils.set_random_seed(config.seed)
-    wrapped, clustered, skipped = _clusterable(model, config.clusters, preserve_sparsity)
-    settings = FineTuning(config.epochs, config.batch_size, config.learning_rate, config.seed, "clustering")
-    seconds = fine_tune(wrapped, model, train_x, train_y, settings, [])
-    stripped = tfmot().clustering.keras.strip_clustering(wrapped)
-    settle_batch_statistics(stripped, train_x, config.seed, "clustering")
-    clustered, unclustered = _really_clustered(stripped, clustered, config.clusters + preserve_sparsity)
-    result = stripped if keras3_model is None else restore_into_keras3(keras3_model, stripped)
-    stats = ClusterStats(config, seconds, clustered, tuple(skipped + unclustered), preserve_sparsity)
+
+    def wrap(copy: Any, steps: int) -> Wrapped:
+        wrapped, clustered, skipped = _clusterable(copy, config.clusters, preserve_sparsity)
+        return Wrapped(wrapped, details=(clustered, skipped))
+
+    settings = FineTuning.of(config, "clustering")
+    tuned = fine_tune(model, train_x, train_y, settings, wrap, tfmot().clustering.keras.strip_clustering)
+    clustered, skipped = tuned.details
+    clustered, unclustered = _really_clustered(tuned.model, clustered, config.clusters + preserve_sparsity)
+    result = tuned.model if keras3_model is None else restore_into_keras3(keras3_model, tuned.model)
+    stats = ClusterStats(
+        config, tuned.record.seconds, clustered, tuple(skipped + unclustered), preserve_sparsity, tuned.record
+    )
     return ClusterResult(result, stats)
 
 

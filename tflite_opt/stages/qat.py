@@ -21,7 +21,8 @@ from tflite_opt.core.config import ClusterConfig, QatConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.tfmot import tfmot
 from tflite_opt.stages.cluster import ClusterResult, cluster_model
-from tflite_opt.stages.prune import FineTuning, PruneResult, fine_tune, for_tfmot, settle_batch_statistics
+from tflite_opt.stages.fine_tune import FineTuning, FineTuningRecord, Wrapped, fine_tune
+from tflite_opt.stages.prune import PruneResult, for_tfmot
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,14 @@ class QatStats:
     config: QatConfig
     seconds: float
     skipped: tuple[tuple[str, str], ...]
+    tuning: FineTuningRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.config.to_dict(),
             "seconds": round(self.seconds, 1),
             "skipped": [{"layer": name, "reason": reason} for name, reason in self.skipped],
+            "fine_tuning": self.tuning.to_dict() if self.tuning is not None else None,
         }
 
 
@@ -117,25 +120,114 @@ def quantization_aware_model(
     Raises:
         UsageError: too little training data, or a model tfmot cannot make quantization-aware (its message).
     """
-    keras = keras2.keras
-    if len(train_x) < config.batch_size:
-        raise UsageError(f"quantization-aware training needs at least --batch-size={config.batch_size} samples")
     model, _ = for_tfmot(model, train_x)
-    keras.utils.set_random_seed(config.seed)
-    quantized, skipped = _quantization_aware(model, scheme, frozen)
-    settings = FineTuning(
-        config.epochs, config.batch_size, config.learning_rate, config.seed, "quantization-aware training"
-    )
+    model = separable_as_depthwise_and_pointwise(model, train_x[:SEPARABLE_CHECK_SAMPLES])
+
+    def wrap(copy: Any, steps: int) -> Wrapped:
+        quantized, skipped = _quantization_aware(copy, scheme, frozen)
+        return Wrapped(quantized, details=skipped)
+
+    settings = FineTuning.of(config, "quantization-aware training")
     tf_log = keras2.tf.get_logger()
     level = tf_log.level
     try:
         # The cluster-preserving schemes train the centroids, not the kernels: TensorFlow warns, by design.
         tf_log.setLevel(logging.ERROR)
-        seconds = fine_tune(quantized, model, train_x, train_y, settings, [])
+        tuned = fine_tune(model, train_x, train_y, settings, wrap, lambda quantized: quantized)
     finally:
         tf_log.setLevel(level)
-    settle_batch_statistics(quantized, train_x, config.seed, "quantization-aware training")
-    return QatResult(quantized, QatStats(config, seconds, tuple(skipped)))
+    return QatResult(tuned.model, QatStats(config, tuned.record.seconds, tuple(tuned.details), tuned.record))
+
+
+# Training samples on which the model with its separable convolutions split must give the model's outputs.
+SEPARABLE_CHECK_SAMPLES = 16
+SEPARABLE_CLASSES = ("SeparableConv2D",)
+DEPTHWISE_SUFFIX = "_depthwise"
+
+
+def separable_as_depthwise_and_pointwise(model: Any, sample: np.ndarray) -> Any:
+    """``model`` with each SeparableConv2D rebuilt as the DepthwiseConv2D and 1x1 Conv2D it computes.
+
+    tfmot's 8-bit scheme has no layer rule for SeparableConv2D, so quantization-aware training left it (and the
+    BatchNormalization after it) in float; both halves have rules, the pointwise one keeps the layer's name (the
+    converter writes the same two operators either way) and a BatchNormalization after it folds into it. The
+    rebuilt model must give the model's outputs on ``sample``; where it does not, or where the model is not a
+    plain graph of layers (a shared or nested separable convolution), the model is used as it is.
+    """
+    keras = keras2.keras
+    config = _graph_config(model)
+    separable = [
+        entry
+        for entry in (config or {}).get("layers", [])
+        if entry["class_name"] in SEPARABLE_CLASSES and len(entry.get("inbound_nodes") or []) == 1
+    ]
+    if not separable:
+        return model
+    layers = []
+    for entry in config["layers"]:
+        layers += _split_separable(entry) if entry in separable else [entry]
+    rebuilt = keras.Model.from_config({**config, "layers": layers})
+    for layer in (layer for layer in rebuilt.layers if layer.weights):
+        source = layer.name.removesuffix(DEPTHWISE_SUFFIX)
+        original = model.get_layer(source)
+        if type(original).__name__ not in SEPARABLE_CLASSES:
+            layer.set_weights(original.get_weights())
+        elif layer.name == source:  # pointwise kernel and bias
+            layer.set_weights(original.get_weights()[1:])
+        else:
+            layer.set_weights(original.get_weights()[:1])
+    expected = np.asarray(model(sample, training=False))
+    if not np.allclose(np.asarray(rebuilt(sample, training=False)), expected, rtol=1e-4, atol=1e-5):
+        log.warning("quantization-aware training: splitting the separable convolutions changed the outputs; kept")
+        return model
+    log.info(
+        "quantization-aware training: %s trained as depthwise and pointwise convolutions",
+        ", ".join(entry["name"] for entry in separable),
+    )
+    return rebuilt
+
+
+def _graph_config(model: Any) -> dict[str, Any] | None:
+    """The model's functional config (a Sequential model's written as one), or None for a nested model."""
+    config = model.get_config()
+    if any(entry["class_name"] in ("Functional", "Sequential", "Model") for entry in config.get("layers", [])):
+        return None
+    if "input_layers" in config:
+        return config
+    entries = config.get("layers", [])
+    if not entries or entries[0]["class_name"] != "InputLayer":
+        return None
+    chained = []
+    for before, entry in zip([None, *entries], entries, strict=False):
+        name = entry["config"]["name"]
+        inbound = [[[before["config"]["name"], 0, 0, {}]]] if before is not None else []
+        chained.append({**entry, "name": name, "inbound_nodes": inbound})
+    first, last = entries[0]["config"]["name"], entries[-1]["config"]["name"]
+    return {"name": config["name"], "layers": chained, "input_layers": [[first, 0, 0]], "output_layers": [[last, 0, 0]]}
+
+
+def _split_separable(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """A SeparableConv2D's config entry as a DepthwiseConv2D's and a 1x1 Conv2D's that takes its output."""
+    name, c = entry["name"], entry["config"]
+    depthwise = {
+        key: c[key] for key in ("kernel_size", "strides", "padding", "data_format", "dilation_rate", "depth_multiplier")
+    }
+    depthwise.update(name=name + DEPTHWISE_SUFFIX, use_bias=False, activation="linear", trainable=c["trainable"])
+    pointwise = {
+        "name": name,
+        "filters": c["filters"],
+        "kernel_size": (1, 1),
+        "use_bias": c["use_bias"],
+        "activation": c["activation"],
+        "data_format": c["data_format"],
+        "trainable": c["trainable"],
+    }
+    return [
+        {"class_name": "DepthwiseConv2D", "name": depthwise["name"], "config": depthwise,
+         "inbound_nodes": entry["inbound_nodes"]},
+        {"class_name": "Conv2D", "name": name, "config": pointwise,
+         "inbound_nodes": [[[depthwise["name"], 0, 0, {}]]]},
+    ]  # fmt: skip
 
 
 def _scheme(name: str) -> Any:

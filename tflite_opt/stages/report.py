@@ -18,6 +18,7 @@ from tflite_opt.stages.benchmark import AccuracyStats, LatencyStats, ShipOption,
 from tflite_opt.stages.cluster import ClusterStats
 from tflite_opt.stages.convert import PixelInputChoice
 from tflite_opt.stages.data import ClassMapping
+from tflite_opt.stages.fine_tune import FineTuningRecord
 from tflite_opt.stages.layer_errors import LayerError
 from tflite_opt.stages.prune import PruneStats
 from tflite_opt.stages.qat import QatStats
@@ -167,6 +168,7 @@ class ConvertReport:
             "keras_top1": self.pruned_keras_top1,
             "note": PRUNING_SIZE_NOTE,
             "skipped": [{"layer": name, "reason": reason} for name, reason in p.skipped],
+            "fine_tuning": p.tuning.to_dict() if p.tuning is not None else None,
             "layers": [
                 {
                     "layer": layer.layer,
@@ -406,25 +408,32 @@ def _clustering_line(clustering: ClusterStats) -> str:
     kept = ", zeros kept" if clustering.preserved_sparsity else ""
     return (
         f"clustering: {len(clustering.clustered)} layers to {clustering.config.clusters} shared values{kept}, "
-        f"{clustering.config.epochs} epochs of fine-tuning in {clustering.seconds:.0f} s"
+        f"fine-tuned in {clustering.seconds:.0f} s"
         + (f"; skipped: {skipped}" if skipped else "")
+        + _tuning_line(clustering.tuning)
     )
 
 
 def _qat_line(qat: QatStats) -> str:
     skipped = "; ".join(f"{name}: {reason}" for name, reason in qat.skipped)
     return (
-        f"quantization-aware training: {qat.config.epochs} epochs of fine-tuning with int8 simulated "
-        f"in {qat.seconds:.0f} s" + (f"; not annotated: {skipped}" if skipped else "")
+        f"quantization-aware training: fine-tuned with int8 simulated in {qat.seconds:.0f} s"
+        + (f"; not annotated: {skipped}" if skipped else "")
+        + _tuning_line(qat.tuning)
     )
+
+
+def _tuning_line(tuning: FineTuningRecord | None) -> str:
+    """The fine-tuning record on a line of its own, indented."""
+    return f"\n  fine-tuning: {tuning.describe()}" if tuning is not None else ""
 
 
 def _pruning_lines(report: ConvertReport) -> list[str]:
     p = report.pruning
     lines = [
         f"pruning: target {100 * p.config.target_sparsity:.0f}% ({p.config.schedule.value}), "
-        f"{p.config.epochs} epochs of fine-tuning in {p.seconds:.0f} s; "
-        f"pruned Keras top-1 {_percent(report.pruned_keras_top1)}",
+        f"fine-tuned in {p.seconds:.0f} s; pruned Keras top-1 {_percent(report.pruned_keras_top1)}"
+        + _tuning_line(p.tuning),
         f"  {'layer':<16}{'weights':>9}{'non-zero':>10}{'Keras':>8}  in file",
     ]
     for layer in p.layers:
@@ -451,6 +460,9 @@ def _search_lines(report: ConvertReport) -> list[str]:
         f"  {'candidate':<34}{score[:9]:>9}{'drop':>8}{'gzip KiB':>10}{'p50 ms':>9}{'tuning s':>10}  remedy",
     ]
     for c in outcome.candidates:
+        if c.failure is not None:
+            lines.append(f"✗ {c.variant:<34}{'failed':>9}  {c.failure}")
+            continue
         mark = "*" if c.variant == outcome.chosen.variant else ("✓" if c.within_budget else "✗")
         p50 = f"{c.measured.latency.p50:.3f}" if c.measured else "n/a"
         remedy = f"float: {', '.join(c.float_layers)}" if c.float_layers else c.remedy

@@ -29,6 +29,7 @@ that loses the least, and the run says so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,16 @@ class Candidate:
     # logic itself needs only the figures above.
     measured: Measured | None = field(default=None, repr=False, compare=False)
     tuned: FineTuned = field(default=FineTuned(), repr=False, compare=False)
+    # Why the candidate could not be built, converted or verified; such a candidate has no figures.
+    failure: str | None = None
+
+    @classmethod
+    def failed(
+        cls, variant: str, phase: str, sparsity: float, float_layers: tuple[str, ...], parent: str | None, reason: str
+    ) -> Candidate:
+        """A candidate that could not be made: a row with its reason, never within the budget nor chosen
+        while another candidate has figures."""
+        return cls(variant, phase, sparsity, float_layers, 0.0, math.inf, 0, False, parent, failure=reason)
 
     @property
     def pruned(self) -> PruneResult | None:
@@ -162,7 +173,8 @@ def search_sparsity(
     """Ascending sparsities, each continuing from the previous level; then one bisection step.
 
     A level is judged by its best candidate (post-training quantization, and the quantization-aware one
-    where that missed). Stops after two levels in a row miss the budget, or one loses more than
+    where that missed); a level whose candidates all failed counts as a miss. Stops after two levels in a row
+    miss the budget, or one loses more than
     ``bad_drop`` points (accuracy rarely comes back with more pruning). The bisection tries the middle
     of the highest level within the budget and the next level, starting from the former.
 
@@ -173,11 +185,12 @@ def search_sparsity(
     tried: list[Candidate] = []
     best_by_level: list[Candidate] = []
     for level in levels:
-        found = make(level, best_by_level[-1] if best_by_level else None)
+        # A level that failed is a miss, not a collapse: the next continues from the last level that was made.
+        found = make(level, next((c for c in reversed(best_by_level) if c.failure is None), None))
         tried += found
         best_by_level.append(choose(found))
         missed_twice = len(best_by_level) >= 2 and not any(c.within_budget for c in best_by_level[-2:])
-        if missed_twice or best_by_level[-1].drop > bad_drop:
+        if missed_twice or (best_by_level[-1].failure is None and best_by_level[-1].drop > bad_drop):
             break
     within = [c for c in best_by_level if c.within_budget]
     if refine and within:
@@ -238,8 +251,9 @@ class SearchOutcome:
                 "sparsity": c.sparsity,
                 "float_layers": list(c.float_layers),
                 "per_tensor": self.per_tensor,
-                "top1": c.top1,
-                "top1_drop_points": round(c.drop, 4),
+                "top1": c.top1 if c.failure is None else None,
+                "top1_drop_points": round(c.drop, 4) if c.failure is None else None,
+                "failure": c.failure,
                 "within_budget": c.within_budget,
                 "gzip_size_bytes": c.gzip_bytes,
                 "chosen": c.variant == self.chosen.variant,

@@ -14,6 +14,7 @@ from tflite_opt.stages.prune import PruneStats
 from tflite_opt.stages.qat import FineTuned
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+DEPTHWISE = "DEPTHWISE_CONV_2D"
 
 
 @dataclass(frozen=True)
@@ -214,14 +215,24 @@ def file_layer_sparsity(model: TfliteFile, layer_names: Iterable[str]) -> dict[s
 
 
 def _layer_kernels(model: TfliteFile, layer_names: Iterable[str]) -> Iterator[tuple[str, Operator, Tensor]]:
-    """(layer, operator, stored kernel) for each conv or dense operator whose kernel belongs to one of the layers.
+    """(layer, operator, stored kernel) for each conv or dense operator whose kernel is the one tfmot prunes and
+    clusters in one of the layers.
 
-    Only the weight tensor's own name counts: an operator's activations are named after its neighbours.
+    Only the weight tensor's own name counts: an operator's activations are named after its neighbours. A layer
+    with a depthwise and another kernel operator is a separable convolution: tfmot prunes and clusters its
+    pointwise kernel (the CONV_2D) and leaves the depthwise one as it is, so the depthwise one is not its.
     """
+    found = []
     for op in model.operators:
         tensor = kernel_tensor(model, op)
         layer = layer_for_tensor_name(tensor.name, layer_names) if tensor is not None else None
         if layer is not None:
+            found.append((layer, op, tensor))
+    separable = {layer for layer, op, _ in found if op.name != DEPTHWISE} & {
+        layer for layer, op, _ in found if op.name == DEPTHWISE
+    }
+    for layer, op, tensor in found:
+        if not (layer in separable and op.name == DEPTHWISE):
             yield layer, op, tensor
 
 

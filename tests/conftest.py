@@ -159,8 +159,8 @@ def keras3_mobilenets(tmp_path_factory) -> dict[str, Path]:
         keras.utils.set_random_seed(0)
         model = build()
         model.compile(keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit((pixels[:1536] - 127.5) / 127.5, labels[:1536], epochs=3, batch_size=32, verbose=0)
-        # Three epochs are too short for BatchNormalization's moving statistics to settle.
+        model.fit((pixels[:1536] - 127.5) / 127.5, labels[:1536], epochs=4, batch_size=32, verbose=0)
+        # Four epochs are too short for BatchNormalization's moving statistics to settle.
         settle_batch_statistics(model, (pixels[:1536] - 127.5) / 127.5, seed=0)
         paths[name] = root / f"{name}.keras"
         model.save(paths[name])

@@ -82,9 +82,13 @@ class HeldOutScore:
     top1: float
     loss: float
 
+    @property
+    def rank(self) -> tuple[float, float]:
+        """Higher top-1 ranks higher; on equal top-1, lower loss."""
+        return (self.top1, -self.loss)
+
     def better_than(self, other: HeldOutScore | None) -> bool:
-        """Higher top-1; on equal top-1, lower loss."""
-        return other is None or (self.top1, -self.loss) > (other.top1, -other.loss)
+        return other is None or self.rank > other.rank
 
     def to_dict(self) -> dict[str, float]:
         return {"top1": round(self.top1, 4), "loss": round(self.loss, 4)}
@@ -249,18 +253,8 @@ def fine_tune(
     batch_size = max(1, min(settings.batch_size, len(fit) // MIN_STEPS_PER_EPOCH))
     steps_per_epoch = math.ceil(len(fit) / batch_size)
     epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
-    trials: list[tuple[Trial, Any, Any]] = []
-    before: HeldOutScore | None = None
-    rate = settings.learning_rate or settings.start_learning_rate
-    for _ in range(1 if settings.learning_rate else LEARNING_RATE_TRIALS):
-        trials.append(_trial(model, split, settings, wrap, rate, batch_size, epochs))
-        # Scored after the first wrap: wrapping refuses a model with nothing to fine-tune first.
-        before = before or held_out_score(model, split)
-        best = max(trials, key=lambda t: (t[0].score.top1, -t[0].score.loss))
-        newest = trials[-1][0]
-        if best[0] is not newest or _kept(newest.score, before, len(held)):
-            break  # the smaller rate did no better, or fine-tuning kept what the model knew
-        rate /= 10
+    trials, before = _measured_rates(model, split, settings, wrap, batch_size, epochs)
+    best = max(trials, key=lambda t: t[0].score.rank)
     trial, wrapped, details = best
     finished = finish(wrapped)
     after, batch_norm = _settle_if_better(finished, split, settings, trial.score)
@@ -281,6 +275,32 @@ def fine_tune(
     )
     log.info("%s: %s", settings.what, record.describe())
     return Tuned(finished, details, record)
+
+
+def _measured_rates(
+    model: Any,
+    split: TrainingSplit,
+    settings: FineTuning,
+    wrap: Callable[[Any, int], Wrapped],
+    batch_size: int,
+    epochs: int,
+) -> tuple[list[tuple[Trial, Any, Any]], HeldOutScore]:
+    """The given learning rate, or the default then a tenth of the last while that helps; returns each trial
+    (trial, wrapped model, what wrapping found) and the held-out score of the model before fine-tuning."""
+    trials: list[tuple[Trial, Any, Any]] = []
+    before: HeldOutScore | None = None
+    rate = settings.learning_rate or settings.start_learning_rate
+    for _ in range(1 if settings.learning_rate else LEARNING_RATE_TRIALS):
+        trials.append(_trial(model, split, settings, wrap, rate, batch_size, epochs))
+        # Scored after the first wrap: wrapping refuses a model with nothing to fine-tune first.
+        before = before or held_out_score(model, split)
+        newest = trials[-1][0]
+        if max(trials, key=lambda t: t[0].score.rank)[0] is not newest or _kept(
+            newest.score, before, len(split.held_y)
+        ):
+            break  # the smaller rate did no better, or fine-tuning kept what the model knew
+        rate /= 10
+    return trials, before
 
 
 def _kept(score: HeldOutScore, before: HeldOutScore, held_out: int) -> bool:

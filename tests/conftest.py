@@ -128,7 +128,7 @@ def keras3_models(outlier_data) -> dict[str, Path]:
         ("transfer", build_keras3_transfer),
     ):
         paths[name] = outlier_data / f"k3_{name}.keras"
-        trained(build(), images, labels).save(paths[name])
+        trained(build(), images, labels, epochs=4).save(paths[name])
     return paths
 
 

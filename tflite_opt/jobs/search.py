@@ -198,14 +198,27 @@ class CandidateBuilder:
             )
         return found
 
-    def attempt(self, planned: Candidate, build: Callable[[], list[Candidate]]) -> list[Candidate]:
+    def attempt(self, failed: Candidate, build: Callable[[], list[Candidate]]) -> list[Candidate]:
         """The candidates ``build`` makes; where it fails (tfmot refuses the model, conversion or verification
-        fails), ``planned`` as a failed row with the reason, and the search goes on."""
+        fails), ``failed`` (a :meth:`Candidate.failed` row) with the reason, and the search goes on."""
         try:
             return build()
         except TfliteOptError as exc:
-            log.warning("search: %s failed: %s", planned.variant, exc)
-            return [replace(planned, failure=str(exc))]
+            log.warning("search: %s failed: %s", failed.variant, exc)
+            return [replace(failed, failure=str(exc))]
+
+    def clustered(self, float_layers: tuple[str, ...]) -> list[Candidate]:
+        """The model clustered (``--cluster`` without ``--prune``), measured against post-training int8 with the
+        same layers in float."""
+        parent = candidate_name(0.0, float_layers, self.config.per_tensor)
+        variant = candidate_name(0.0, float_layers, self.config.per_tensor, self.config.cluster.clusters)
+        failed = Candidate.failed(variant, PHASE_CLUSTERING, 0.0, float_layers, parent, "")
+        return self.attempt(failed, lambda: self.tuned(PHASE_CLUSTERING, FineTuned(), float_layers, parent))
+
+    def first_quantization_aware(self, parent: str) -> Candidate:
+        """``int8-qat``: the float model fine-tuned quantization-aware (or the row saying why it could not be)."""
+        failed = Candidate.failed(candidate_name(0.0, (), False, None, "qat"), PHASE_QAT, 0.0, (), parent, "")
+        return self.attempt(failed, lambda: [self.quantization_aware(FineTuned(), PHASE_QAT, 0.0, parent)])[0]
 
     def pruned(self, sparsity: float, previous: Candidate | None, float_layers: tuple[str, ...]) -> list[Candidate]:
         """The candidates pruned to ``sparsity``, fine-tuned from the previous level's pruned model."""
@@ -250,20 +263,14 @@ def run_search(builder: CandidateBuilder) -> SearchOutcome:
 
     def keep_in_float(float_layers: tuple[str, ...], parent: Candidate) -> Candidate:
         variant = candidate_name(0.0, float_layers, config.per_tensor)
-        planned = Candidate.failed(variant, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant, "")
+        failed = Candidate.failed(variant, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant, "")
         return builder.attempt(
-            planned, lambda: [builder.candidate(calibrated, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant)]
-        )[0]
-
-    def quantization_aware() -> Candidate:
-        planned = Candidate.failed(candidate_name(0.0, (), False, None, "qat"), PHASE_QAT, 0.0, (), first.variant, "")
-        return builder.attempt(
-            planned, lambda: [builder.quantization_aware(FineTuned(), PHASE_QAT, 0.0, first.variant)]
+            failed, lambda: [builder.candidate(calibrated, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant)]
         )[0]
 
     candidates = search_int8(
         first,
-        quantization_aware if config.qat is not None else None,
+        (lambda: builder.first_quantization_aware(first.variant)) if config.qat is not None else None,
         lambda start: search_float_layers(start, rank, keep_in_float, search.max_float_layers),
     )
     unpruned = choose(candidates)
@@ -278,13 +285,7 @@ def run_search(builder: CandidateBuilder) -> SearchOutcome:
             bad_drop=config.benchmark.bad_drop,
         )
     elif config.cluster is not None:
-        # Clustered from the float model: its step is measured against post-training int8 with the same float layers.
-        parent = candidate_name(0.0, unpruned.float_layers, config.per_tensor)
-        variant = candidate_name(0.0, unpruned.float_layers, config.per_tensor, config.cluster.clusters)
-        planned = Candidate.failed(variant, PHASE_CLUSTERING, 0.0, unpruned.float_layers, parent, "")
-        candidates += builder.attempt(
-            planned, lambda: builder.tuned(PHASE_CLUSTERING, FineTuned(), unpruned.float_layers, parent)
-        )
+        candidates += builder.clustered(unpruned.float_layers)
     return SearchOutcome(
         config=search,
         keras_top1=builder.keras_top1,

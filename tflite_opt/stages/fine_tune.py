@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -179,7 +179,7 @@ class TrainingSplit:
     fit_y: np.ndarray
     held_x: np.ndarray
     held_y: np.ndarray
-    from_logits: bool = field(default=False)
+    from_logits: bool = False
 
 
 def split_training(train_x: np.ndarray, train_y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,13 +242,12 @@ def fine_tune(
     started = time.perf_counter()
     require_graph_network(model, settings.what)
     fit, held = split_training(train_x, train_y, settings.seed)
-    sample = train_x[:8].astype(np.float32)
     split = TrainingSplit(
         train_x[fit].astype(np.float32),
         train_y[fit],
         train_x[held].astype(np.float32),
         train_y[held],
-        from_logits=not output_is_probability(model, sample),
+        from_logits=not output_is_probability(model, train_x[:8].astype(np.float32)),
     )
     batch_size = max(1, min(settings.batch_size, len(fit) // MIN_STEPS_PER_EPOCH))
     steps_per_epoch = math.ceil(len(fit) / batch_size)
@@ -417,7 +416,7 @@ def _settle_if_better(
 ) -> tuple[HeldOutScore, str]:
     """Re-estimate BatchNormalization's statistics on fitted samples and keep them only where the held-out
     score improves. Returns the held-out score kept and a sentence saying what was done."""
-    layers = [layer for layer in _batch_norms(model)]
+    layers = _batch_norms(model)
     if not layers:
         return score, "no BatchNormalization layer"
     kept = model.get_weights()

@@ -23,7 +23,7 @@ import numpy as np
 from tflite_opt.core import default_data
 from tflite_opt.core.config import BenchmarkSettings, Mode
 from tflite_opt.core.interpreter import TfliteRunner, interpreter_class, quantize
-from tflite_opt.stages.benchmark import evaluate
+from tflite_opt.stages.benchmark import Scorer, evaluate
 from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.data import ImageSize, load_dataset, open_source
 from tflite_opt.stages.load import load_keras_model
@@ -87,7 +87,11 @@ def main() -> None:
         "batched, 1 thread": median_seconds(lambda: one_thread.predict(images), args.repeats),
         "batched, 2 threads": median_seconds(lambda: two_threads.predict(images), args.repeats),
         "evaluate (streams and decodes PNGs), 2 threads": median_seconds(
-            lambda: evaluate(source, default_data.PREPROCESSING, {"int8": content}, settings=two_thread_settings),
+            lambda: evaluate(
+                source,
+                {"int8": Scorer.tflite(content, default_data.PREPROCESSING, two_thread_settings)},
+                settings=two_thread_settings,
+            ),
             args.repeats,
         ),
     }

@@ -23,6 +23,7 @@ import numpy as np
 
 from tflite_opt.core import default_data
 from tflite_opt.core.config import BenchmarkSettings, ConvertConfig, Mode, PruneConfig
+from tflite_opt.core.variant import VariantSpec
 from tflite_opt.jobs.benchmark import run_benchmark
 from tflite_opt.jobs.convert import run_convert
 from tflite_opt.jobs.default_model import BUILDERS
@@ -49,7 +50,7 @@ def convert_grid(name: str, model_path: Path, folder: Path) -> list[Path]:
             modes=(Mode.FULL_INT8,), prune=prune, train_data=default_data.TRAIN_FILE, output_dir=out, **common
         )
         run_convert(config)
-        files.append(out / f"{name}.{config.variant_name(Mode.FULL_INT8)}.tflite")
+        files.append(VariantSpec(Mode.FULL_INT8, sparsity).path(out, name))
     measured = folder / "measured"
     measured.mkdir(exist_ok=True)
     return [Path(shutil.copy(f, measured / f.name)) for f in files]

@@ -20,8 +20,9 @@ import numpy as np
 from PIL import Image
 
 from tflite_opt.core import default_data, keras3
-from tflite_opt.core.config import ConvertConfig, IoType, Mode, Preprocessing, PruneConfig
+from tflite_opt.core.config import ConvertConfig, IoType, Mode, PruneConfig
 from tflite_opt.core.interpreter import TfliteRunner
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.jobs.convert import run_convert
 from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.data import ImageSize, load_dataset

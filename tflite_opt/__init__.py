@@ -17,7 +17,7 @@ _PUBLIC = {
     "ConvertConfig": "tflite_opt.core.config",
     "IoType": "tflite_opt.core.config",
     "Mode": "tflite_opt.core.config",
-    "Preprocessing": "tflite_opt.core.config",
+    "Preprocessing": "tflite_opt.core.preprocessing",
     "PruneConfig": "tflite_opt.core.config",
     "SearchConfig": "tflite_opt.core.config",
     "BenchmarkSettings": "tflite_opt.core.config",

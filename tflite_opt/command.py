@@ -20,8 +20,9 @@ from typing import Any
 
 from absl import flags
 
-from tflite_opt.core.config import ClusterConfig, Preprocessing, PruneConfig, QatConfig, Schedule
+from tflite_opt.core.config import ClusterConfig, PruneConfig, QatConfig, Schedule
 from tflite_opt.core.errors import TfliteOptError, UsageError
+from tflite_opt.core.preprocessing import Preprocessing
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

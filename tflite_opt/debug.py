@@ -21,9 +21,9 @@ from tflite_opt.command import (
     preprocessing_from_flags,
     run_cli,
 )
-from tflite_opt.core.config import ConvertConfig
+from tflite_opt.core.config import InputConfig
 from tflite_opt.jobs.layer_errors import run_layer_errors
-from tflite_opt.stages.report import format_error_table
+from tflite_opt.stages.layer_errors import format_error_table
 
 _GROUP = "Model and data"
 
@@ -41,7 +41,7 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def _run(fv: flags.FlagValues) -> int:
-    config = ConvertConfig(
+    config = InputConfig(
         model_path=path_flag(fv, "model"),
         representative_data=path_flag(fv, "representative-data"),
         preprocessing=preprocessing_from_flags(fv),

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from helpers import CORPUS
 
-from tflite_opt.core.config import BenchmarkSettings, ConvertConfig, Preprocessing
+from tflite_opt.core.config import BenchmarkSettings, ConvertConfig
 from tflite_opt.core.errors import DataError, ModelLoadError, UsageError
 from tflite_opt.core.interpreter import TfliteRunner
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.jobs.benchmark import run_benchmark
 from tflite_opt.jobs.convert import run_convert
 from tflite_opt.stages.data import ImageSize, load_dataset

@@ -9,20 +9,12 @@ import pytest
 from helpers import FACE_LABELS
 from PIL import Image
 
-from tflite_opt.core.config import (
-    ClusterConfig,
-    ConvertConfig,
-    IoType,
-    Mode,
-    Preprocessing,
-    PruneConfig,
-    QatConfig,
-    SearchConfig,
-)
+from tflite_opt.core.config import ClusterConfig, ConvertConfig, IoType, Mode, PruneConfig, QatConfig, SearchConfig
 from tflite_opt.core.errors import OutputExistsError, UsageError
 from tflite_opt.core.interpreter import TfliteRunner, quantize
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
-from tflite_opt.jobs.convert import PlannedVariant, plan_variants, run_convert
+from tflite_opt.jobs.convert import run_convert
 from tflite_opt.reference_runner import BundleClassifier, top1_on_folder
 from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.data import ImageSize, apply_preprocessing, load_dataset, open_source
@@ -30,44 +22,6 @@ from tflite_opt.stages.load import load_keras_model
 from tflite_opt.stages.report import format_table
 from tflite_opt.stages.translate import translate_for_tfmot
 from tflite_opt.stages.verify import float_operators
-
-
-def test_the_plan_puts_the_float32_reference_first_and_names_every_variant():
-    plan = plan_variants(ConvertConfig(modes=(Mode.FULL_INT8, Mode.FLOAT16)))
-    assert plan == (
-        PlannedVariant("float32", Mode.FLOAT32),
-        PlannedVariant("float16", Mode.FLOAT16),
-        PlannedVariant("int8", Mode.FULL_INT8),
-    )
-
-
-def test_a_pruned_plan_converts_the_pruned_model_beside_the_unpruned_reference_and_plain_int8():
-    plan = plan_variants(ConvertConfig(prune=PruneConfig(target_sparsity=0.8), sparse_format=True))
-    assert [(v.name, v.from_tuned, v.sparse_weights) for v in plan] == [
-        ("float32", False, False),
-        ("int8", False, False),
-        ("int8-pruned80", True, False),
-        ("int8-pruned80-sparse", True, True),
-    ]
-
-
-def test_a_clustered_plan_converts_the_clustered_model_and_its_quantization_aware_scheme():
-    plan = plan_variants(ConvertConfig(cluster=ClusterConfig(16), qat=QatConfig()))
-    assert [(v.name, v.from_tuned, v.from_qat) for v in plan] == [
-        ("float32", False, False),
-        ("int8", False, False),
-        ("int8-clustered16", True, False),
-        ("int8-clustered16-cqat", True, True),
-    ]
-
-
-def test_per_tensor_adds_a_variant_beside_the_per_channel_one_and_a_search_plans_only_the_reference():
-    assert [(v.name, v.per_tensor) for v in plan_variants(ConvertConfig(per_tensor=True))] == [
-        ("float32", False),
-        ("int8", False),
-        ("int8-per-tensor", True),
-    ]
-    assert [v.name for v in plan_variants(ConvertConfig(search=SearchConfig(1.0)))] == ["float32"]
 
 
 @pytest.fixture
@@ -408,22 +362,6 @@ def test_qat_needs_full_int8_and_is_not_searched_for_per_tensor_weights():
         ConvertConfig(qat=QatConfig(), per_tensor=True, search=SearchConfig(1.0))
     with pytest.raises(UsageError, match="it needs --full-int8"):
         ConvertConfig(modes=(Mode.FLOAT16,), qat=QatConfig())
-
-
-def test_the_collaborative_variants_are_named_after_what_they_keep():
-    names = {
-        (prune, cluster): ConvertConfig(
-            prune=PruneConfig(0.8) if prune else None, cluster=ClusterConfig(16) if cluster else None, qat=QatConfig()
-        ).qat_variant
-        for prune in (False, True)
-        for cluster in (False, True)
-    }
-    assert names == {
-        (False, False): "int8-qat",
-        (True, False): "int8-pruned80-pqat",
-        (False, True): "int8-clustered16-cqat",
-        (True, True): "int8-pruned80-clustered16-pcqat",
-    }
 
 
 @pytest.mark.slow

@@ -3,15 +3,16 @@
 import pytest
 from helpers import keras3
 
-from tflite_opt.core.config import ConvertConfig, Preprocessing
+from tflite_opt.core.config import InputConfig
 from tflite_opt.core.errors import UsageError
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.jobs.layer_errors import run_layer_errors
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_outlier_layer_is_first_and_the_report_serializes(outlier_model, outlier_data):
-    config = ConvertConfig(
+    config = InputConfig(
         model_path=outlier_model, representative_data=outlier_data / "calibration", preprocessing=Preprocessing()
     )
     report = run_layer_errors(config)
@@ -24,13 +25,13 @@ def test_the_outlier_layer_is_first_and_the_report_serializes(outlier_model, out
 
 
 def test_a_float_layer_the_model_lacks_is_refused(outlier_model, outlier_data):
-    config = ConvertConfig(model_path=outlier_model, representative_data=outlier_data / "calibration")
+    config = InputConfig(model_path=outlier_model, representative_data=outlier_data / "calibration")
     with pytest.raises(UsageError, match="outlier_model has no layer nosuch"):
         run_layer_errors(config, float_layers=["nosuch"])
 
 
 def test_the_embedded_default_is_measured_without_arguments():
-    report = run_layer_errors(ConvertConfig(num_calibration_samples=20))
+    report = run_layer_errors(InputConfig(num_calibration_samples=20))
     assert report.model == "mnist_cnn" and report.samples == 20
     # A convolution fused with its BatchNorm and ReLU is named after the layer that writes its output.
     assert {e.layer for e in report.errors} >= {"relu1", "conv2", "relu3", "fc1", "probabilities"}
@@ -55,7 +56,7 @@ def test_a_keras3_model_names_its_own_layers_though_keras3_renames_their_scopes(
     logits.set_weights([kernel, bias])
     path = tmp_path / "k3_outlier.keras"
     model.save(path)
-    config = ConvertConfig(
+    config = InputConfig(
         model_path=path, representative_data=outlier_data / "calibration", preprocessing=Preprocessing()
     )
     report = run_layer_errors(config)

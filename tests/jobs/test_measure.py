@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 from helpers import CORPUS
 
-from tflite_opt.core.config import BenchmarkSettings, Preprocessing
+from tflite_opt.core.config import BenchmarkSettings
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs.measure import Bench, assemble_results, latency_pixels
-from tflite_opt.stages.benchmark import LatencyStats, Measured, SizeStats, accuracy_stats
+from tflite_opt.results.files import Verification, Verified
+from tflite_opt.results.measures import LatencyStats, Measured, SizeStats
+from tflite_opt.stages.benchmark import accuracy_stats
 from tflite_opt.stages.data import Dataset
-from tflite_opt.stages.verify import Verification, Verified
 
 VALID = (CORPUS / "tflite" / "valid.tflite").read_bytes()
 
@@ -53,6 +55,6 @@ def test_a_bench_measures_latency_and_size_without_evaluation_data():
         None, Preprocessing(), BenchmarkSettings(num_runs=5, warmup_runs=1), np.zeros((8, 8, 1), np.uint8), {}
     )
     keras_accuracy, results = bench.measure({"int8": Verified(VALID, read_tflite(VALID), Verification("int8", ()))})
-    assert keras_accuracy is None
+    assert keras_accuracy == {}
     assert results["int8"].accuracy is None and results["int8"].latency.num_runs == 5
     assert results["int8"].size.bytes == len(VALID) and results["int8"].size.gzip_bytes < len(VALID)

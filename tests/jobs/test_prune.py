@@ -5,9 +5,10 @@ import zipfile
 
 import pytest
 
-from tflite_opt.core.config import Preprocessing, PruneConfig
+from tflite_opt.core.config import PruneConfig
 from tflite_opt.core.errors import OutputExistsError, UsageError
 from tflite_opt.core.keras3 import is_keras3_model
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.jobs.prune import default_output, run_prune
 from tflite_opt.stages.load import load_keras_model
 from tflite_opt.stages.prune import layer_sparsity

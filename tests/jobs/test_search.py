@@ -6,16 +6,9 @@ import numpy as np
 import pytest
 from helpers import build_outlier_model
 
-from tflite_opt.core.config import (
-    ClusterConfig,
-    ConvertConfig,
-    Mode,
-    Preprocessing,
-    PruneConfig,
-    QatConfig,
-    SearchConfig,
-)
+from tflite_opt.core.config import ClusterConfig, ConvertConfig, Mode, PruneConfig, QatConfig, SearchConfig
 from tflite_opt.core.errors import VerificationError
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs import search as jobs_search
 from tflite_opt.jobs.convert import run_convert

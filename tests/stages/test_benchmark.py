@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 from helpers import build_functional, build_sequential, keras3
 
-from tflite_opt.core.config import PIXELS, BenchmarkSettings, Mode, Preprocessing
+from tflite_opt.core.config import BenchmarkSettings, Mode
 from tflite_opt.core.errors import DataError
 from tflite_opt.core.interpreter import TfliteRunner
+from tflite_opt.core.preprocessing import PIXELS, Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.results.measures import ShipOption, choose_to_ship
 from tflite_opt.stages import benchmark
 from tflite_opt.stages.benchmark import (
-    ShipOption,
+    Scorer,
     accuracy_stats,
-    choose_to_ship,
     evaluate,
     measure_latencies,
     measure_latency,
@@ -105,7 +106,8 @@ def test_streamed_evaluation_matches_one_big_batch(tiny_tflite, digit_folders):
     _, eval_folder = digit_folders
     source = open_source(eval_folder, ImageSize(12, 12, 1), require_labels=True)
     settings = BenchmarkSettings(batch_size=7)  # 40 images: the last batch is partial
-    keras_stats, stats = evaluate(source, Preprocessing(), {"float32": float32, "int8": int8}, model, settings=settings)
+    stats = evaluate(source, scorers(float32=float32, int8=int8, keras=model), "keras", settings=settings)
+    keras_stats = stats.pop("keras")
     everything = source.read(np.arange(len(source))).astype(np.float32) / 255.0
     expected = np.argmax(TfliteRunner(int8, batch_size=64).predict(everything), axis=1)
     assert stats["int8"].top1 == pytest.approx(np.mean(expected == source.labels))
@@ -122,7 +124,7 @@ def test_evaluation_refuses_images_the_model_saw(tiny_tflite, digit_folders):
     source = open_source(eval_folder, ImageSize(12, 12, 1), require_labels=True)
     seen = {"calibration": set(benchmark.content_digests(source.read([5])))}
     with pytest.raises(DataError, match="digit_.*is also in the calibration data"):
-        evaluate(source, Preprocessing(), {"int8": int8}, held_out_from=seen)
+        evaluate(source, scorers(int8=int8), held_out_from=seen)
 
 
 def test_a_drop_equal_to_the_budget_is_good_despite_float_rounding():
@@ -158,7 +160,8 @@ def test_without_labels_every_model_is_measured_by_its_agreement_with_keras(tiny
     model, float32, int8 = tiny_tflite
     calibration, _ = digit_folders  # a flat folder: no labels
     source = open_source(calibration, ImageSize(12, 12, 1))
-    keras_stats, stats = evaluate(source, Preprocessing(), {"float32": float32, "int8": int8}, model)
+    stats = evaluate(source, scorers(float32=float32, int8=int8, keras=model), "keras")
+    keras_stats = stats.pop("keras")
     assert keras_stats.top1 == 1.0 and not keras_stats.labelled  # the reference agrees with itself
     images = source.read(np.arange(len(source))).astype(np.float32) / 255.0
     expected = np.argmax(model.predict(images, verbose=0), axis=1)
@@ -174,7 +177,7 @@ def test_unlabelled_data_without_any_reference_is_refused(tiny_tflite, digit_fol
     _, _, int8 = tiny_tflite
     calibration, _ = digit_folders
     with pytest.raises(DataError, match="has no labels, and there is no float model"):
-        evaluate(open_source(calibration, ImageSize(12, 12, 1)), Preprocessing(), {"int8": int8})
+        evaluate(open_source(calibration, ImageSize(12, 12, 1)), scorers(int8=int8))
 
 
 def test_a_variant_that_takes_pixels_gets_pixels(digit_folders):
@@ -185,9 +188,17 @@ def test_a_variant_that_takes_pixels_gets_pixels(digit_folders):
     on_pixels = np.argmax(TfliteRunner(float32).predict(pixels), axis=1)
     on_scaled = np.argmax(TfliteRunner(float32).predict(pixels / 255.0), axis=1)
     assert (on_pixels != on_scaled).any(), "the two inputs must be told apart by the predictions"
-    _, stats = evaluate(source, Preprocessing(), {"a": float32, "b": float32}, model_input={"b": PIXELS})
+    stats = evaluate(source, {"a": Scorer.tflite(float32, Preprocessing()), "b": Scorer.tflite(float32, PIXELS)})
     np.testing.assert_array_equal(stats["b"].confusion, confusion(source.labels, on_pixels))
     np.testing.assert_array_equal(stats["a"].confusion, confusion(source.labels, on_scaled))
+
+
+def scorers(**models):
+    """Each .tflite file (bytes) or Keras model by name, on pixels / 255."""
+    return {
+        name: Scorer.tflite(m, Preprocessing()) if isinstance(m, bytes) else Scorer.keras(m, Preprocessing())
+        for name, m in models.items()
+    }
 
 
 def confusion(labels, predicted, classes=10):

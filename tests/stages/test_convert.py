@@ -5,9 +5,10 @@ import pytest
 from helpers import INPUT_SIZE, build_functional, build_sequential
 
 from tflite_opt.core import keras2
-from tflite_opt.core.config import IoType, Mode, Preprocessing, PruneConfig
+from tflite_opt.core.config import IoType, Mode, PruneConfig
 from tflite_opt.core.errors import ConversionError
 from tflite_opt.core.interpreter import TfliteRunner
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.stages.convert import (
     calibrate_keras,

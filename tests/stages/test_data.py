@@ -5,8 +5,8 @@ import pytest
 from helpers import CORPUS, mnist_digits, write_pngs
 from PIL import Image
 
-from tflite_opt.core.config import Preprocessing
 from tflite_opt.core.errors import DataError
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.stages.data import (
     ImageSize,
     apply_preprocessing,

@@ -2,12 +2,13 @@
 
 import pytest
 
-from tflite_opt.core.config import Preprocessing
 from tflite_opt.core.errors import ConversionError
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.results.search import LayerError
 from tflite_opt.stages.convert import calibrate_keras
 from tflite_opt.stages.data import ImageSize, load_dataset
-from tflite_opt.stages.layer_errors import float_nodes, layer_nodes, quantization_errors
+from tflite_opt.stages.layer_errors import float_nodes, format_error_table, layer_nodes, quantization_errors
 from tflite_opt.stages.load import load_keras_model
 
 pytestmark = pytest.mark.slow
@@ -46,3 +47,15 @@ def test_each_layer_is_mapped_to_the_outputs_of_its_operators(calibrated_outlier
     assert float_nodes(nodes, ["squash"]) == [output for _, output in nodes["squash"]]
     with pytest.raises(ConversionError, match="no operator of layer\\(s\\) nosuch"):
         float_nodes(nodes, ["nosuch"])
+
+
+def test_the_layer_error_table_lists_layers_worst_first_aligned():
+    errors = (
+        LayerError("squash", ("FULLY_CONNECTED", "TANH"), 0.18, 1.0, 40.0, 32, 3),
+        LayerError("conv", ("CONV_2D",), 0.29, 0.0057, 0.02, 5408, 0),
+    )
+    lines = format_error_table(errors, "m", 100).splitlines()
+    assert lines[0] == "m: int8 error per layer on 100 calibration samples, worst first"
+    assert lines[3].split() == ["squash", "FULLY_CONNECTED,TANH", "100.00%", "0.180", "40"]
+    assert lines[4].split() == ["conv", "CONV_2D", "0.57%", "0.290", "0.02"]
+    assert len({len(line) for line in lines[1:5]}) == 1  # aligned columns

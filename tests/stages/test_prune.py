@@ -7,9 +7,10 @@ import pytest
 from helpers import INPUT_SIZE, build_functional, build_keras3_sequential, build_sequential, keras3, mnist_digits
 
 from tflite_opt.core import keras2
-from tflite_opt.core.config import IoType, Mode, Preprocessing, PruneConfig, Schedule
+from tflite_opt.core.config import IoType, Mode, PruneConfig, Schedule
 from tflite_opt.core.errors import TranslationError, UsageError
 from tflite_opt.core.keras3 import is_keras3_model
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.stages import prune
 from tflite_opt.stages.convert import convert_keras

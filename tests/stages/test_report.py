@@ -6,25 +6,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tflite_opt.core.config import Preprocessing, QatConfig, SearchConfig
-from tflite_opt.stages.benchmark import LatencyStats, SizeStats, Verdict, accuracy_stats
-from tflite_opt.stages.convert import PixelInputChoice
-from tflite_opt.stages.data import ClassMapping
-from tflite_opt.stages.layer_errors import LayerError
-from tflite_opt.stages.qat import FineTuned, QatResult, QatStats
+from tflite_opt.core.config import Mode, QatConfig, SearchConfig
+from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.core.variant import QatScheme, VariantSpec
+from tflite_opt.results.files import Check, Verification
+from tflite_opt.results.inputs import ClassMapping, PixelInputChoice
+from tflite_opt.results.measures import LatencyStats, SizeStats, Verdict, VerdictLabel
+from tflite_opt.results.report import ConvertReport, TensorInfo, VariantResult
+from tflite_opt.results.search import Candidate, SearchOutcome, SearchPhase
+from tflite_opt.results.tuning import FineTuned, QatResult, QatStats
+from tflite_opt.stages.benchmark import accuracy_stats
 from tflite_opt.stages.report import (
-    ConvertReport,
-    TensorInfo,
-    VariantResult,
-    format_error_table,
     format_markdown,
     format_table,
-    pareto_front,
     pixel_input_note,
     write_report_files,
 )
-from tflite_opt.stages.search import Candidate, SearchOutcome
-from tflite_opt.stages.verify import Check, Verification
 
 LABELS = np.arange(20) % 10
 
@@ -50,7 +47,7 @@ def result(name, size, gzip_size, correct, label, p50=0.2):
         input=tensor,
         output=tensor,
         latency=latency,
-        verdict=Verdict(label, f"{label} because"),
+        verdict=Verdict(VerdictLabel(label), f"{label} because"),
         accuracy=accuracy(correct),
     )
 
@@ -72,6 +69,7 @@ FLOAT = result("float32", 4000, 3600, 20, "reference")
 INT8 = result("int8", 1000, 900, 20, "good")
 PRUNED = result("int8-pruned80", 1000, 300, 19, "good")
 WRECKED = result("int8-pruned95", 1000, 100, 10, "bad")
+INT8_SPEC = VariantSpec(Mode.FULL_INT8)
 
 
 def test_the_smallest_good_variant_is_chosen_not_a_smaller_bad_one():
@@ -113,9 +111,10 @@ def test_report_json_records_every_variant_with_paths_relative_to_it():
 
 
 def test_the_search_section_lists_each_candidate_marked():
+    mixed = VariantSpec(Mode.FULL_INT8, float_layers=("squash",))
     candidates = (
-        Candidate("int8", "int8", 0.0, (), 0.5, 50.0, 900, False, None),
-        Candidate("int8-mixed1", "float layers", 0.0, ("squash",), 0.99, 1.0, 1500, True, "int8"),
+        Candidate(INT8_SPEC, SearchPhase.INT8, 0.5, 50.0, 900, False, None),
+        Candidate(mixed, SearchPhase.FLOAT_LAYERS, 0.99, 1.0, 1500, True, "int8"),
     )
     outcome = SearchOutcome(SearchConfig(2.0), 1.0, 20, False, candidates)
     table = format_table(report(FLOAT, INT8, search=outcome))
@@ -127,9 +126,9 @@ def test_the_search_section_lists_each_candidate_marked():
 def test_the_search_section_says_each_candidates_remedy_and_its_fine_tuning_time():
     trained = FineTuned(qat=QatResult(None, QatStats(QatConfig(), 12.4, ())))
     candidates = (
-        Candidate("int8", "int8", 0.0, (), 0.5, 50.0, 900, False, None),
+        Candidate(INT8_SPEC, SearchPhase.INT8, 0.5, 50.0, 900, False, None),
         Candidate(
-            "int8-qat", "quantization-aware training", 0.0, (), 0.99, 1.0, 880, True, "int8", "qat", None, trained
+            VariantSpec(Mode.FULL_INT8, qat=QatScheme.QAT), SearchPhase.QAT, 0.99, 1.0, 880, True, "int8", tuned=trained
         ),
     )
     table = format_table(report(FLOAT, INT8, search=SearchOutcome(SearchConfig(2.0), 1.0, 20, False, candidates)))
@@ -157,24 +156,6 @@ def test_the_report_files_are_written_and_report_json_matches(tmp_path):
     assert not (tmp_path / "search.png").exists()
     with pytest.raises(Exception, match="exists; pass --overwrite"):
         write_report_files(moved, overwrite=False)
-
-
-def test_pareto_front_keeps_only_points_nothing_beats_on_both_axes():
-    points = [(100.0, 98.0), (50.0, 98.5), (60.0, 97.0), (20.0, 90.0), (50.0, 98.5)]
-    front = pareto_front(points)
-    assert [points[i] for i in front] == [(20.0, 90.0), (50.0, 98.5), (50.0, 98.5)]
-
-
-def test_the_layer_error_table_lists_layers_worst_first_aligned():
-    errors = (
-        LayerError("squash", ("FULLY_CONNECTED", "TANH"), 0.18, 1.0, 40.0, 32, 3),
-        LayerError("conv", ("CONV_2D",), 0.29, 0.0057, 0.02, 5408, 0),
-    )
-    lines = format_error_table(errors, "m", 100).splitlines()
-    assert lines[0] == "m: int8 error per layer on 100 calibration samples, worst first"
-    assert lines[3].split() == ["squash", "FULLY_CONNECTED,TANH", "100.00%", "0.180", "40"]
-    assert lines[4].split() == ["conv", "CONV_2D", "0.57%", "0.290", "0.02"]
-    assert len({len(line) for line in lines[1:5]}) == 1  # aligned columns
 
 
 def test_without_labels_the_table_speaks_of_agreement_and_kl():

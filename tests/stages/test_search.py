@@ -2,32 +2,28 @@
 
 import pytest
 
-from tflite_opt.core.config import SearchConfig
-from tflite_opt.stages.search import (
-    Candidate,
-    SearchOutcome,
-    candidate_name,
-    choose,
-    search_float_layers,
-    search_int8,
-    search_sparsity,
-)
+from tflite_opt.core.config import Mode, SearchConfig
+from tflite_opt.core.variant import QatScheme, VariantSpec
+from tflite_opt.results.search import Candidate, SearchOutcome, SearchPhase, choose
+from tflite_opt.stages.search import search_float_layers, search_int8, search_sparsity
 
 GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def given(variant, drop, gzip_bytes, budget=1.0, sparsity=0.0, parent=None, float_layers=(), scheme=None):
+def int8(sparsity=0.0, float_layers=(), qat=None):
+    """A full-int8 candidate's recipe; its name is the candidate's."""
+    return VariantSpec(Mode.FULL_INT8, sparsity, qat=qat, float_layers=tuple(float_layers))
+
+
+def given(spec, drop, gzip_bytes, budget=1.0, parent=None, phase=SearchPhase.INT8):
     return Candidate(
-        variant=variant,
-        phase="test",
-        sparsity=sparsity,
-        float_layers=tuple(float_layers),
+        spec=spec,
+        phase=phase,
         top1=0.99 - drop / 100,
         drop=drop,
         gzip_bytes=gzip_bytes,
         within_budget=SearchConfig(budget).within(drop),
         parent=parent,
-        scheme=scheme,
     )
 
 
@@ -37,7 +33,8 @@ def monotone_maker(threshold, calls):
     def make(level, previous):
         calls.append((level, previous.sparsity if previous else None))
         drop = 0.5 if level <= threshold else 3.0 + 10 * (level - threshold)
-        return [given(f"s{level}", drop, int(1000 * (1 - level)), sparsity=level, parent=previous and previous.variant)]
+        parent = previous and previous.variant
+        return [given(int8(level), drop, int(1000 * (1 - level)), parent=parent, phase=SearchPhase.SPARSITY)]
 
     return make
 
@@ -58,6 +55,13 @@ def test_each_sparsity_continues_from_the_previous_level_and_stops_after_two_mis
     # 0.5 from the dense model, then each level from the last; 0.7 and 0.8 miss, 0.9 is not tried;
     # then the bisection between 0.6 (within) and 0.7 (over), from 0.6.
     assert calls == [(0.5, None), (0.6, 0.5), (0.7, 0.6), (0.8, 0.7), (0.65, 0.6)]
+    assert [c.variant for c in tried] == [
+        "int8-pruned50",
+        "int8-pruned60",
+        "int8-pruned70",
+        "int8-pruned80",
+        "int8-pruned65",
+    ]
     assert [c.within_budget for c in tried] == [True, True, False, False, False]
     assert choose(tried).sparsity == 0.6
 
@@ -70,7 +74,7 @@ def test_a_drop_beyond_bad_stops_the_sparsity_search_at_once():
 
     def collapse(level, previous):
         calls.append(level)
-        return [given(f"s{level}", 40.0, 100, sparsity=level)]
+        return [given(int8(level), 40.0, 100, phase=SearchPhase.SPARSITY)]
 
     search_sparsity(GRID, collapse, refine=False, bad_drop=5.0)
     assert calls == [0.5]
@@ -81,9 +85,13 @@ def test_a_level_whose_post_training_quantization_misses_is_judged_by_its_quanti
 
     def make(level, previous):
         calls.append((level, previous and previous.variant))
-        ptq = given(f"p{level}", 0.5 if level <= 0.5 else 3.0, int(1000 * (1 - level)), sparsity=level)
+        ptq = given(int8(level), 0.5 if level <= 0.5 else 3.0, int(1000 * (1 - level)), phase=SearchPhase.SPARSITY)
         pqat = given(
-            f"p{level}-pqat", 0.5 if level <= 0.7 else 2.5, int(990 * (1 - level)), sparsity=level, scheme="pqat"
+            int8(level, qat=QatScheme.PQAT),
+            0.5 if level <= 0.7 else 2.5,
+            int(990 * (1 - level)),
+            parent=ptq.variant,
+            phase=SearchPhase.SPARSITY,
         )
         return [ptq] if level <= 0.5 else [ptq, pqat]
 
@@ -92,30 +100,34 @@ def test_a_level_whose_post_training_quantization_misses_is_judged_by_its_quanti
     # continues from that candidate; 0.8 and 0.9 miss both ways; the bisection starts from 0.7's.
     assert calls == [
         (0.5, None),
-        (0.6, "p0.5"),
-        (0.7, "p0.6-pqat"),
-        (0.8, "p0.7-pqat"),
-        (0.9, "p0.8-pqat"),
-        (0.75, "p0.7-pqat"),
+        (0.6, "int8-pruned50"),
+        (0.7, "int8-pruned60-pqat"),
+        (0.8, "int8-pruned70-pqat"),
+        (0.9, "int8-pruned80-pqat"),
+        (0.75, "int8-pruned70-pqat"),
     ]
-    assert choose(tried).variant == "p0.7-pqat" and choose(tried).remedy == "pqat"
-    assert given("p0.5", 3.0, 500).remedy == "none" and given("m", 1.0, 9, float_layers=("x",)).remedy == "float layers"
+    assert choose(tried).variant == "int8-pruned70-pqat" and choose(tried).remedy == "pqat"
+    assert given(int8(0.5), 3.0, 500).remedy == "none"
+    assert given(int8(float_layers=("x",)), 1.0, 9).remedy == "float layers"
 
 
 def test_full_int8_tries_quantization_aware_training_before_any_layer_in_float():
-    first = given("int8", 30.0, 100)
+    first = given(int8(), 30.0, 100)
     float_searches = []
 
     def float_layers(start):
         float_searches.append(start.variant)
-        return [start, given("int8-mixed1", 0.5, 150, float_layers=("x",))]
+        return [start, given(int8(float_layers=("x",)), 0.5, 150, parent=start.variant, phase=SearchPhase.FLOAT_LAYERS)]
 
-    good_qat = search_int8(first, lambda: given("int8-qat", 0.8, 100, scheme="qat"), float_layers)
+    def qat(drop):
+        return lambda: given(int8(qat=QatScheme.QAT), drop, 100, parent="int8", phase=SearchPhase.QAT)
+
+    good_qat = search_int8(first, qat(0.8), float_layers)
     assert [c.variant for c in good_qat] == ["int8", "int8-qat"] and float_searches == []
-    bad_qat = search_int8(first, lambda: given("int8-qat", 9.0, 100, scheme="qat"), float_layers)
+    bad_qat = search_int8(first, qat(9.0), float_layers)
     assert [c.variant for c in bad_qat] == ["int8", "int8-qat", "int8-mixed1"] and float_searches == ["int8"]
     assert [c.variant for c in search_int8(first, None, float_layers)] == ["int8", "int8-mixed1"]
-    assert search_int8(given("int8", 0.2, 100), lambda: pytest.fail("not needed"), float_layers)[-1].variant == "int8"
+    assert search_int8(given(int8(), 0.2, 100), lambda: pytest.fail("not needed"), float_layers)[-1].variant == "int8"
 
 
 def test_the_float_layer_search_keeps_one_more_layer_per_step_and_reranks():
@@ -127,29 +139,33 @@ def test_the_float_layer_search_keeps_one_more_layer_per_step_and_reranks():
         return ["a", "b", "c"] if "b" in float_layers else ["b", "a", "c"]
 
     def make(float_layers, parent):
-        return given("-".join(float_layers), drops[float_layers], 200, parent=parent.variant, float_layers=float_layers)
+        spec = int8(float_layers=float_layers)
+        return given(spec, drops[float_layers], 200, parent=parent.variant, phase=SearchPhase.FLOAT_LAYERS)
 
-    tried = search_float_layers(given("int8", drops[()], 100), rank, make, max_float_layers=3)
+    tried = search_float_layers(given(int8(), drops[()], 100), rank, make, max_float_layers=3)
     assert [c.float_layers for c in tried] == [(), ("b",), ("b", "a")]
+    assert [c.variant for c in tried] == ["int8", "int8-mixed1", "int8-mixed2"]
+    assert [c.parent for c in tried] == [None, "int8", "int8-mixed1"]
     assert rankings == [(), ("b",)]
     assert tried[-1].within_budget and choose(tried) is tried[-1]
 
 
 def test_the_float_layer_search_stops_at_the_limit_and_reports_the_best_miss():
     tried = search_float_layers(
-        given("int8", 30.0, 100),
+        given(int8(), 30.0, 100),
         lambda kept: ["x", "y"],
-        lambda kept, parent: given("+".join(kept), 30.0 - 5 * len(kept), 200, float_layers=kept),
+        lambda kept, parent: given(int8(float_layers=kept), 30.0 - 5 * len(kept), 200, phase=SearchPhase.FLOAT_LAYERS),
         max_float_layers=1,
     )
     assert len(tried) == 2
     assert not any(c.within_budget for c in tried)
     assert choose(tried).float_layers == ("x",)  # the least drop, named as the best found
+    assert choose(tried).variant == "int8-mixed1"
 
 
 def test_choose_takes_the_smallest_within_budget_not_the_most_accurate():
-    candidates = [given("a", 0.0, 500), given("b", 0.9, 100), given("c", 1.2, 50)]
-    assert choose(candidates).variant == "b"
+    candidates = [given(int8(), 0.0, 500), given(int8(0.5), 0.9, 100), given(int8(0.7), 1.2, 50)]
+    assert choose(candidates).variant == "int8-pruned50"
 
 
 def test_a_drop_at_the_budget_counts_as_within_it_despite_float_rounding():
@@ -158,30 +174,23 @@ def test_a_drop_at_the_budget_counts_as_within_it_despite_float_rounding():
     assert not SearchConfig(0.3).within(0.4)
 
 
-def test_candidate_names_say_what_was_done():
-    assert candidate_name(0.0, (), False) == "int8"
-    assert candidate_name(0.8, ("squash",), False) == "int8-pruned80-mixed1"
-    assert candidate_name(0.65, (), True) == "int8-per-tensor-pruned65"
-    assert candidate_name(0.0, (), False, scheme="qat") == "int8-qat"
-    assert candidate_name(0.8, (), False, clusters=16, scheme="pcqat") == "int8-pruned80-clustered16-pcqat"
-    assert candidate_name(0.0, ("a",), False, clusters=8) == "int8-clustered8-mixed1"
-
-
 def test_the_outcome_names_the_chosen_candidate_or_the_best_miss():
-    met = SearchOutcome(SearchConfig(1.0), 0.99, 100, False, (given("int8", 3.0, 100), given("int8-mixed1", 0.5, 120)))
+    mixed = given(int8(float_layers=("squash",)), 0.5, 120, parent="int8", phase=SearchPhase.FLOAT_LAYERS)
+    met = SearchOutcome(SearchConfig(1.0), 0.99, 100, False, (given(int8(), 3.0, 100), mixed))
     assert met.met and met.chosen.variant == "int8-mixed1"
     assert met.message().startswith("search: int8-mixed1 is the smallest of 2 candidates within the 1-point budget")
-    missed = SearchOutcome(SearchConfig(1.0), 0.99, 100, False, (given("int8", 3.0, 100),))
+    missed = SearchOutcome(SearchConfig(1.0), 0.99, 100, False, (given(int8(), 3.0, 100),))
     assert not missed.met
     assert "no candidate of 1 is within the 1-point budget; the best was int8 (drop 3.00 points)" in missed.message()
 
 
 def test_the_outcome_as_json_records_every_candidate_and_the_choice():
-    first = given("int8", 3.0, 100)
-    second = given("int8-mixed1", 0.5, 120, parent="int8", float_layers=("squash",))
+    first = given(int8(), 3.0, 100)
+    second = given(int8(float_layers=("squash",)), 0.5, 120, parent="int8", phase=SearchPhase.FLOAT_LAYERS)
     row = SearchOutcome(SearchConfig(1.0), 0.99, 100, False, (first, second)).to_dict({"int8-mixed1": "m.tflite"})
     assert row["budget"] == 1.0 and row["met"] and row["chosen"] == "int8-mixed1"
     assert [c["variant"] for c in row["candidates"]] == ["int8", "int8-mixed1"]
+    assert [c["phase"] for c in row["candidates"]] == ["int8", "float layers"]
     chosen = row["candidates"][1]
     assert chosen["chosen"] and chosen["from"] == "int8" and chosen["float_layers"] == ["squash"]
     assert chosen["path"] == "m.tflite" and row["candidates"][0]["path"] is None
@@ -196,14 +205,16 @@ def test_a_failed_candidate_is_a_row_never_chosen_and_the_search_goes_on_from_th
     def make(level, previous):
         calls.append((level, previous.sparsity if previous else None))
         if level == 0.6:
-            return [Candidate.failed("s0.6", "test", level, (), previous.variant, "verification failed: conv")]
-        return [given(f"s{level}", 0.5 if level <= 0.7 else 3.0, int(1000 * (1 - level)), sparsity=level)]
+            return [Candidate.failed(int8(level), SearchPhase.SPARSITY, previous.variant, "verification failed: conv")]
+        drop = 0.5 if level <= 0.7 else 3.0
+        return [given(int8(level), drop, int(1000 * (1 - level)), phase=SearchPhase.SPARSITY)]
 
     tried = search_sparsity(GRID, make, refine=False)
     assert calls[:3] == [(0.5, None), (0.6, 0.5), (0.7, 0.5)]  # 0.7 continues from 0.5, the last level made
-    failed = next(c for c in tried if c.variant == "s0.6")
+    failed = next(c for c in tried if c.variant == "int8-pruned60")
     assert failed.failure == "verification failed: conv" and not failed.within_budget
-    assert choose(tried).variant == "s0.7"
+    assert failed.sparsity == 0.6 and failed.phase is SearchPhase.SPARSITY and failed.parent == "int8-pruned50"
+    assert choose(tried).variant == "int8-pruned70"
     outcome = SearchOutcome(SearchConfig(1.0), 0.99, 100, False, tuple(tried))
-    row = next(r for r in outcome.to_dict()["candidates"] if r["variant"] == "s0.6")
+    row = next(r for r in outcome.to_dict()["candidates"] if r["variant"] == "int8-pruned60")
     assert row["failure"] == "verification failed: conv" and row["top1"] is None and not row["chosen"]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import enum
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from tflite_opt.core.errors import UsageError
+from tflite_opt.core.preprocessing import Preprocessing
 
 
 class Mode(str, enum.Enum):
@@ -27,95 +26,6 @@ class IoType(str, enum.Enum):
     INT8 = "int8"
     UINT8 = "uint8"
     FLOAT32 = "float32"
-
-
-def _as_floats(values: float | Sequence[float], name: str) -> tuple[float, ...]:
-    floats = (float(values),) if isinstance(values, (int, float)) else tuple(float(v) for v in values)
-    if not floats:
-        raise UsageError(f"{name} needs at least one value")
-    if not all(math.isfinite(v) for v in floats):
-        raise UsageError(f"{name} must be finite numbers, got {floats}")
-    return floats
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How raw pixels (0..255) become model input: ``x = pixel * scale + offset``.
-
-    scale and offset hold one value, or one per channel. The app must apply the
-    same formula, so the spec is written next to every artifact.
-    """
-
-    scale: tuple[float, ...] = (1.0 / 255.0,)
-    offset: tuple[float, ...] = (0.0,)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "scale", _as_floats(self.scale, "input scale"))
-        object.__setattr__(self, "offset", _as_floats(self.offset, "input offset"))
-        if any(s == 0.0 for s in self.scale):
-            raise UsageError("input scale must not be 0 (std must not be infinite)")
-        if len(self.scale) != len(self.offset) and 1 not in (len(self.scale), len(self.offset)):
-            raise UsageError(
-                f"input scale has {len(self.scale)} values and offset {len(self.offset)}; "
-                "give one value or one per channel for each"
-            )
-
-    @classmethod
-    def from_mean_std(cls, mean: float | Sequence[float], std: float | Sequence[float]) -> Preprocessing:
-        """The spec for ``x = (pixel - mean) / std``."""
-        means = _as_floats(mean, "mean")
-        stds = _as_floats(std, "std")
-        if any(s <= 0.0 for s in stds):
-            raise UsageError(f"std must be positive, got {stds}")
-        if len(means) != len(stds) and 1 not in (len(means), len(stds)):
-            raise UsageError(f"mean has {len(means)} values and std {len(stds)}; they must match")
-        count = max(len(means), len(stds))
-        means = means * count if len(means) == 1 else means
-        stds = stds * count if len(stds) == 1 else stds
-        return cls(scale=tuple(1.0 / s for s in stds), offset=tuple(-m / s for m, s in zip(means, stds, strict=True)))
-
-    def channel_count_fits(self, channels: int) -> bool:
-        """True when every per-channel list has 1 or ``channels`` values."""
-        return all(len(v) in (1, channels) for v in (self.scale, self.offset))
-
-    def expected_range(self) -> tuple[float, float]:
-        """The range of model input values that pixels 0..255 map to."""
-        scales, offsets = self.per_channel()
-        ends = [255.0 * s + o for s, o in zip(scales, offsets, strict=True)]
-        return min([*offsets, *ends]), max([*offsets, *ends])
-
-    def describe(self) -> str:
-        """The formula in words an app developer recognizes: ``x = (pixel - 127.5) / 127.5``."""
-        scales, offsets = self.per_channel()
-        means = ", ".join(f"{-o / s:g}" for s, o in zip(scales, offsets, strict=True))
-        stds = ", ".join(f"{1 / s:g}" for s in scales)
-        if len(scales) > 1:
-            return f"x = (pixel - [{means}]) / [{stds}] per channel"
-        return f"x = (pixel - {means}) / {stds}"
-
-    def per_channel(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(scale, offset) with the same number of values each: a single value repeated where the other has more."""
-        count = max(len(self.scale), len(self.offset))
-
-        def broadcast(values: tuple[float, ...]) -> tuple[float, ...]:
-            return values * count if len(values) == 1 else values
-
-        return broadcast(self.scale), broadcast(self.offset)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "formula": "x = pixel * scale + offset, pixel in 0..255",
-            "scale": list(self.scale),
-            "offset": list(self.offset),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        return cls(scale=tuple(data["scale"]), offset=tuple(data["offset"]))
-
-
-# Model input that is the pixels themselves (x = pixel): a model that normalizes inside takes it.
-PIXELS = Preprocessing(scale=(1.0,), offset=(0.0,))
 
 
 class Schedule(str, enum.Enum):
@@ -329,6 +239,37 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class InputConfig:
+    """The model a job reads and the data it reads with it; ``None`` paths mean the embedded default.
+
+    ``needs_calibration``: the job quantizes to full int8. ``fine_tuning``: what fine-tunes the model (pruning,
+    clustering ...), which needs labelled training data; None where nothing does.
+    """
+
+    model_path: Path | None = None
+    model_name: str | None = None
+    representative_data: Path | None = None
+    eval_data: Path | None = None
+    train_data: Path | None = None
+    labels_file: Path | None = None
+    preprocessing: Preprocessing | None = None
+    num_calibration_samples: int = 200
+    seed: int = 0
+    allow_unsafe_deserialization: bool = False
+    needs_calibration: bool = False
+    fine_tuning: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_calibration_samples < 1:
+            raise UsageError(f"--num-calibration-samples must be at least 1, got {self.num_calibration_samples}")
+        if self.model_path is not None and self.model_name is None:
+            object.__setattr__(self, "model_name", Path(self.model_path).name.split(".")[0] or "model")
+
+
+INPUT_FIELDS = tuple(f for f in InputConfig.__dataclass_fields__ if f not in ("needs_calibration", "fine_tuning"))
+
+
+@dataclass(frozen=True)
 class ConvertConfig:
     """Everything one convert run needs; ``None`` paths mean the embedded default."""
 
@@ -412,15 +353,24 @@ class ConvertConfig:
         return Mode.FULL_INT8 in self.modes
 
     @property
+    def inputs(self) -> InputConfig:
+        """The model and data this run reads, and what it needs of them."""
+        fine_tuning = "pruning" if self.prune else "clustering" if self.cluster else None
+        fine_tuning = fine_tuning or ("quantization-aware training" if self.qat else None)
+        return InputConfig(
+            **{name: getattr(self, name) for name in INPUT_FIELDS},
+            needs_calibration=self.needs_calibration,
+            fine_tuning=fine_tuning,
+        )
+
+    def with_inputs(self, inputs: InputConfig) -> ConvertConfig:
+        """This run reading ``inputs`` (the defaults filled in)."""
+        return replace(self, **{name: getattr(inputs, name) for name in INPUT_FIELDS})
+
+    @property
     def integer_io(self) -> bool:
         """Full-int8 with integer input: an app quantizes (or copies) what it feeds the model."""
         return Mode.FULL_INT8 in self.modes and self.io_type is not IoType.FLOAT32
-
-    def variant_name(self, mode: Mode) -> str:
-        """``int8``; ``int8-pruned80``, ``int8-clustered16`` or ``int8-pruned80-clustered16`` for a fine-tuned model."""
-        pruned = f"-pruned{self.prune.percent}" if self.prune is not None else ""
-        clustered = f"-clustered{self.cluster.clusters}" if self.cluster is not None else ""
-        return f"{mode.value}{pruned}{clustered}"
 
     @property
     def tuned(self) -> bool:
@@ -439,14 +389,3 @@ class ConvertConfig:
         if not self.tuned:
             return ()
         return tuple(m for m in self.modes if m is not Mode.FLOAT32) or (Mode.FLOAT32,)
-
-    @property
-    def qat_scheme(self) -> str:
-        """``qat``; after pruning or clustering, the collaborative scheme that keeps their work: ``pqat``
-        (zeros), ``cqat`` (clusters), ``pcqat`` (both)."""
-        return ("p" if self.prune is not None else "") + ("c" if self.cluster is not None else "") + "qat"
-
-    @property
-    def qat_variant(self) -> str:
-        """``int8-qat``, or the fine-tuned variant's name with the scheme: ``int8-pruned80-clustered16-pcqat``."""
-        return f"{self.variant_name(Mode.FULL_INT8)}-{self.qat_scheme}"

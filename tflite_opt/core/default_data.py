@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tflite_opt.core.config import Preprocessing
+from tflite_opt.core.preprocessing import Preprocessing
 
 PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
 MODEL_NAME = "mnist_cnn"

@@ -5,19 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tflite_opt.core.config import BenchmarkSettings, Preprocessing
+from tflite_opt.core.config import BenchmarkSettings
 from tflite_opt.core.errors import ModelLoadError, UsageError
 from tflite_opt.core.fileio import refuse_existing
 from tflite_opt.core.native_probe import check_size, probe_in_child
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.core.variant import split_file_names
 from tflite_opt.jobs.inputs import seen_digests
-from tflite_opt.jobs.measure import Bench, assemble_results, latency_pixels
-from tflite_opt.stages.benchmark import DEFAULT_SETTINGS, AccuracyStats, Measured, busy_machine, reference_problem
+from tflite_opt.jobs.measure import KERAS, Bench, assemble_results, latency_pixels
+from tflite_opt.results.files import Verification, Verified
+from tflite_opt.results.measures import AccuracyStats, Measured
+from tflite_opt.results.report import ConvertReport
+from tflite_opt.stages.benchmark import DEFAULT_SETTINGS, busy_machine, reference_problem
 from tflite_opt.stages.data import ImageSize, load_dataset, open_source, read_labels
 from tflite_opt.stages.load import describe_classifier, load_keras_model
 from tflite_opt.stages.package import BundlePaths, read_manifest, sha256_of
-from tflite_opt.stages.report import ConvertReport, report_paths, write_report_files
-from tflite_opt.stages.verify import Verification, Verified
+from tflite_opt.stages.report import report_paths, write_report_files
 
 
 def run_benchmark(
@@ -55,7 +59,7 @@ def run_benchmark(
     if not model_paths:
         raise UsageError("pass at least one --model file.tflite")
     refuse_existing(report_paths(output_dir), overwrite)
-    model_name, variants = _names(model_paths)
+    model_name, variants = split_file_names(model_paths)
     files = {variant: _foreign_file(path, variant) for variant, path in zip(variants, model_paths, strict=True)}
     size = _image_size(files)
     preprocessing = preprocessing or Preprocessing()
@@ -66,7 +70,8 @@ def run_benchmark(
     seen = seen_digests(**{what: load_dataset(path, size) for what, path in (seen_data or {}).items()})
     pixels = latency_pixels(None, evaluation, (size.height, size.width, size.channels))
     bench = Bench(evaluation, preprocessing, settings, pixels, seen, keras_model, reference, progress)
-    keras_accuracy, measured = bench.measure(files)
+    scores, measured = bench.measure(files)
+    keras_accuracy = scores.get(KERAS)
     paths = dict(zip(variants, model_paths, strict=True))
     report = _report(model_name, Path(output_dir), bench, keras_accuracy, measured, paths)
     write_report_files(report, overwrite=overwrite)
@@ -142,19 +147,6 @@ def _keras_reference(path: Path, size: ImageSize, allow_unsafe: bool) -> Any:
     if describe_classifier(keras_model).input_shape != (size.height, size.width, size.channels):
         raise UsageError(f"{path} takes a different input than the .tflite files")
     return keras_model
-
-
-def _names(paths: list[Path]) -> tuple[str, list[str]]:
-    """(model name, variant per file) from ``<model>.<variant>.tflite`` names."""
-    stems = [p.name[: -len(".tflite")] if p.name.endswith(".tflite") else p.stem for p in paths]
-    models = {s.split(".")[0] for s in stems}
-    if len(models) == 1 and all("." in s for s in stems):
-        variants = [s.split(".", 1)[1] for s in stems]
-        if len(set(variants)) == len(variants):
-            return models.pop(), variants
-    if len(set(stems)) != len(stems):
-        raise UsageError("two --model files have the same name; give each variant its own file name")
-    return "benchmark", stems
 
 
 def _float_reference(files: dict[str, Verified]) -> str | None:

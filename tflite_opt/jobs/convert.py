@@ -1,8 +1,8 @@
 """The main job as one function: load → prune → calibrate → convert → verify → measure → write.
 
-:func:`run_convert` plans the variants (one :class:`PlannedVariant` each), converts and
-verifies them, measures them all side by side, lets the search add its candidates,
-and writes nothing until all of that succeeded.
+:func:`run_convert` plans the variants (one :class:`~tflite_opt.core.variant.VariantSpec` each), realizes
+each as a verified file (:func:`~tflite_opt.stages.realize.realize`), measures them all side by side, lets the
+search add its candidates, and writes nothing until all of that succeeded.
 """
 
 from __future__ import annotations
@@ -13,82 +13,34 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tflite_opt.core.config import PIXELS, BenchmarkSettings, ConvertConfig, Mode
+from tflite_opt.core.config import BenchmarkSettings, ConvertConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.fileio import atomic_write_bytes, refuse_existing
-from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.core.variant import VariantSpec, first_int8, plan_variants
 from tflite_opt.jobs.inputs import Inputs, labels_for, load_classifier, load_inputs, resolve_defaults
-from tflite_opt.jobs.measure import Bench, assemble_results, latency_pixels
+from tflite_opt.jobs.measure import KERAS, Bench, assemble_results, latency_pixels
 from tflite_opt.jobs.search import CandidateBuilder, run_search
 from tflite_opt.jobs.version_check import preflight
-from tflite_opt.stages.benchmark import AccuracyStats, Measured, busy_machine, evaluate, reference_problem
-from tflite_opt.stages.convert import PixelInputChoice, choose_pixel_input, convert_keras, convert_pixel_input
+from tflite_opt.results.inputs import PixelInputChoice
+from tflite_opt.results.measures import AccuracyStats, Measured
+from tflite_opt.results.report import ConvertReport, VariantResult
+from tflite_opt.results.search import SearchOutcome
+from tflite_opt.results.tuning import FineTuned
+from tflite_opt.stages.benchmark import busy_machine, reference_problem
+from tflite_opt.stages.cluster import clustered_with
+from tflite_opt.stages.convert import choose_pixel_input
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.package import BundlePaths, write_bundle
-from tflite_opt.stages.prune import PruneResult, prune_model
-from tflite_opt.stages.qat import FineTuned
-from tflite_opt.stages.report import ConvertReport, VariantResult, report_paths, write_report_files
-from tflite_opt.stages.search import SearchOutcome, candidate_name
-from tflite_opt.stages.verify import Verified, file_layer_sparsity, fine_tuning_kept, pixel_input_check, verify_variant
+from tflite_opt.stages.prune import prune_model
+from tflite_opt.stages.qat import quantization_aware
+from tflite_opt.stages.realize import Calibration, Target, realize, source_model
+from tflite_opt.stages.report import report_paths, write_report_files
+from tflite_opt.stages.verify import file_layer_sparsity
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class PlannedVariant:
-    """One .tflite file a run converts: its name, its mode, and what it is converted from and how.
-
-    ``pixel_input``: a full-int8 model with the normalization inside, taking camera pixels as they are.
-    ``from_qat``: converted from the quantization-aware model (``int8-qat``).
-    """
-
-    name: str
-    mode: Mode
-    from_tuned: bool = False
-    from_qat: bool = False
-    sparse_weights: bool = False
-    per_tensor: bool = False
-    pixel_input: bool = False
-
-
-def plan_variants(config: ConvertConfig) -> tuple[PlannedVariant, ...]:
-    """The variants a run converts itself, float32 reference first (a search adds its own candidates)."""
-    plan = [PlannedVariant("float32", Mode.FLOAT32)]
-    if config.search is not None:
-        return tuple(plan)
-    if not config.tuned:
-        plan += [PlannedVariant(m.value, m) for m in config.modes if m is not Mode.FLOAT32]
-        if config.per_tensor:
-            plan.append(PlannedVariant(candidate_name(0.0, (), True), Mode.FULL_INT8, per_tensor=True))
-        return tuple(plan + _qat_plan(config))
-    pruned = config.pruned_modes
-    # The same modes from the model as it came, so that each fine-tuning step's cost is one subtraction.
-    plan += [PlannedVariant(m.value, m) for m in pruned if m is not Mode.FLOAT32]
-    plan += [PlannedVariant(config.variant_name(m), m, from_tuned=True, per_tensor=config.per_tensor) for m in pruned]
-    if config.sparse_format:
-        plan += [
-            PlannedVariant(f"{config.variant_name(m)}-sparse", m, from_tuned=True, sparse_weights=True) for m in pruned
-        ]
-    return tuple(plan + _qat_plan(config))
-
-
-def _qat_plan(config: ConvertConfig) -> list[PlannedVariant]:
-    if config.qat is None:
-        return []
-    return [PlannedVariant(config.qat_variant, Mode.FULL_INT8, from_tuned=config.tuned, from_qat=True)]
-
-
-def with_pixel_input(plan: tuple[PlannedVariant, ...], pixel_input: PixelInputChoice) -> tuple[PlannedVariant, ...]:
-    """The plan with its full-int8 variants taking pixels, where that was chosen."""
-    if not pixel_input.chosen:
-        return plan
-    # A quantization-aware model learnt its input range on normalized input: it keeps it.
-    return tuple(replace(v, pixel_input=v.mode is Mode.FULL_INT8 and not v.from_qat) for v in plan)
-
-
-def output_path(output_dir: Path, model_name: str, variant: str) -> Path:
-    """``<output_dir>/<model>.<variant>.tflite``."""
-    return Path(output_dir) / f"{model_name}.{variant}.tflite"
+# The name the pruned Keras model's scores go by, beside the float Keras model's.
+PRUNED_KERAS = "pruned keras"
 
 
 def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
@@ -109,49 +61,84 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     """
     for warning in preflight():
         log.warning(warning)
-    config = resolve_defaults(config)
+    config = config.with_inputs(resolve_defaults(config.inputs))
     plan = plan_variants(config)
-    names = [v.name for v in plan] + ([candidate_name(0.0, (), config.per_tensor)] if config.search else [])
-    paths = {name: output_path(config.output_dir, config.model_name, name) for name in names}
-    refuse_existing(_outputs(paths.values(), config.output_dir), config.overwrite)
+    specs = [*plan.specs, *([first_int8(config)] if config.search else [])]
+    refuse_existing(_outputs([_path(config, spec) for spec in specs], config.output_dir), config.overwrite)
     log.debug("loading %s", config.model_path)
-    model, spec = load_classifier(config)
-    inputs = load_inputs(config, spec)
+    model, classifier = load_classifier(config.inputs)
+    inputs = load_inputs(config.inputs, classifier)
     if config.search is not None and inputs.evaluation is None:
         raise UsageError("--max-accuracy-drop judges every candidate on held-out data: pass --eval-data")
     tuned = _fine_tuned(config, model, inputs)
-    log.debug("converting %s", ", ".join(v.name for v in plan))
-    calibration = inputs.calibration.model_input(config.preprocessing) if inputs.calibration is not None else None
-    pixel_input = choose_pixel_input(config, calibration, spec.channels)
-    plan = with_pixel_input(plan, pixel_input)
-    files = _convert_and_verify(plan, model, tuned, inputs, config, spec, progress)
-    bench = _bench(config, model, inputs, spec, progress)
+    calibration = Calibration.of(inputs.calibration, config.preprocessing) if inputs.calibration is not None else None
+    pixel_input = _pixel_input(config, calibration, classifier)
+    plan = plan.with_pixel_input(pixel_input.chosen)
+    log.debug("converting %s", ", ".join(plan.names))
+    target = Target(config.io_type, classifier, progress)
+    files = {
+        spec.name: realize(spec, source_model(spec, model, tuned), calibration, target, tuned) for spec in plan.specs
+    }
+    bench = _bench(config, model, inputs, classifier, progress)
     log.debug("measuring %s", ", ".join(files))
-    keras_accuracy, measured = bench.measure(files)
-    keras_top1 = keras_accuracy.top1 if keras_accuracy else None
-    outcome, chosen_variant = None, next((v.name for v in plan if v.per_tensor), None)
-    tuned_variants = [v.name for v in plan if v.from_tuned]
+    pruned_keras = {PRUNED_KERAS: tuned.pruned.model} if tuned.pruned is not None else {}
+    scores, measured = bench.measure(files, pruned_keras)
+    run = _Run(measured, {spec.name: _path(config, spec) for spec in plan.specs}, scores, tuned, plan.ships)
     if config.search is not None:
-        builder = _candidate_builder(config, model, spec, inputs, bench, keras_top1, pixel_input.chosen)
-        outcome = run_search(builder)
-        tuned = _take_search_results(outcome, config, measured, paths)
-        chosen_variant = outcome.chosen.variant
-        tuned_variants = [chosen_variant]
+        builder = _candidate_builder(config, model, inputs, bench, scores[KERAS].top1, calibration, target)
+        run = _searched(run, replace(builder, pixel_input=pixel_input.chosen), config)
+    fine_tuned = [spec.name for spec in plan.specs if spec.fine_tuned] if run.outcome is None else [run.chosen.name]
     results = assemble_results(
-        measured, paths, "float32", keras_top1, bench.settings, _file_sparsity(measured, tuned, tuned_variants, spec)
+        run.measured,
+        run.paths,
+        "float32",
+        run.scores[KERAS].top1 if KERAS in run.scores else None,
+        bench.settings,
+        _file_sparsity(run.measured, run.tuned, fine_tuned, classifier),
     )
-    report = _report(config, spec, inputs, bench, results, keras_accuracy, tuned, outcome, chosen_variant)
+    report = _report(config, classifier, inputs, results, run)
     if config.integer_io:
         report = replace(report, pixel_input=pixel_input)  # the choice only concerns integer input
-    _write(report, measured, labels_for(inputs, spec.num_classes), config)
+    _write(report, run.measured, labels_for(inputs, classifier.num_classes), config)
     return report
 
 
-def _source(planned: PlannedVariant, tuned: FineTuned, model: Any) -> Any:
-    """The Keras model a planned variant is converted from."""
-    if planned.from_qat:
-        return tuned.qat.model
-    return tuned.model(model) if planned.from_tuned else model
+@dataclass(frozen=True)
+class _Run:
+    """What a run converted and measured, and what it ships: the variants of its plan, and a search's."""
+
+    measured: dict[str, Measured]
+    paths: dict[str, Path]
+    scores: dict[str, AccuracyStats]
+    tuned: FineTuned
+    chosen: VariantSpec | None
+    outcome: SearchOutcome | None = None
+
+
+def _searched(run: _Run, builder: CandidateBuilder, config: ConvertConfig) -> _Run:
+    """The run with the search's first candidate (plain int8) and its chosen one, which it ships."""
+    outcome = run_search(builder)
+    chosen = outcome.chosen
+    searched = dict.fromkeys([outcome.candidates[0], chosen])
+    paths = {**run.paths, **{c.variant: _path(config, c.spec) for c in searched}}
+    refuse_existing(_outputs([paths[chosen.variant]], config.output_dir), config.overwrite)
+    scores = run.scores
+    if chosen.tuned.pruned is not None:
+        scores = {**scores, **builder.bench.measure({}, {PRUNED_KERAS: chosen.tuned.pruned.model})[0]}
+    measured = {**run.measured, **{c.variant: c.measured for c in searched}}
+    return _Run(measured, paths, scores, chosen.tuned, chosen.spec, outcome)
+
+
+def _pixel_input(
+    config: ConvertConfig, calibration: Calibration | None, classifier: ClassifierSpec
+) -> PixelInputChoice:
+    """Whether the full-int8 variants take pixels, as asked or as the calibration samples' rounding ties say."""
+    samples = calibration.model_input if calibration is not None else None
+    return choose_pixel_input(config.pixel_input, config.integer_io, config.preprocessing, samples, classifier.channels)
+
+
+def _path(config: ConvertConfig, spec: VariantSpec) -> Path:
+    return spec.path(config.output_dir, config.model_name)
 
 
 def _fine_tuned(config: ConvertConfig, model: Any, inputs: Inputs) -> FineTuned:
@@ -164,55 +151,10 @@ def _fine_tuned(config: ConvertConfig, model: Any, inputs: Inputs) -> FineTuned:
     if config.prune is not None:
         tuned = FineTuned(pruned=prune_model(model, train_x, train_y, config.prune))
     if config.cluster is not None:
-        tuned = tuned.clustered_with(model, train_x, train_y, config.cluster)
+        tuned = clustered_with(tuned, model, train_x, train_y, config.cluster)
     if config.qat is not None:
-        tuned = tuned.quantization_aware(model, train_x, train_y, config.qat)
+        tuned = quantization_aware(tuned, model, train_x, train_y, config.qat)
     return tuned
-
-
-def _convert_and_verify(
-    plan: Iterable[PlannedVariant],
-    model: Any,
-    tuned: FineTuned,
-    inputs: Inputs,
-    config: ConvertConfig,
-    spec: ClassifierSpec,
-    progress: bool,
-) -> dict[str, Verified]:
-    """Each planned variant converted and verified (from ``model`` or what was ``tuned`` from it); the first
-    failure raises VerificationError."""
-    files = {}
-    for planned in plan:
-        content = _convert(planned, _source(planned, tuned, model), inputs, config, progress)
-        parsed = read_tflite(content, source=f"the {planned.name} model")
-        verification = replace(
-            verify_variant(parsed, planned.mode, config.io_type, spec.layer_scopes), variant=planned.name
-        )
-        if planned.pixel_input:
-            verification = verification.with_check(pixel_input_check(parsed, config.io_type))
-        if planned.from_tuned:
-            verification = fine_tuning_kept(verification, parsed, tuned, spec)
-        verification.raise_for_failures()
-        files[planned.name] = Verified(content, parsed, verification, planned.pixel_input)
-    return files
-
-
-def _convert(planned: PlannedVariant, source: Any, inputs: Inputs, config: ConvertConfig, progress: bool) -> bytes:
-    if planned.pixel_input:
-        pixels = inputs.calibration.model_input(PIXELS)
-        return convert_pixel_input(
-            source, config.preprocessing, pixels, config.io_type, planned.per_tensor, progress, planned.sparse_weights
-        )
-    calibration = inputs.calibration.model_input(config.preprocessing) if inputs.calibration is not None else None
-    return convert_keras(
-        source,
-        planned.mode,
-        calibration,
-        config.io_type,
-        progress,
-        sparse_weights=planned.sparse_weights,
-        per_tensor=planned.per_tensor,
-    )
 
 
 def _settings(config: ConvertConfig) -> BenchmarkSettings:
@@ -238,36 +180,21 @@ def _bench(config: ConvertConfig, model: Any, inputs: Inputs, spec: ClassifierSp
 def _candidate_builder(
     config: ConvertConfig,
     model: Any,
-    spec: ClassifierSpec,
     inputs: Inputs,
     bench: Bench,
     keras_top1: float,
-    pixel_input: bool,
+    calibration: Calibration,
+    target: Target,
 ) -> CandidateBuilder:
     return CandidateBuilder(
         model=model,
-        spec=spec,
         config=replace(config, benchmark=bench.settings),
-        calibration=inputs.calibration.model_input(PIXELS if pixel_input else config.preprocessing),
+        calibration=calibration,
+        target=target,
         train=inputs.train,
         bench=bench,
         keras_top1=keras_top1,
-        pixel_input=pixel_input,
-        model_calibration=inputs.calibration.model_input(config.preprocessing) if pixel_input else None,
     )
-
-
-def _take_search_results(
-    outcome: SearchOutcome, config: ConvertConfig, measured: dict[str, Measured], paths: dict[str, Path]
-) -> FineTuned:
-    """Add the first candidate (plain int8) and the chosen one to the run's variants; returns what the
-    chosen one was fine-tuned into."""
-    first, chosen = outcome.candidates[0], outcome.chosen
-    for candidate in dict.fromkeys([first, chosen]):
-        measured[candidate.variant] = candidate.measured
-    paths[chosen.variant] = output_path(config.output_dir, config.model_name, chosen.variant)
-    refuse_existing(_outputs([paths[chosen.variant]], config.output_dir), config.overwrite)
-    return chosen.tuned
 
 
 def _file_sparsity(
@@ -283,20 +210,16 @@ def _file_sparsity(
 
 def _report(
     config: ConvertConfig,
-    spec: ClassifierSpec,
+    classifier: ClassifierSpec,
     inputs: Inputs,
-    bench: Bench,
     results: list[VariantResult],
-    keras_accuracy: AccuracyStats | None,
-    tuned: FineTuned,
-    outcome: SearchOutcome | None,
-    chosen_variant: str | None,
+    run: _Run,
 ) -> ConvertReport:
     """The run's report: every variant's result, what fine-tuning did, and what the Keras and pruned Keras
     models scored."""
-    pruned = tuned.pruned
+    keras_accuracy, pruned, tuned = run.scores.get(KERAS), run.scores.get(PRUNED_KERAS), run.tuned
     return ConvertReport(
-        model=spec.name,
+        model=classifier.name,
         output_dir=Path(config.output_dir),
         keras_top1=keras_accuracy.top1 if keras_accuracy else None,
         eval_samples=len(inputs.evaluation) if inputs.evaluation is not None else 0,
@@ -304,26 +227,16 @@ def _report(
         preprocessing=config.preprocessing,
         variants=tuple(results),
         warnings=(*inputs.warnings, *filter(None, [busy_machine({r.variant: r.latency for r in results})])),
-        pruning=pruned.stats if pruned is not None else None,
+        pruning=tuned.pruned.stats if tuned.pruned is not None else None,
         qat=tuned.qat.stats if tuned.qat is not None else None,
         clustering=tuned.clustered.stats if tuned.clustered is not None else None,
-        pruned_keras_top1=_pruned_keras_top1(pruned, inputs, bench),
-        search=outcome,
-        chosen_variant=chosen_variant,
+        pruned_keras_top1=pruned.top1 if pruned is not None else None,
+        search=run.outcome,
+        chosen_variant=run.chosen.name if run.chosen is not None else None,
         labelled=inputs.evaluation is None or inputs.labelled,
         class_mapping=inputs.evaluation.mapping if inputs.evaluation is not None else None,
         reference_warning=reference_problem(keras_accuracy, inputs.labels),
     )
-
-
-def _pruned_keras_top1(pruned: PruneResult | None, inputs: Inputs, bench: Bench) -> float | None:
-    """The pruned Keras model's top-1 on the held-out data, where there is both."""
-    if pruned is None or inputs.evaluation is None:
-        return None
-    keras_accuracy, _ = evaluate(
-        inputs.evaluation, bench.preprocessing, {}, keras_model=pruned.model, settings=bench.settings
-    )
-    return keras_accuracy.top1
 
 
 def _write(report: ConvertReport, measured: dict[str, Measured], labels: list[str], config: ConvertConfig) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from tflite_opt.core import default_data
-from tflite_opt.core.config import ConvertConfig, Preprocessing
+from tflite_opt.core.config import InputConfig
 from tflite_opt.core.errors import DataError, UsageError
+from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.results.inputs import ClassMapping
 from tflite_opt.stages.benchmark import content_digests
 from tflite_opt.stages.data import (
-    ClassMapping,
     Dataset,
     DataSource,
     ImageSize,
@@ -23,7 +24,7 @@ from tflite_opt.stages.data import (
 from tflite_opt.stages.load import ClassifierSpec, describe_classifier, load_keras_model
 
 
-def resolve_defaults(config: ConvertConfig) -> ConvertConfig:
+def resolve_defaults(config: InputConfig) -> InputConfig:
     """Fill in the embedded default model, data and preprocessing where the config has none.
 
     Raises:
@@ -35,10 +36,9 @@ def resolve_defaults(config: ConvertConfig) -> ConvertConfig:
                 "--full-int8 needs calibration data for your model: pass --representative-data "
                 "(a folder of images or a .npy/.npz file)"
             )
-        if config.fine_tunes and config.train_data is None:
-            what = "pruning" if config.prune else "clustering" if config.cluster else "quantization-aware training"
+        if config.fine_tuning and config.train_data is None:
             raise UsageError(
-                f"{what} fine-tunes the model and needs "
+                f"{config.fine_tuning} fine-tunes the model and needs "
                 "labelled training data: pass --train-data "
                 "(one subfolder per class, or an .npz file with arrays x and y)"
             )
@@ -54,12 +54,12 @@ def resolve_defaults(config: ConvertConfig) -> ConvertConfig:
         model_name=config.model_name or default_data.MODEL_NAME,
         representative_data=config.representative_data or default_data.CALIBRATION_DIR,
         eval_data=config.eval_data or default_data.EVAL_DIR,
-        train_data=config.train_data or (default_data.TRAIN_FILE if config.fine_tunes else None),
+        train_data=config.train_data or (default_data.TRAIN_FILE if config.fine_tuning else None),
         preprocessing=config.preprocessing or default_data.PREPROCESSING,
     )
 
 
-def load_classifier(config: ConvertConfig) -> tuple[Any, ClassifierSpec]:
+def load_classifier(config: InputConfig) -> tuple[Any, ClassifierSpec]:
     """The Keras model of a resolved config and its spec, checked against the preprocessing.
 
     Raises:
@@ -107,7 +107,7 @@ def seen_digests(**datasets: Dataset | None) -> dict[str, set[str]]:
     return {what: set(content_digests(data.raw)) for what, data in datasets.items() if data is not None}
 
 
-def load_inputs(config: ConvertConfig, spec: ClassifierSpec) -> Inputs:
+def load_inputs(config: InputConfig, spec: ClassifierSpec) -> Inputs:
     """Calibration and training data (in memory), and the evaluation source (streamed), as the config says.
 
     Class folders are looked up by name in ``--labels`` where it is given; an evaluation folder without
@@ -139,7 +139,7 @@ def load_inputs(config: ConvertConfig, spec: ClassifierSpec) -> Inputs:
     return Inputs(calibration, evaluation, train, tuple(labels) if labels else None, tuple(warnings))
 
 
-def _model_labels(config: ConvertConfig, spec: ClassifierSpec) -> list[str] | None:
+def _model_labels(config: InputConfig, spec: ClassifierSpec) -> list[str] | None:
     if config.labels_file is None:
         return None
     labels = read_labels(config.labels_file)

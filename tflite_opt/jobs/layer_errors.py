@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from tflite_opt.core.config import ConvertConfig
+from tflite_opt.core.config import InputConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.jobs.inputs import load_classifier, load_inputs, resolve_defaults
+from tflite_opt.results.search import LayerError
 from tflite_opt.stages.convert import calibrate_keras
-from tflite_opt.stages.layer_errors import LayerError, quantization_errors
+from tflite_opt.stages.layer_errors import quantization_errors
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class LayerErrorReport:
 
 
 def run_layer_errors(
-    config: ConvertConfig, per_tensor: bool = False, float_layers: Sequence[str] = (), progress: bool = False
+    config: InputConfig, per_tensor: bool = False, float_layers: Sequence[str] = (), progress: bool = False
 ) -> LayerErrorReport:
     """Calibrate the model (the embedded default where ``config`` names none) and measure each layer's int8 error.
 
@@ -39,7 +40,7 @@ def run_layer_errors(
         UsageError: a float layer the model does not have.
         TfliteOptError: any load, data or conversion problem.
     """
-    config = resolve_defaults(config)
+    config = resolve_defaults(replace(config, needs_calibration=True))
     model, spec = load_classifier(config)
     unknown = [layer for layer in float_layers if layer not in spec.layer_names]
     if unknown:

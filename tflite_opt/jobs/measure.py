@@ -3,26 +3,25 @@ latency, size, and each variant's result with its verdict."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tflite_opt.core.config import PIXELS, BenchmarkSettings, Preprocessing
+from tflite_opt.core.config import BenchmarkSettings
+from tflite_opt.core.preprocessing import PIXELS, Preprocessing
 from tflite_opt.core.tflite_file import Tensor
-from tflite_opt.stages.benchmark import (
-    AccuracyStats,
-    Measured,
-    Verdict,
-    evaluate,
-    measure_latencies,
-    measure_size,
-    verdict,
-)
+from tflite_opt.results.files import Verified
+from tflite_opt.results.measures import AccuracyStats, Measured, Verdict, VerdictLabel, drop_points
+from tflite_opt.results.report import TensorInfo, VariantResult
+from tflite_opt.stages.benchmark import Scorer, evaluate, measure_latencies, measure_size, verdict
 from tflite_opt.stages.data import Dataset, DataSource, apply_preprocessing
-from tflite_opt.stages.report import TensorInfo, VariantResult
-from tflite_opt.stages.verify import Verified, overall_sparsity
+from tflite_opt.stages.verify import overall_sparsity
+
+# The name the float Keras model's scores go by: the reference of top-1 drops and of agreement.
+KERAS = "keras"
 
 
 @dataclass(frozen=True)
@@ -49,28 +48,30 @@ class Bench:
     reference: str | None = None
     progress: bool = False
 
-    def measure(self, files: dict[str, Verified]) -> tuple[AccuracyStats | None, dict[str, Measured]]:
-        """Accuracy (one streamed pass for all variants), latency (timed interleaved) and size of every file.
+    def measure(
+        self, files: dict[str, Verified], keras_models: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, AccuracyStats], dict[str, Measured]]:
+        """Accuracy (one streamed pass for all variants and Keras models), latency (timed interleaved) and size of
+        every file.
 
         A file that takes pixels as they are (``pixel_input``) gets them; the others get the preprocessing.
 
+        Args:
+            files: the variants.
+            keras_models: more Keras models to score in the same pass (the pruned Keras model), by name.
+
         Returns:
-            (the Keras model's accuracy or None, each variant measured).
+            (the accuracy of the Keras model, under :data:`KERAS`, and of ``keras_models``; each variant measured).
         """
         inputs = {name: PIXELS if file.pixel_input else self.preprocessing for name, file in files.items()}
-        keras_accuracy, accuracy = None, {}
+        keras_accuracy, accuracy = {}, {}
         if self.evaluation is not None:
-            keras_accuracy, accuracy = evaluate(
-                self.evaluation,
-                self.preprocessing,
-                {name: file.content for name, file in files.items()},
-                keras_model=self.keras_model,
-                reference=self.reference,
-                settings=self.settings,
-                held_out_from=self.seen,
-                progress=self.progress,
-                model_input=inputs,
-            )
+            scorers = {name: Scorer.tflite(file.content, inputs[name], self.settings) for name, file in files.items()}
+            models = {**({KERAS: self.keras_model} if self.keras_model is not None else {}), **(keras_models or {})}
+            scorers.update({name: Scorer.keras(model, self.preprocessing) for name, model in models.items()})
+            reference = KERAS if self.keras_model is not None else self.reference
+            accuracy = evaluate(self.evaluation, scorers, reference, self.settings, self.seen, self.progress)
+            keras_accuracy = {name: accuracy.pop(name) for name in models}
         samples = {name: apply_preprocessing(self.pixels[np.newaxis], prep)[0] for name, prep in inputs.items()}
         latency = measure_latencies({name: file.content for name, file in files.items()}, samples, self.settings)
         measured = {
@@ -124,9 +125,9 @@ def assemble_results(
     results = []
     for variant, result in measured.items():
         accuracy = result.accuracy
-        drop = 100.0 * (baseline_top1 - accuracy.top1) if accuracy and baseline_top1 is not None else None
+        drop = drop_points(baseline_top1, accuracy.top1) if accuracy and baseline_top1 is not None else None
         if variant == reference:
-            judged = Verdict("reference", "the float32 model the others are compared with")
+            judged = Verdict(VerdictLabel.REFERENCE, "the float32 model the others are compared with")
         else:
             ratio = result.size.bytes / measured[reference].size.bytes if reference else None
             slower = result.latency.p50 / measured[reference].latency.p50 if reference else None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tflite_opt.core.config import ConvertConfig, Mode, Preprocessing, PruneConfig
+from tflite_opt.core.config import InputConfig, PruneConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.fileio import atomic_save, refuse_existing
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.jobs.inputs import load_classifier, load_inputs, resolve_defaults
-from tflite_opt.stages.prune import PruneStats, prune_model
+from tflite_opt.results.tuning import PruneStats
+from tflite_opt.stages.prune import prune_model
 
 
 def default_output(model_path: Path | None, config: PruneConfig) -> Path:
@@ -38,13 +40,12 @@ def run_prune(
     if output.suffix != ".keras":
         raise UsageError(f"--output must end in .keras, got {output}")
     job = resolve_defaults(
-        ConvertConfig(
-            modes=(Mode.FLOAT32,),
+        InputConfig(
             model_path=model_path,
             train_data=train_data,
             preprocessing=preprocessing,
-            prune=config,
             allow_unsafe_deserialization=allow_unsafe,
+            fine_tuning="pruning",
         )
     )
     refuse_existing([output], overwrite)

@@ -1,5 +1,6 @@
 """The accuracy-budget search as a job: build, verify and measure each candidate the search logic
-(:mod:`tflite_opt.stages.search`) asks for."""
+(:mod:`tflite_opt.stages.search`) asks for, each realized as a verified file
+(:func:`tflite_opt.stages.realize.realize`)."""
 
 from __future__ import annotations
 
@@ -12,129 +13,107 @@ import numpy as np
 
 from tflite_opt.core.config import ConvertConfig, Mode, SearchConfig
 from tflite_opt.core.errors import TfliteOptError
-from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.core.variant import VariantSpec
 from tflite_opt.jobs.measure import Bench
-from tflite_opt.stages.convert import (
-    PIXEL_RANGE,
-    calibrate_keras,
-    convert_keras,
-    pixel_input_model,
-    quantize_calibrated,
-)
+from tflite_opt.results.files import Verified
+from tflite_opt.results.measures import drop_points
+from tflite_opt.results.search import Candidate, LayerError, SearchOutcome, SearchPhase, choose
+from tflite_opt.results.tuning import NOT_TUNED, FineTuned
+from tflite_opt.stages.cluster import clustered_with
 from tflite_opt.stages.data import Dataset
-from tflite_opt.stages.layer_errors import LayerError, float_nodes, layer_nodes, quantization_errors
-from tflite_opt.stages.load import ClassifierSpec
+from tflite_opt.stages.layer_errors import quantization_errors
 from tflite_opt.stages.prune import prune_model
-from tflite_opt.stages.qat import FineTuned
-from tflite_opt.stages.search import (
-    PHASE_CLUSTERING,
-    PHASE_FLOAT_LAYERS,
-    PHASE_INT8,
-    PHASE_QAT,
-    PHASE_SPARSITY,
-    Candidate,
-    SearchOutcome,
-    candidate_name,
-    choose,
-    search_float_layers,
-    search_int8,
-    search_sparsity,
-)
-from tflite_opt.stages.verify import Verified, fine_tuning_kept, pixel_input_check, verify_variant
+from tflite_opt.stages.qat import quantization_aware
+from tflite_opt.stages.realize import Calibration, Target, calibrate, realize, source_model
+from tflite_opt.stages.search import search_float_layers, search_int8, search_sparsity
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CandidateBuilder:
-    """What candidates are built from and judged on; converts, verifies and measures each.
+    """What candidates are built from and judged on; realizes and measures each.
 
     Attributes:
         model: the float Keras model.
-        spec: its description (layer names name the operators).
         config: the run's configuration, with its search.
-        calibration: calibration samples as the candidates take them: normalized model input, or pixels
-            with ``pixel_input``.
+        calibration: the calibration samples.
+        target: the I/O type and the model's layers (they name the operators).
         train: labelled data for fine-tuning (None unless the run prunes, clusters or trains quantization-aware).
         bench: the held-out data and settings every candidate is measured with.
         keras_top1: the Keras model's top-1 on the held-out data, the budget's reference.
-        pixel_input: candidates normalize inside and take pixels as they are (quantization-aware ones
-            keep the normalized input their ranges were learnt on).
-        model_calibration: calibration samples as the model takes them (normalized), for quantization-aware
-            candidates; None: ``calibration`` is that already.
+        pixel_input: post-training candidates normalize inside and take pixels as they are (quantization-aware
+            ones keep the normalized input their ranges were learnt on).
     """
 
     model: Any
-    spec: ClassifierSpec
     config: ConvertConfig
-    calibration: np.ndarray
+    calibration: Calibration
+    target: Target
     train: Dataset | None
     bench: Bench
     keras_top1: float
     pixel_input: bool = False
-    model_calibration: np.ndarray | None = None
 
     @property
     def search(self) -> SearchConfig:
         return self.config.search
 
+    def spec(self, sparsity: float = 0.0, float_layers: tuple[str, ...] = (), clusters: int | None = None):
+        """A post-training full-int8 candidate's recipe."""
+        return VariantSpec(
+            Mode.FULL_INT8,
+            sparsity,
+            clusters,
+            float_layers=float_layers,
+            per_tensor=self.config.per_tensor,
+            pixel_input=self.pixel_input,
+        )
+
+    def quantization_aware_spec(self, tuned: FineTuned, sparsity: float) -> VariantSpec:
+        """The recipe of the candidate fine-tuned quantization-aware from ``tuned``."""
+        return VariantSpec(Mode.FULL_INT8, sparsity, tuned.clusters, qat=tuned.scheme)
+
     def candidate(
         self,
+        spec: VariantSpec,
         calibrated: bytes,
-        phase: str,
-        sparsity: float,
-        float_layers: tuple[str, ...],
+        phase: SearchPhase,
         parent: str | None,
-        tuned: FineTuned | None = None,
+        tuned: FineTuned = NOT_TUNED,
     ) -> Candidate:
-        """Quantize ``calibrated`` with ``float_layers`` kept in float, verify it, and measure it."""
-        tuned = tuned or FineTuned()
-        variant = candidate_name(sparsity, float_layers, self.config.per_tensor, tuned.clusters)
-        file = self._quantized(calibrated, variant, float_layers, tuned)
-        return self._measured(file, variant, phase, sparsity, float_layers, parent, tuned)
+        """The post-training candidate of ``spec``, quantized from ``calibrated``, verified and measured."""
+        file = realize(spec, tuned.model(self.model), self.calibration, self.target, tuned, calibrated)
+        return self._measured(file, spec, phase, parent, tuned)
 
-    def quantization_aware(self, tuned: FineTuned, phase: str, sparsity: float, parent: str) -> Candidate:
+    def quantization_aware(self, tuned: FineTuned, phase: SearchPhase, sparsity: float, parent: str) -> Candidate:
         """The candidate fine-tuned quantization-aware from ``tuned``'s model, in the scheme that keeps its
         zeros and shared values, converted to full int8."""
-        tuned = tuned.quantization_aware(self.model, *self._training(), self.config.qat)
-        variant = candidate_name(sparsity, (), False, tuned.clusters, tuned.scheme)
-        calibration = self.calibration if self.model_calibration is None else self.model_calibration
-        content = convert_keras(
-            tuned.qat.model, Mode.FULL_INT8, calibration, self.config.io_type, progress=self.bench.progress
-        )
-        file = self._verified(content, variant, (), tuned, pixel_input=False)
-        return self._measured(file, variant, phase, sparsity, (), parent, tuned)
+        tuned = quantization_aware(tuned, self.model, *self._training(), self.config.qat)
+        spec = self.quantization_aware_spec(tuned, sparsity)
+        file = realize(spec, source_model(spec, self.model, tuned), self.calibration, self.target, tuned)
+        return self._measured(file, spec, phase, parent, tuned)
 
     def _measured(
-        self,
-        file: Verified,
-        variant: str,
-        phase: str,
-        sparsity: float,
-        float_layers: tuple[str, ...],
-        parent: str | None,
-        tuned: FineTuned,
+        self, file: Verified, spec: VariantSpec, phase: SearchPhase, parent: str | None, tuned: FineTuned
     ) -> Candidate:
-        _, measured = self.bench.measure({variant: file})
-        result = measured[variant]
-        drop = float(100.0 * (self.keras_top1 - result.accuracy.top1))
+        _, measured = self.bench.measure({spec.name: file})
+        result = measured[spec.name]
+        drop = drop_points(self.keras_top1, result.accuracy.top1)
         found = Candidate(
-            variant=variant,
+            spec=spec,
             phase=phase,
-            sparsity=sparsity,
-            float_layers=float_layers,
             top1=result.accuracy.top1,
             drop=drop,
             gzip_bytes=result.size.gzip_bytes,
             within_budget=self.search.within(drop),
             parent=parent,
-            scheme=tuned.scheme if tuned.qat is not None else None,
             measured=result,
             tuned=tuned,
         )
         log.info(
             "search: %s: top-1 %.2f%% (drop %.2f, %s the %g-point budget), gzip %.1f KiB, p50 %.3f ms",
-            variant,
+            spec.name,
             100 * found.top1,
             drop,
             "within" if found.within_budget else "over",
@@ -144,58 +123,37 @@ class CandidateBuilder:
         )
         return found
 
-    def _quantized(self, calibrated: bytes, variant: str, float_layers: tuple[str, ...], tuned: FineTuned) -> Verified:
-        keep = []
-        if float_layers:
-            nodes = layer_nodes(read_tflite(calibrated, source="the calibrated model"), self.spec.layer_scopes)
-            keep = float_nodes(nodes, float_layers)
-        content = quantize_calibrated(calibrated, self.config.io_type, self.config.per_tensor, keep)
-        return self._verified(content, variant, float_layers, tuned, self.pixel_input)
-
-    def _verified(
-        self, content: bytes, variant: str, float_layers: tuple[str, ...], tuned: FineTuned, pixel_input: bool
-    ) -> Verified:
-        parsed = read_tflite(content, source=f"the {variant} model")
-        verification = replace(
-            verify_variant(parsed, Mode.FULL_INT8, self.config.io_type, self.spec.layer_scopes, float_layers),
-            variant=variant,
-        )
-        if pixel_input:
-            verification = verification.with_check(pixel_input_check(parsed, self.config.io_type))
-        verification = fine_tuning_kept(verification, parsed, tuned, self.spec)
-        verification.raise_for_failures()
-        return Verified(content, parsed, verification, pixel_input)
-
     def _training(self) -> tuple[np.ndarray, np.ndarray]:
         return self.train.model_input(self.config.preprocessing), self.train.labels
 
     def calibrate(self, model: Any) -> bytes:
         """``model`` calibrated (with the normalization in front, taking pixels, with ``pixel_input``)."""
-        if self.pixel_input:
-            wrapped = pixel_input_model(model, self.config.preprocessing)
-            return calibrate_keras(wrapped, self.calibration, self.bench.progress, input_range=PIXEL_RANGE)
-        return calibrate_keras(model, self.calibration, self.bench.progress)
+        return calibrate(model, self.calibration, self.pixel_input, self.bench.progress)
 
     def rank(self, calibrated: bytes, float_layers: tuple[str, ...]) -> tuple[LayerError, ...]:
         return quantization_errors(
-            calibrated, self.calibration, self.spec.layer_scopes, self.config.per_tensor, float_layers
+            calibrated,
+            self.calibration.samples(self.pixel_input),
+            self.target.classifier.layer_scopes,
+            self.config.per_tensor,
+            float_layers,
         )
 
-    def tuned(self, phase: str, tuned: FineTuned, float_layers: tuple[str, ...], parent: str) -> list[Candidate]:
+    def tuned(
+        self, phase: SearchPhase, tuned: FineTuned, float_layers: tuple[str, ...], parent: str
+    ) -> list[Candidate]:
         """The candidate of a fine-tuned model (clustered first with ``--cluster``); where its post-training
         quantization misses the budget and ``--qat`` is given, its quantization-aware one too."""
         if self.config.cluster is not None:
-            tuned = tuned.clustered_with(self.model, *self._training(), self.config.cluster)
+            tuned = clustered_with(tuned, self.model, *self._training(), self.config.cluster)
         sparsity = tuned.pruned.stats.config.target_sparsity if tuned.pruned is not None else 0.0
         calibrated = self.calibrate(tuned.model(self.model))
-        found = [self.candidate(calibrated, phase, sparsity, float_layers, parent, tuned)]
+        spec = self.spec(sparsity, float_layers, tuned.clusters)
+        found = [self.candidate(spec, calibrated, phase, parent, tuned)]
         # Float layers mean quantization-aware training already missed: it is not tried again.
         if not found[0].within_budget and self.config.qat is not None and not float_layers:
-            variant = candidate_name(sparsity, (), False, tuned.clusters, tuned.scheme)
-            found += self.attempt(
-                Candidate.failed(variant, phase, sparsity, (), found[0].variant, ""),
-                lambda: [self.quantization_aware(tuned, phase, sparsity, found[0].variant)],
-            )
+            failed = Candidate.failed(self.quantization_aware_spec(tuned, sparsity), phase, found[0].variant, "")
+            found += self.attempt(failed, lambda: [self.quantization_aware(tuned, phase, sparsity, found[0].variant)])
         return found
 
     def attempt(self, failed: Candidate, build: Callable[[], list[Candidate]]) -> list[Candidate]:
@@ -210,15 +168,19 @@ class CandidateBuilder:
     def clustered(self, float_layers: tuple[str, ...]) -> list[Candidate]:
         """The model clustered (``--cluster`` without ``--prune``), measured against post-training int8 with the
         same layers in float."""
-        parent = candidate_name(0.0, float_layers, self.config.per_tensor)
-        variant = candidate_name(0.0, float_layers, self.config.per_tensor, self.config.cluster.clusters)
-        failed = Candidate.failed(variant, PHASE_CLUSTERING, 0.0, float_layers, parent, "")
-        return self.attempt(failed, lambda: self.tuned(PHASE_CLUSTERING, FineTuned(), float_layers, parent))
+        parent = self.spec(float_layers=float_layers).name
+        failed = Candidate.failed(
+            self.spec(float_layers=float_layers, clusters=self.config.cluster.clusters),
+            SearchPhase.CLUSTERING,
+            parent,
+            "",
+        )
+        return self.attempt(failed, lambda: self.tuned(SearchPhase.CLUSTERING, FineTuned(), float_layers, parent))
 
     def first_quantization_aware(self, parent: str) -> Candidate:
         """``int8-qat``: the float model fine-tuned quantization-aware (or the row saying why it could not be)."""
-        failed = Candidate.failed(candidate_name(0.0, (), False, None, "qat"), PHASE_QAT, 0.0, (), parent, "")
-        return self.attempt(failed, lambda: [self.quantization_aware(FineTuned(), PHASE_QAT, 0.0, parent)])[0]
+        failed = Candidate.failed(self.quantization_aware_spec(FineTuned(), 0.0), SearchPhase.QAT, parent, "")
+        return self.attempt(failed, lambda: [self.quantization_aware(FineTuned(), SearchPhase.QAT, 0.0, parent)])[0]
 
     def pruned(self, sparsity: float, previous: Candidate | None, float_layers: tuple[str, ...]) -> list[Candidate]:
         """The candidates pruned to ``sparsity``, fine-tuned from the previous level's pruned model."""
@@ -231,15 +193,15 @@ class CandidateBuilder:
             epochs=base.epochs if start is None else max(1, base.epochs // 2),
             initial_sparsity=previous.sparsity if start is not None else 0.0,
         )
-        parent = previous.variant if previous is not None else candidate_name(0.0, float_layers, self.config.per_tensor)
+        parent = previous.variant if previous is not None else self.spec(float_layers=float_layers).name
         clusters = self.config.cluster.clusters if self.config.cluster is not None else None
-        variant = candidate_name(sparsity, float_layers, self.config.per_tensor, clusters)
+        failed = Candidate.failed(self.spec(sparsity, float_layers, clusters), SearchPhase.SPARSITY, parent, "")
 
         def build() -> list[Candidate]:
             result = prune_model(start.model if start is not None else self.model, *self._training(), settings)
-            return self.tuned(PHASE_SPARSITY, FineTuned(pruned=result), float_layers, parent)
+            return self.tuned(SearchPhase.SPARSITY, FineTuned(pruned=result), float_layers, parent)
 
-        return self.attempt(Candidate.failed(variant, PHASE_SPARSITY, sparsity, float_layers, parent, ""), build)
+        return self.attempt(failed, build)
 
 
 def run_search(builder: CandidateBuilder) -> SearchOutcome:
@@ -249,23 +211,23 @@ def run_search(builder: CandidateBuilder) -> SearchOutcome:
     Raises:
         TfliteOptError: a candidate failed to convert or verify.
     """
-    spec, config = builder.spec, builder.config
+    config, layer_names = builder.config, builder.target.classifier.layer_names
     search = config.search
     calibrated = builder.calibrate(builder.model)
-    first = builder.candidate(calibrated, PHASE_INT8, 0.0, (), None)
+    first = builder.candidate(builder.spec(), calibrated, SearchPhase.INT8, None)
     first_ranking: list[tuple[LayerError, ...]] = []
 
     def rank(float_layers: tuple[str, ...]) -> list[str]:
         ranking = builder.rank(calibrated, float_layers)
         if not first_ranking:
             first_ranking.append(ranking)
-        return [e.layer for e in ranking if e.layer in spec.layer_names]
+        return [e.layer for e in ranking if e.layer in layer_names]
 
     def keep_in_float(float_layers: tuple[str, ...], parent: Candidate) -> Candidate:
-        variant = candidate_name(0.0, float_layers, config.per_tensor)
-        failed = Candidate.failed(variant, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant, "")
+        spec = builder.spec(float_layers=float_layers)
+        failed = Candidate.failed(spec, SearchPhase.FLOAT_LAYERS, parent.variant, "")
         return builder.attempt(
-            failed, lambda: [builder.candidate(calibrated, PHASE_FLOAT_LAYERS, 0.0, float_layers, parent.variant)]
+            failed, lambda: [builder.candidate(spec, calibrated, SearchPhase.FLOAT_LAYERS, parent.variant)]
         )[0]
 
     candidates = search_int8(

@@ -4,71 +4,30 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from tflite_opt.core.config import BenchmarkSettings, Preprocessing, within_budget
+from tflite_opt.core.config import BenchmarkSettings, within_budget
 from tflite_opt.core.errors import DataError
 from tflite_opt.core.interpreter import TfliteRunner
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import TfliteFile
+from tflite_opt.results.measures import (
+    AccuracyStats,
+    ClassStats,
+    Fidelity,
+    LatencyStats,
+    SizeStats,
+    Verdict,
+    VerdictLabel,
+)
 from tflite_opt.stages.data import DataSource, apply_preprocessing
-from tflite_opt.stages.verify import Verified
 
 DEFAULT_SETTINGS = BenchmarkSettings()
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Single-image invoke latency in ms, as LiteRT's own benchmark reports it, and (one thread) the CPU time
-    of the invoking thread, which load on the machine does not inflate."""
-
-    mean: float
-    std: float
-    min: float
-    p50: float
-    p90: float
-    p99: float
-    init_ms: float
-    num_threads: int
-    num_runs: int
-    warmup_runs: int
-    delegate: str
-    cpu_p50: float | None = None
-    cpu_mean: float | None = None
-    # With XNNPACK: the parts it took (1: the whole graph) and the operators left to the built-in kernels.
-    partitions: int = 0
-    undelegated: tuple[tuple[str, int], ...] = ()
-
-    def delegation_note(self) -> str | None:
-        """What XNNPACK could not run, where that split the graph (the usual reason int8 is not faster)."""
-        if self.partitions <= 1:
-            return None
-        left = ", ".join(f"{name} x{count}" if count > 1 else name for name, count in self.undelegated)
-        return f"XNNPACK ran it in {self.partitions} parts; left to the built-in kernels: {left}"
-
-    def delegation_dict(self) -> dict[str, Any] | None:
-        if self.delegate != "xnnpack":
-            return None
-        return {"partitions": self.partitions, "not_delegated": dict(self.undelegated)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mean": round(self.mean, 4),
-            "std": round(self.std, 4),
-            "min": round(self.min, 4),
-            "p50": round(self.p50, 4),
-            "p90": round(self.p90, 4),
-            "p99": round(self.p99, 4),
-        }
-
-    def cpu_dict(self) -> dict[str, Any] | None:
-        if self.cpu_p50 is None:
-            return None
-        return {"p50": round(self.cpu_p50, 4), "mean": round(self.cpu_mean, 4)}
 
 
 # Timed invokes per variant in a row, before the next variant's turn: enough to keep its caches warm,
@@ -160,16 +119,6 @@ def busy_machine(latencies: dict[str, LatencyStats]) -> str | None:
     )
 
 
-@dataclass(frozen=True)
-class SizeStats:
-    bytes: int
-    gzip_bytes: int
-    params_by_dtype: dict[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"bytes": self.bytes, "gzip_bytes": self.gzip_bytes, "params_by_dtype": dict(self.params_by_dtype)}
-
-
 def gzip_size(content: bytes) -> int:
     """Size after gzip -9: where pruning's zeros show."""
     return len(gzip.compress(content, compresslevel=9, mtime=0))
@@ -182,77 +131,6 @@ def measure_size(content: bytes, parsed: TfliteFile) -> SizeStats:
         if tensor.is_constant:
             params[tensor.dtype.lower()] = params.get(tensor.dtype.lower(), 0) + int(np.prod(tensor.shape))
     return SizeStats(len(content), gzip_size(content), dict(sorted(params.items())))
-
-
-@dataclass(frozen=True)
-class ClassStats:
-    label: int
-    precision: float
-    recall: float
-    f1: float
-    support: int
-
-
-@dataclass(frozen=True)
-class AccuracyStats:
-    """Accuracy of one model on the held-out set.
-
-    With labels, ``top1`` is accuracy. Without labels (``labelled`` False) the reference model's top-1
-    predictions stand in for them, so ``top1`` is agreement with the reference and the confusion matrix
-    is against its predictions.
-    """
-
-    samples: int
-    top1: float
-    top5: float | None
-    per_class: tuple[ClassStats, ...]
-    confusion: np.ndarray
-    agreement: float | None
-    dominant_class: int
-    dominant_share: float
-    labelled: bool = True
-    fidelity: Fidelity | None = None
-
-    @property
-    def degenerate(self) -> bool:
-        """One class predicted for nearly everything (90%), far beyond its share of the labels."""
-        label_share = self.confusion[self.dominant_class].sum() / max(1, self.samples)
-        return bool(self.dominant_share >= 0.9 and self.dominant_share - label_share >= 0.3)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "top1": self.top1 if self.labelled else None,
-            "top5": self.top5 if self.labelled else None,
-            "agreement": self.agreement,
-            "labelled": self.labelled,
-            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
-            "per_class": [c.__dict__ for c in self.per_class],
-            "confusion_matrix": self.confusion.tolist(),
-            "degenerate": self.degenerate,
-        }
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """How closely a model's scores follow the reference (float) model's on the same images.
-
-    Attributes:
-        agreement: share of images where both rank the same class first.
-        top5_overlap: mean share of the reference's five best classes that are among this model's five best.
-        mean_kl: mean KL divergence KL(reference || model) of the class probabilities (softmax of the scores
-            where they are not probabilities already), in nats.
-    """
-
-    agreement: float
-    top5_overlap: float
-    mean_kl: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {
-            "agreement": self.agreement,
-            "top5_overlap": round(self.top5_overlap, 6),
-            "mean_kl": round(self.mean_kl, 6),
-        }
 
 
 def accuracy_stats(
@@ -296,17 +174,33 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
 
 
+@dataclass(frozen=True)
+class Scorer:
+    """A model's scoring function (model input batch → class scores) and the preprocessing of its input."""
+
+    predict: Callable[[np.ndarray], np.ndarray]
+    preprocessing: Preprocessing
+
+    @classmethod
+    def tflite(cls, content: bytes, preprocessing: Preprocessing, settings: BenchmarkSettings = DEFAULT_SETTINGS):
+        """A .tflite file, run by the LiteRT interpreter in batches."""
+        runner = TfliteRunner(content, settings.batch_size, settings.num_threads, settings.use_xnnpack)
+        return cls(runner.predict, preprocessing)
+
+    @classmethod
+    def keras(cls, model: Any, preprocessing: Preprocessing) -> Scorer:
+        """A Keras model, in inference mode."""
+        return cls(lambda inputs: np.asarray(model(inputs, training=False)), preprocessing)
+
+
 def evaluate(
     source: DataSource,
-    preprocessing: Preprocessing,
-    models: dict[str, bytes],
-    keras_model: Any | None = None,
+    scorers: Mapping[str, Scorer],
     reference: str | None = None,
     settings: BenchmarkSettings = DEFAULT_SETTINGS,
     held_out_from: dict[str, set[str]] | None = None,
     progress: bool = False,
-    model_input: dict[str, Preprocessing] | None = None,
-) -> tuple[AccuracyStats | None, dict[str, AccuracyStats]]:
+) -> dict[str, AccuracyStats]:
     """Stream the evaluation set once, in batches, through every model at the same time.
 
     Without labels the reference's top-1 predictions are the labels: every model is then measured by
@@ -314,37 +208,32 @@ def evaluate(
 
     Args:
         source: held-out data, read batch by batch; labelled or not.
-        preprocessing: pixels to model input.
-        models: .tflite bytes by variant name.
-        keras_model: the float Keras model, scored too and used as the agreement reference.
-        reference: without a Keras model, the variant whose top-1 is the agreement reference.
-        settings: batch size and threads.
+        scorers: the models by name (.tflite files, Keras models), each with the preprocessing of its input.
+        reference: the model whose top-1 is the agreement reference (the float Keras model, where there is one).
+        settings: the batch size.
         held_out_from: content digests of data the models saw ("calibration", "training");
             an evaluation sample among them is refused.
         progress: a progress bar on a terminal.
-        model_input: a variant's own preprocessing where it differs (a model that takes pixels as they are).
 
     Returns:
-        (Keras model's stats or None, stats by variant).
+        Each model's stats, by name.
 
     Raises:
         DataError: an evaluation sample appears in ``held_out_from``, labels out of range, or unlabelled
             data without a reference to compare with.
     """
-    reference_name = "keras" if keras_model is not None else reference
-    if source.labels is None and reference_name not in models and keras_model is None:
+    if source.labels is None and reference not in scorers:
         raise DataError(f"{source.path} has no labels, and there is no float model to measure fidelity against")
-    scorers = _scorers(models, keras_model, preprocessing, model_input or {}, settings)
-    stream = _score_stream(source, scorers, reference_name, settings.batch_size, held_out_from, progress)
+    stream = _score_stream(source, scorers, reference, settings.batch_size, held_out_from, progress)
     top_k = stream.top_k
-    labels = source.labels if source.labels is not None else top_k[reference_name][:, 0]
+    labels = source.labels if source.labels is not None else top_k[reference][:, 0]
     if int(labels.min()) < 0 or int(labels.max()) >= stream.num_classes:
         raise DataError(
             f"{source.path}: labels run from {labels.min()} to {labels.max()}; the models have {stream.num_classes} "
             "classes"
         )
-    reference_top1 = top_k[reference_name][:, 0] if reference_name in top_k else None
-    stats = {
+    reference_top1 = top_k[reference][:, 0] if reference in top_k else None
+    return {
         name: replace(
             accuracy_stats(labels, predicted, stream.num_classes, reference_top1),
             labelled=source.labels is not None,
@@ -352,27 +241,6 @@ def evaluate(
         )
         for name, predicted in top_k.items()
     }
-    return stats.pop("keras", None), stats
-
-
-def _scorers(
-    models: dict[str, bytes],
-    keras_model: Any | None,
-    preprocessing: Preprocessing,
-    model_input: dict[str, Preprocessing],
-    settings: BenchmarkSettings,
-) -> dict[str, tuple[Any, Preprocessing]]:
-    """Each model's scoring function and the preprocessing of its input."""
-    scorers = {
-        name: (
-            TfliteRunner(content, settings.batch_size, settings.num_threads, settings.use_xnnpack).predict,
-            model_input.get(name, preprocessing),
-        )
-        for name, content in models.items()
-    }
-    if keras_model is not None:
-        scorers["keras"] = (lambda inputs: np.asarray(keras_model(inputs, training=False)), preprocessing)
-    return scorers
 
 
 class _ScoreStream:
@@ -414,7 +282,7 @@ class _ScoreStream:
 
 def _score_stream(
     source: DataSource,
-    scorers: dict[str, tuple[Any, Preprocessing]],
+    scorers: Mapping[str, Scorer],
     reference: str | None,
     batch_size: int,
     held_out_from: dict[str, set[str]] | None,
@@ -433,7 +301,7 @@ def _score_stream(
     for raw, indices in batches:
         if held_out_from:
             _refuse_seen(raw, indices, source, held_out_from)
-        stream.add({name: score(apply_preprocessing(raw, prep)) for name, (score, prep) in scorers.items()})
+        stream.add({name: s.predict(apply_preprocessing(raw, s.preprocessing)) for name, s in scorers.items()})
     return stream
 
 
@@ -466,12 +334,6 @@ def _refuse_seen(raw: np.ndarray, indices: np.ndarray, source: DataSource, seen:
                 )
 
 
-@dataclass(frozen=True)
-class Verdict:
-    label: str
-    reason: str
-
-
 # A variant this many times slower than the float32 reference (medians, timed interleaved) is not good.
 SLOWER_THAN_REFERENCE = 1.1
 
@@ -491,9 +353,9 @@ def verdict(
     ``latency_ratio``: p50 against the float32 reference's, where both were timed.
     """
     if degenerate:
-        return Verdict("bad", "predicts one class for nearly every image")
+        return Verdict(VerdictLabel.BAD, "predicts one class for nearly every image")
     if drop_points is None:
-        return Verdict("unknown", "no evaluation data, so no accuracy to judge")
+        return Verdict(VerdictLabel.UNKNOWN, "no evaluation data, so no accuracy to judge")
     if size_ratio is None:
         size_ratio = 1.0
         size = "an unknown share of the float32 size (no float32 model to compare with)"
@@ -507,13 +369,15 @@ def verdict(
     if within and size_ratio <= 0.5:
         held = f"{score} drops {drop_points:.2f} points (budget {settings.accuracy_budget:g}) at {size}"
         if latency_ratio is not None and latency_ratio > SLOWER_THAN_REFERENCE:
-            return Verdict("marginal", f"{held}, but runs {latency_ratio:.1f}x slower than float32 (p50)")
-        return Verdict("good", held)
+            return Verdict(VerdictLabel.MARGINAL, f"{held}, but runs {latency_ratio:.1f}x slower than float32 (p50)")
+        return Verdict(VerdictLabel.GOOD, held)
     if not within:
         return Verdict(
             "marginal", f"{score} drops {drop_points:.2f} points, over the {settings.accuracy_budget:g}-point budget"
         )
-    return Verdict("marginal", f"{score} holds ({drop_points:.2f} points) but the file is {size}, not halved")
+    return Verdict(
+        VerdictLabel.MARGINAL, f"{score} holds ({drop_points:.2f} points) but the file is {size}, not halved"
+    )
 
 
 def reference_problem(stats: AccuracyStats | None, class_names: Sequence[str] | None = None) -> str | None:
@@ -544,37 +408,3 @@ def reference_problem(stats: AccuracyStats | None, class_names: Sequence[str] | 
             "preprocessing are probably wrong"
         )
     return None
-
-
-@dataclass(frozen=True)
-class Measured:
-    """A converted, verified file and what was measured of it."""
-
-    file: Verified
-    latency: LatencyStats
-    size: SizeStats
-    accuracy: AccuracyStats | None = None
-
-
-@dataclass(frozen=True)
-class ShipOption:
-    """What the choice of the variant to ship looks at."""
-
-    name: str
-    passes: bool
-    gzip_bytes: int
-    drop: float
-    top1: float
-
-
-def choose_to_ship(options: Sequence[ShipOption]) -> str:
-    """The one rule for the variant to ship: the smallest (gzip) of those that pass, the more accurate on a tie;
-    when none passes, the one that loses the least top-1, then the smallest.
-
-    Raises:
-        ValueError: no options.
-    """
-    passing = [o for o in options if o.passes]
-    if passing:
-        return min(passing, key=lambda o: (o.gzip_bytes, -o.top1)).name
-    return min(options, key=lambda o: (o.drop, o.gzip_bytes)).name

@@ -9,7 +9,7 @@ by layer (what tfmot cannot cluster is skipped with a note) → fine-tuning → 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,8 @@ import numpy as np
 from tflite_opt.core.config import ClusterConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.tfmot import tfmot
-from tflite_opt.stages.fine_tune import FineTuning, FineTuningRecord, Wrapped, fine_tune
+from tflite_opt.results.tuning import ClusterResult, ClusterStats, FineTuned
+from tflite_opt.stages.fine_tune import FineTuning, Wrapped, fine_tune
 from tflite_opt.stages.prune import clone_wrapped, for_tfmot, prunable_kernel
 from tflite_opt.stages.translate import restore_into_keras3
 
@@ -25,36 +26,6 @@ log = logging.getLogger(__name__)
 
 # Weights (non-zero ones, keeping sparsity) a layer needs per cluster for k-means++ to place its centroids.
 MIN_POINTS_PER_CLUSTER = 2
-
-
-@dataclass(frozen=True)
-class ClusterStats:
-    """What clustering did: settings, time, the layers clustered and those skipped."""
-
-    config: ClusterConfig
-    seconds: float
-    clustered: tuple[str, ...]
-    skipped: tuple[tuple[str, str], ...]
-    preserved_sparsity: bool
-    tuning: FineTuningRecord | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.config.to_dict(),
-            "seconds": round(self.seconds, 1),
-            "clustered_layers": list(self.clustered),
-            "preserved_sparsity": self.preserved_sparsity,
-            "skipped": [{"layer": name, "reason": reason} for name, reason in self.skipped],
-            "fine_tuning": self.tuning.to_dict() if self.tuning is not None else None,
-        }
-
-
-@dataclass(frozen=True)
-class ClusterResult:
-    """A stripped clustered model and what clustering did."""
-
-    model: Any
-    stats: ClusterStats
 
 
 def cluster_model(
@@ -86,6 +57,16 @@ def cluster_model(
         config, tuned.record.seconds, clustered, tuple(skipped + unclustered), preserve_sparsity, tuned.record
     )
     return ClusterResult(result, stats)
+
+
+def clustered_with(
+    tuned: FineTuned, original: Any, train_x: np.ndarray, train_y: np.ndarray, config: ClusterConfig
+) -> FineTuned:
+    """``tuned``, with its model clustered (keeping the zeros of a pruned one)."""
+    clustered = cluster_model(
+        tuned.model(original), train_x, train_y, config, preserve_sparsity=tuned.pruned is not None
+    )
+    return replace(tuned, clustered=clustered)
 
 
 def _really_clustered(model: Any, names: tuple[str, ...], limit: int) -> tuple[tuple[str, ...], list]:

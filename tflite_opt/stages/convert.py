@@ -15,19 +15,20 @@ import logging
 import re
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
 from tqdm import tqdm
 
 from tflite_opt.core import keras2
-from tflite_opt.core.config import ConvertConfig, IoType, Mode, Preprocessing
+from tflite_opt.core.config import IoType, Mode
 from tflite_opt.core.errors import ConversionError
 from tflite_opt.core.interpreter import round_half_away_from_zero
 from tflite_opt.core.keras3 import keras_of
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.quiet import native_stderr_silenced
 from tflite_opt.core.tflite_file import set_input_range
+from tflite_opt.results.inputs import PixelInputChoice
 from tflite_opt.stages.data import calibration_generator
 
 log = logging.getLogger(__name__)
@@ -206,44 +207,22 @@ def convert_pixel_input(
     return quantize_calibrated(calibrated, io_type, per_tensor, sparse_weights=sparse_weights)
 
 
-@dataclass(frozen=True)
-class PixelInputChoice:
-    """Whether the full-int8 models take camera pixels as they are, and why.
-
-    Attributes:
-        chosen: they do.
-        ties: how many (channel, pixel value) pairs quantizing the normalized input would put on a rounding tie.
-        asked: what --raw-pixel-input said (None: nothing, the choice followed the ties).
-        preprocessing: the normalization (inside the model when chosen).
-        channels: the input's channels.
-    """
-
-    chosen: bool
-    ties: int
-    asked: bool | None
-    preprocessing: Preprocessing
-    channels: int
-
-    def to_dict(self) -> dict:
-        return {
-            "chosen": self.chosen,
-            "rounding_ties": self.ties,
-            "of_pixel_values": 256 * self.channels,
-            "asked": self.asked,
-        }
-
-
-def choose_pixel_input(config: ConvertConfig, calibration: np.ndarray | None, channels: int) -> PixelInputChoice:
-    """Whether the full-int8 models take pixels: as ``config.pixel_input`` says, else exactly when quantizing the
-    normalized input (``calibration``: the normalized calibration samples) would put pixel values on rounding
-    ties."""
+def choose_pixel_input(
+    asked: bool | None,
+    integer_io: bool,
+    preprocessing: Preprocessing,
+    calibration: np.ndarray | None,
+    channels: int,
+) -> PixelInputChoice:
+    """Whether the full-int8 models take pixels: as ``asked`` (--raw-pixel-input) says, else exactly when
+    quantizing the normalized input (``calibration``: the normalized calibration samples) of a model with integer
+    input (``integer_io``) would put pixel values on rounding ties."""
     ties = 0
-    if config.integer_io and calibration is not None:
+    if integer_io and calibration is not None:
         scale, _ = predicted_input_quantization(calibration)
-        ties = rounding_ties(config.preprocessing, scale, channels)
-    asked = config.pixel_input
-    chosen = asked if asked is not None else (config.integer_io and ties > 0)
-    return PixelInputChoice(bool(chosen), ties, asked, config.preprocessing, channels)
+        ties = rounding_ties(preprocessing, scale, channels)
+    chosen = asked if asked is not None else (integer_io and ties > 0)
+    return PixelInputChoice(bool(chosen), ties, asked, preprocessing, channels)
 
 
 def predicted_input_quantization(calibration: np.ndarray) -> tuple[float, int]:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tflite_opt.core.config import Preprocessing
 from tflite_opt.core.errors import DataError
+from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.results.inputs import ClassMapping, MappingKind
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ARRAY_SUFFIXES = frozenset({".npy", ".npz"})
@@ -78,46 +79,6 @@ def _image_files(folder: Path) -> tuple[list[Path], list[str] | None]:
     return loose, None
 
 
-# How class folders become class indices (ClassMapping.how).
-BY_LABELS = "labels"
-BY_NUMBER = "numbers"
-BY_SORTED_NAME = "sorted names"
-
-
-@dataclass(frozen=True)
-class ClassMapping:
-    """How the class folders of a data set became the model's class indices.
-
-    Attributes:
-        how: ``labels`` (each folder looked up in the model's class names), ``numbers`` (folders named
-            0, 1, ... are their own index) or ``sorted names`` (the n-th folder in sorted order is class n:
-            a guess, right only if the model was trained that way).
-        names: the class name of each index that the folders cover.
-        folders: how many class folders there were.
-    """
-
-    how: str
-    names: tuple[str, ...]
-    folders: int
-
-    @property
-    def guessed(self) -> bool:
-        """True when the order is an assumption (sorted folder names) rather than given."""
-        return self.how == BY_SORTED_NAME
-
-    def describe(self) -> str:
-        """One line for the report."""
-        if self.how == BY_LABELS:
-            return f"{self.folders} class folders, each looked up by name in --labels"
-        if self.how == BY_NUMBER:
-            return f"{self.folders} class folders named by class index"
-        order = ", ".join(f"{name} = {i}" for i, name in enumerate(self.names[:3]))
-        return f"{self.folders} class folders numbered in sorted order ({order}{', ...' if self.folders > 3 else ''})"
-
-    def to_dict(self) -> dict:
-        return {"how": self.how, "folders": self.folders, "names": list(self.names)}
-
-
 def class_mapping(folder_names: Sequence[str], labels: Sequence[str] | None, source: Path) -> ClassMapping:
     """How the class folders ``folder_names`` map to class indices: by ``labels`` (the model's class names,
     in its order) where given, else by number, else by sorted name.
@@ -132,11 +93,13 @@ def class_mapping(folder_names: Sequence[str], labels: Sequence[str] | None, sou
             raise DataError(
                 f"{source}: class folder {unknown[0]!r} is not in --labels; the labels are: {', '.join(labels)}"
             )
-        return ClassMapping(BY_LABELS, tuple(labels), len(distinct))
+        return ClassMapping(MappingKind.BY_LABELS, tuple(labels), len(distinct))
     if all(n.isdigit() for n in distinct):
         # Integer folder names are their own index; a gap is named by its number.
-        return ClassMapping(BY_NUMBER, tuple(str(i) for i in range(max(int(n) for n in distinct) + 1)), len(distinct))
-    return ClassMapping(BY_SORTED_NAME, tuple(distinct), len(distinct))
+        return ClassMapping(
+            MappingKind.BY_NUMBER, tuple(str(i) for i in range(max(int(n) for n in distinct) + 1)), len(distinct)
+        )
+    return ClassMapping(MappingKind.BY_SORTED_NAME, tuple(distinct), len(distinct))
 
 
 def read_labels(path: Path) -> list[str]:
@@ -157,7 +120,7 @@ def read_labels(path: Path) -> list[str]:
 
 def _class_indices(folder_names: Sequence[str], mapping: ClassMapping) -> np.ndarray:
     """Class index per sample, from its folder's name."""
-    if mapping.how == BY_NUMBER:
+    if mapping.how is MappingKind.BY_NUMBER:
         return np.asarray([int(n) for n in folder_names], dtype=np.int64)
     position = {n: i for i, n in enumerate(mapping.names)}
     return np.asarray([position[n] for n in folder_names], dtype=np.int64)

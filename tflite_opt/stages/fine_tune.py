@@ -29,6 +29,7 @@ import numpy as np
 from tflite_opt.core import keras2
 from tflite_opt.core.config import MIN_FINE_TUNING_STEPS, ClusterConfig, PruneConfig, QatConfig
 from tflite_opt.core.errors import UsageError
+from tflite_opt.results.tuning import FineTuningRecord, HeldOutScore, Trial
 
 log = logging.getLogger(__name__)
 
@@ -73,82 +74,6 @@ class FineTuning:
             config.START_LEARNING_RATE,
             config.min_steps,
         )
-
-
-@dataclass(frozen=True)
-class HeldOutScore:
-    """A model's top-1 and mean cross-entropy on the held-out part of the training data."""
-
-    top1: float
-    loss: float
-
-    @property
-    def rank(self) -> tuple[float, float]:
-        """Higher top-1 ranks higher; on equal top-1, lower loss."""
-        return (self.top1, -self.loss)
-
-    def better_than(self, other: HeldOutScore | None) -> bool:
-        return other is None or self.rank > other.rank
-
-    def to_dict(self) -> dict[str, float]:
-        return {"top1": round(self.top1, 4), "loss": round(self.loss, 4)}
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One learning rate tried: the best epoch (1-based) and its held-out score."""
-
-    learning_rate: float
-    epoch: int
-    score: HeldOutScore
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"learning_rate": self.learning_rate, "best_epoch": self.epoch, **self.score.to_dict()}
-
-
-@dataclass(frozen=True)
-class FineTuningRecord:
-    """What fine-tuning did and why: the split, the settings, each learning rate tried, BatchNormalization."""
-
-    fit_samples: int
-    held_out_samples: int
-    batch_size: int
-    epochs: int
-    learning_rate: float
-    learning_rate_given: bool
-    epoch: int
-    trials: tuple[Trial, ...]
-    before: HeldOutScore
-    after: HeldOutScore
-    batch_norm: str
-    seconds: float
-
-    def describe(self) -> str:
-        """One line: the learning rate and epoch kept, on what evidence, and what BatchNormalization did."""
-        how = "given" if self.learning_rate_given else "chosen on held-out training data"
-        tried = ", ".join(f"{t.learning_rate:g}: {100 * t.score.top1:.1f}% (epoch {t.epoch})" for t in self.trials)
-        return (
-            f"learning rate {self.learning_rate:g} ({how}; tried {tried}), epoch {self.epoch} of {self.epochs} kept, "
-            f"batch {self.batch_size}, {self.fit_samples} samples fitted, {self.held_out_samples} held out: "
-            f"held-out top-1 {100 * self.before.top1:.1f}% before, {100 * self.after.top1:.1f}% after; "
-            f"{self.batch_norm}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "fit_samples": self.fit_samples,
-            "held_out_samples": self.held_out_samples,
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "learning_rate": self.learning_rate,
-            "learning_rate_given": self.learning_rate_given,
-            "best_epoch": self.epoch,
-            "trials": [t.to_dict() for t in self.trials],
-            "held_out_before": self.before.to_dict(),
-            "held_out_after": self.after.to_dict(),
-            "batch_normalization": self.batch_norm,
-            "seconds": round(self.seconds, 1),
-        }
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -30,35 +30,14 @@ from tflite_opt.core import keras2
 from tflite_opt.core.config import IoType
 from tflite_opt.core.errors import ConversionError
 from tflite_opt.core.quiet import native_stderr_silenced
+from tflite_opt.core.text import aligned
 from tflite_opt.core.tflite_file import TfliteFile, read_tflite
+from tflite_opt.results.search import LayerError
 from tflite_opt.stages.convert import quantize_calibrated
 from tflite_opt.stages.verify import layer_for_operator, layer_for_tensor_name
 
 # Values this close to zero have no meaningful relative error.
 _TINY = 1e-6
-
-
-@dataclass(frozen=True)
-class LayerError:
-    """How much int8 error one Keras layer adds, measured on the calibration data."""
-
-    layer: str
-    operators: tuple[str, ...]
-    rmse_over_scale: float
-    relative_error: float
-    scale: float
-    elements: int
-    position: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "operators": list(self.operators),
-            "rmse_over_scale": round(self.rmse_over_scale, 4),
-            "relative_error": round(self.relative_error, 4),
-            "scale": self.scale,
-            "elements": self.elements,
-        }
 
 
 def layer_nodes(calibrated: TfliteFile, layer_names: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
@@ -236,3 +215,29 @@ def _input_names(debugger: Any, op_index: int) -> list[str]:
     interpreter = debugger._quant_interpreter
     inputs = interpreter._get_op_details(op_index)["inputs"]
     return [interpreter._get_tensor_details(i, subgraph_index=0)["name"] for i in inputs if i >= 0]
+
+
+def format_error_table(errors: Sequence[LayerError], model_name: str, samples: int) -> str:
+    """The per-layer table, worst first, with a line on how to read it."""
+    header = ("layer", "operators", "relative error", "rmse/scale", "scale")
+    rows = [
+        (
+            e.layer,
+            ",".join(dict.fromkeys(e.operators)),
+            f"{100 * e.relative_error:.2f}%" if np.isfinite(e.relative_error) else "n/a",
+            f"{e.rmse_over_scale:.3f}",
+            f"{e.scale:.3g}",
+        )
+        for e in errors
+    ]
+    return "\n".join(
+        [
+            f"{model_name}: int8 error per layer on {samples} calibration samples, worst first",
+            *aligned(header, rows, left=2),
+            "",
+            "relative error: rms(int8 - float) / rms(float) per output channel, median over channels;",
+            "rmse/scale: error in quantization steps (0.29 is plain rounding; far above means the layer computes "
+            "badly in int8).",
+            "A layer far above the others is the one to keep in float (convert --max-accuracy-drop does it).",
+        ]
+    )

@@ -16,11 +16,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from tflite_opt.core.config import PIXELS, Preprocessing
 from tflite_opt.core.fileio import atomic_write_bytes, atomic_write_json
 from tflite_opt.core.interpreter import INTEGER_RANGES, ROUNDING
+from tflite_opt.core.preprocessing import PIXELS, Preprocessing
 from tflite_opt.core.version import __version__
-from tflite_opt.stages.report import ConvertReport, VariantResult
+from tflite_opt.results.report import ConvertReport, VariantResult
 
 MANIFEST_SCHEMA_VERSION = 1
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,8 @@ from tflite_opt.core.config import PruneConfig, Schedule
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.keras3 import is_keras3_model
 from tflite_opt.core.tfmot import prunable_layer_class, prune_registry, pruning_wrapper_class, tfmot
-from tflite_opt.stages.fine_tune import FineTuning, FineTuningRecord, Wrapped, fine_tune, require_graph_network
+from tflite_opt.results.tuning import LayerSparsity, PruneResult, PruneStats
+from tflite_opt.stages.fine_tune import FineTuning, Wrapped, fine_tune, require_graph_network
 from tflite_opt.stages.model_safety import TF_OP_LAYERS
 from tflite_opt.stages.translate import restore_into_keras3, translate_for_tfmot
 
@@ -29,40 +29,6 @@ log = logging.getLogger(__name__)
 PRUNABLE_KERNELS = ("kernel", "pointwise_kernel", "depthwise_kernel")
 # Fine-tuning samples on which a Keras 3 model's translation must give the model's outputs.
 TRANSLATION_CHECK_SAMPLES = 32
-
-
-@dataclass(frozen=True)
-class LayerSparsity:
-    layer: str
-    weights: int
-    nonzero: int
-
-    @property
-    def sparsity(self) -> float:
-        return 1.0 - self.nonzero / self.weights if self.weights else 0.0
-
-
-@dataclass(frozen=True)
-class PruneStats:
-    """What pruning did: settings, per-layer sparsity after strip, skipped layers, time."""
-
-    config: PruneConfig
-    layers: tuple[LayerSparsity, ...]
-    skipped: tuple[tuple[str, str], ...]
-    seconds: float
-    tuning: FineTuningRecord | None = None
-
-    @property
-    def pruned_layer_names(self) -> tuple[str, ...]:
-        return tuple(layer.layer for layer in self.layers)
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    """A stripped pruned model and what pruning did to it."""
-
-    model: Any
-    stats: PruneStats
 
 
 def prunable_kernel(layer: Any) -> Any | None:

@@ -11,95 +11,31 @@ learnt ranges, which the converter turns into full int8.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from tflite_opt.core import keras2
-from tflite_opt.core.config import ClusterConfig, QatConfig
+from tflite_opt.core.config import QatConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.tfmot import tfmot
-from tflite_opt.stages.cluster import ClusterResult, cluster_model
-from tflite_opt.stages.fine_tune import FineTuning, FineTuningRecord, Wrapped, fine_tune
-from tflite_opt.stages.prune import PruneResult, for_tfmot
+from tflite_opt.core.variant import QatScheme
+from tflite_opt.results.tuning import FineTuned, QatResult, QatStats
+from tflite_opt.stages.fine_tune import FineTuning, Wrapped, fine_tune
+from tflite_opt.stages.prune import for_tfmot
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class QatStats:
-    """What quantization-aware training did: settings, time, layers left unannotated."""
-
-    config: QatConfig
-    seconds: float
-    skipped: tuple[tuple[str, str], ...]
-    tuning: FineTuningRecord | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.config.to_dict(),
-            "seconds": round(self.seconds, 1),
-            "skipped": [{"layer": name, "reason": reason} for name, reason in self.skipped],
-            "fine_tuning": self.tuning.to_dict() if self.tuning is not None else None,
-        }
-
-
-@dataclass(frozen=True)
-class QatResult:
-    """A quantization-aware tf_keras model (it converts to full int8) and what training it did."""
-
-    model: Any
-    stats: QatStats
-
-
-@dataclass(frozen=True)
-class FineTuned:
-    """What fine-tuning made of a model, in the order it runs: pruned, then clustered, then quantization-aware
-    (each optional)."""
-
-    pruned: PruneResult | None = None
-    clustered: ClusterResult | None = None
-    qat: QatResult | None = None
-
-    def model(self, original: Any) -> Any:
-        """The model post-training quantization converts: clustered, else pruned, else ``original``."""
-        if self.clustered is not None:
-            return self.clustered.model
-        return self.pruned.model if self.pruned is not None else original
-
-    @property
-    def clusters(self) -> int | None:
-        """Shared values per layer, where the model was clustered."""
-        return self.clustered.stats.config.clusters if self.clustered is not None else None
-
-    @property
-    def scheme(self) -> str:
-        """The quantization-aware scheme that keeps what came before: ``qat``, ``pqat``, ``cqat`` or ``pcqat``."""
-        return ("p" if self.pruned else "") + ("c" if self.clustered else "") + "qat"
-
-    def seconds(self) -> dict[str, float]:
-        """Fine-tuning seconds by step, for the steps that ran."""
-        steps = {"pruning": self.pruned, "clustering": self.clustered, "qat": self.qat}
-        return {step: round(result.stats.seconds, 1) for step, result in steps.items() if result is not None}
-
-    def clustered_with(
-        self, original: Any, train_x: np.ndarray, train_y: np.ndarray, config: ClusterConfig
-    ) -> FineTuned:
-        """This, with the model clustered (keeping the zeros of a pruned one)."""
-        clustered = cluster_model(
-            self.model(original), train_x, train_y, config, preserve_sparsity=self.pruned is not None
-        )
-        return replace(self, clustered=clustered)
-
-    def quantization_aware(
-        self, original: Any, train_x: np.ndarray, train_y: np.ndarray, config: QatConfig
-    ) -> FineTuned:
-        """This, with the model fine-tuned quantization-aware in the scheme that keeps what came before."""
-        # Pruned layers clustering skipped: the cluster-preserving schemes would lose their zeros.
-        frozen = tuple(name for name, _ in self.clustered.stats.skipped) if self.clustered and self.pruned else ()
-        qat = quantization_aware_model(self.model(original), train_x, train_y, config, self.scheme, frozen)
-        return replace(self, qat=qat)
+def quantization_aware(
+    tuned: FineTuned, original: Any, train_x: np.ndarray, train_y: np.ndarray, config: QatConfig
+) -> FineTuned:
+    """``tuned``, with its model fine-tuned quantization-aware in the scheme that keeps what came before."""
+    # Pruned layers clustering skipped: the cluster-preserving schemes would lose their zeros.
+    frozen = tuple(name for name, _ in tuned.clustered.stats.skipped) if tuned.clustered and tuned.pruned else ()
+    qat = quantization_aware_model(tuned.model(original), train_x, train_y, config, tuned.scheme, frozen)
+    return replace(tuned, qat=qat)
 
 
 def quantization_aware_model(
@@ -107,7 +43,7 @@ def quantization_aware_model(
     train_x: np.ndarray,
     train_y: np.ndarray,
     config: QatConfig,
-    scheme: str = "qat",
+    scheme: QatScheme = QatScheme.QAT,
     frozen: tuple[str, ...] = (),
 ) -> QatResult:
     """Fine-tune ``model`` (tf_keras, or Keras 3 through its checked translation) with int8 simulated.
@@ -230,14 +166,14 @@ def _split_separable(entry: dict[str, Any]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _scheme(name: str) -> Any:
+def _scheme(scheme: QatScheme) -> Any:
     """tfmot's quantization scheme for ``qat``, ``pqat``, ``cqat`` or ``pcqat``."""
-    if name == "qat":
+    if scheme is QatScheme.QAT:
         return None  # quantize_apply's default: Default8BitQuantizeScheme
     combine = tfmot().experimental.combine
-    if name == "pqat":
+    if scheme is QatScheme.PQAT:
         return combine.Default8BitPrunePreserveQuantizeScheme()
-    return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=name == "pcqat")
+    return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=scheme is QatScheme.PCQAT)
 
 
 def _foldable_batch_norms(model: Any) -> dict[str, str]:
@@ -275,7 +211,7 @@ def _predecessors(model: Any) -> dict[str, str]:
     return found
 
 
-def _quantization_aware(model: Any, scheme: str, frozen: tuple[str, ...]) -> tuple[Any, list[tuple[str, str]]]:
+def _quantization_aware(model: Any, scheme: QatScheme, frozen: tuple[str, ...]) -> tuple[Any, list[tuple[str, str]]]:
     """``model`` with every layer tfmot's 8-bit scheme supports annotated, then quantize_apply'd with ``scheme``."""
     keras, quantization = keras2.keras, tfmot().quantization.keras
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # deferred: TensorFlow

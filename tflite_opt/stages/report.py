@@ -1,276 +1,21 @@
-"""Results of a run and their renderings: the terminal table, report.json, report.md and plots."""
+"""A run's report rendered and written: the terminal table, report.md, the plots and report.json."""
 
 from __future__ import annotations
 
-import io
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from tflite_opt.core.config import Preprocessing
 from tflite_opt.core.fileio import atomic_write_bytes, atomic_write_json
 from tflite_opt.core.interpreter import ROUNDING
-from tflite_opt.stages.benchmark import AccuracyStats, LatencyStats, ShipOption, SizeStats, Verdict, choose_to_ship
-from tflite_opt.stages.cluster import ClusterStats
-from tflite_opt.stages.convert import PixelInputChoice
-from tflite_opt.stages.data import ClassMapping
-from tflite_opt.stages.fine_tune import FineTuningRecord
-from tflite_opt.stages.layer_errors import LayerError
-from tflite_opt.stages.prune import PruneStats
-from tflite_opt.stages.qat import QatStats
-from tflite_opt.stages.search import SearchOutcome
-from tflite_opt.stages.verify import Verification
+from tflite_opt.core.text import aligned
+from tflite_opt.results.inputs import PixelInputChoice
+from tflite_opt.results.measures import Fidelity
+from tflite_opt.results.report import PRUNING_SIZE_NOTE, ConvertReport, VariantResult
+from tflite_opt.results.tuning import ClusterStats, FineTuningRecord, QatStats
+from tflite_opt.stages.plots import plot_confusion, plot_search, plot_tradeoff
 
-SCHEMA_VERSION = 1
 REPORT_FILES = ("report.json", "report.md", "tradeoff.png", "confusion.png", "search.png")
-
-PRUNING_SIZE_NOTE = (
-    "Pruning shows in the compressed (gzip) size, not in the raw .tflite size: the file stores a pruned "
-    "weight as a zero like any other value, and zeros compress well. Apps download compressed files."
-)
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """An input or output tensor as stored in the converted file."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    scale: float | None
-    zero_point: int | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "dtype": self.dtype.lower(),
-            "shape": list(self.shape),
-            "scale": self.scale,
-            "zero_point": self.zero_point,
-        }
-
-
-@dataclass(frozen=True)
-class VariantResult:
-    """One .tflite file, verified and measured."""
-
-    variant: str
-    path: Path
-    size: SizeStats
-    sparsity: float
-    verification: Verification
-    input: TensorInfo
-    output: TensorInfo
-    latency: LatencyStats
-    verdict: Verdict
-    accuracy: AccuracyStats | None = None
-    layer_sparsity: dict[str, float] = field(default_factory=dict)
-    pixel_input: bool = False
-
-    @property
-    def size_bytes(self) -> int:
-        return self.size.bytes
-
-    @property
-    def gzip_size_bytes(self) -> int:
-        return self.size.gzip_bytes
-
-    @property
-    def top1(self) -> float | None:
-        return self.accuracy.top1 if self.accuracy else None
-
-
-@dataclass(frozen=True)
-class ConvertReport:
-    """Everything one run produced and measured; convert and benchmark share it."""
-
-    model: str
-    output_dir: Path
-    keras_top1: float | None
-    eval_samples: int
-    calibration_samples: int
-    preprocessing: Preprocessing | None
-    variants: tuple[VariantResult, ...]
-    warnings: tuple[str, ...] = field(default=())
-    pruning: PruneStats | None = None
-    qat: QatStats | None = None
-    clustering: ClusterStats | None = None
-    pruned_keras_top1: float | None = None
-    reference: str | None = "float32"
-    search: SearchOutcome | None = None
-    chosen_variant: str | None = None
-    labelled: bool = True
-    class_mapping: ClassMapping | None = None
-    reference_warning: str | None = None
-    pixel_input: PixelInputChoice | None = None
-
-    @property
-    def report_path(self) -> Path:
-        return self.output_dir / "report.json"
-
-    def variant(self, name: str) -> VariantResult:
-        return next(v for v in self.variants if v.variant == name)
-
-    def size_ratio(self, result: VariantResult) -> float | None:
-        if self.reference is None:
-            return None
-        return result.size_bytes / self.variant(self.reference).size_bytes
-
-    def gzip_ratio(self, result: VariantResult) -> float | None:
-        if self.reference is None:
-            return None
-        return result.gzip_size_bytes / self.variant(self.reference).gzip_size_bytes
-
-    @property
-    def score_name(self) -> str:
-        """What ``top1`` measures: accuracy against labels, or (no labels) agreement with the float model."""
-        return "top-1" if self.labelled else "agreement"
-
-    def top1_drop_points(self, result: VariantResult) -> float | None:
-        """Top-1 (without labels: agreement) lost against the Keras model or the float reference, in points."""
-        baseline = self.keras_top1
-        if baseline is None and self.reference is not None:
-            baseline = self.variant(self.reference).top1
-        if result.top1 is None or baseline is None:
-            return None
-        return 100.0 * (baseline - result.top1)
-
-    @property
-    def chosen(self) -> VariantResult:
-        """The variant to ship: the one a search or option chose, else by the one rule of
-        :func:`~tflite_opt.stages.benchmark.choose_to_ship`, where a "good" verdict passes."""
-        if self.chosen_variant is not None:
-            return self.variant(self.chosen_variant)
-        candidates = [v for v in self.variants if v.variant != self.reference] or list(self.variants)
-        options = [
-            ShipOption(
-                name=v.variant,
-                passes=v.verdict.label == "good",
-                gzip_bytes=v.gzip_size_bytes,
-                drop=self.top1_drop_points(v) or 0.0,
-                top1=v.top1 or 0.0,
-            )
-            for v in candidates
-        ]
-        return self.variant(choose_to_ship(options))
-
-    def _pruning_dict(self) -> dict[str, Any] | None:
-        if self.pruning is None:
-            return None
-        p = self.pruning
-        return {
-            **p.config.to_dict(),
-            "seconds": round(p.seconds, 1),
-            "keras_top1": self.pruned_keras_top1,
-            "note": PRUNING_SIZE_NOTE,
-            "skipped": [{"layer": name, "reason": reason} for name, reason in p.skipped],
-            "fine_tuning": p.tuning.to_dict() if p.tuning is not None else None,
-            "layers": [
-                {
-                    "layer": layer.layer,
-                    "weights": layer.weights,
-                    "nonzero": layer.nonzero,
-                    "sparsity": round(layer.sparsity, 4),
-                    "sparsity_in_file": {
-                        v.variant: round(v.layer_sparsity[layer.layer], 4)
-                        for v in self.variants
-                        if layer.layer in v.layer_sparsity
-                    },
-                }
-                for layer in p.layers
-            ],
-        }
-
-    def _variant_dict(self, v: VariantResult) -> dict[str, Any]:
-        ratio, gzip_ratio = self.size_ratio(v), self.gzip_ratio(v)
-        return {
-            "variant": v.variant,
-            "path": self._relative(v.path),
-            "size_bytes": v.size_bytes,
-            "size_ratio": None if ratio is None else round(ratio, 4),
-            "gzip_size_bytes": v.gzip_size_bytes,
-            "gzip_ratio": None if gzip_ratio is None else round(gzip_ratio, 4),
-            "params_by_dtype": v.size.params_by_dtype,
-            "sparsity": round(v.sparsity, 4),
-            "top1": v.top1 if self.labelled else None,
-            "top5": v.accuracy.top5 if v.accuracy and self.labelled else None,
-            "top1_drop_points": self.top1_drop_points(v) if self.labelled else None,
-            "agreement": v.accuracy.agreement if v.accuracy else None,
-            "agreement_drop_points": None if self.labelled else self.top1_drop_points(v),
-            "fidelity": v.accuracy.fidelity.to_dict() if v.accuracy and v.accuracy.fidelity else None,
-            "pixel_input": v.pixel_input,
-            "cpu_ms": v.latency.cpu_dict(),
-            "latency_ms": v.latency.to_dict(),
-            "init_ms": round(v.latency.init_ms, 2),
-            "num_threads": v.latency.num_threads,
-            "delegate": v.latency.delegate,
-            "xnnpack": v.latency.delegation_dict(),
-            "verdict": v.verdict.label,
-            "verdict_reason": v.verdict.reason,
-            "verdict_trusted": self.reference_warning is None,
-            "chosen": v.variant == self.chosen.variant,
-            "verified": v.verification.passed,
-            "checks": [c.line() for c in v.verification.checks],
-            "input": v.input.to_dict(),
-            "output": v.output.to_dict(),
-            "accuracy": v.accuracy.to_dict() if v.accuracy else None,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "model": self.model,
-            "keras_top1": self.keras_top1 if self.labelled else None,
-            "evaluation": self._evaluation_dict(),
-            "reference_warning": self.reference_warning,
-            "pixel_input": self.pixel_input.to_dict() if self.pixel_input else None,
-            "rounding": ROUNDING,
-            "eval_samples": self.eval_samples,
-            "calibration_samples": self.calibration_samples,
-            "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None,
-            "reference": self.reference,
-            "variants": [self._variant_dict(v) for v in self.variants],
-            "pruning": self._pruning_dict(),
-            "qat": self.qat.to_dict() if self.qat is not None else None,
-            "clustering": self.clustering.to_dict() if self.clustering is not None else None,
-            "search": {"score": self.score_name, **self.search.to_dict(self._search_paths())} if self.search else None,
-            "warnings": list(self.warnings),
-        }
-
-    def _evaluation_dict(self) -> dict[str, Any] | None:
-        if not self.eval_samples:
-            return None
-        return {
-            "kind": "accuracy" if self.labelled else "fidelity",
-            "score": "top-1 against the labels"
-            if self.labelled
-            else "top-1 agreement with the float model (the data has no labels)",
-            "class_mapping": self.class_mapping.to_dict() if self.class_mapping else None,
-        }
-
-    def _search_paths(self) -> dict[str, str]:
-        return {v.variant: self._relative(v.path) for v in self.variants}
-
-    def _relative(self, path: Path) -> str:
-        """A path as report.json records it: relative to the report's folder."""
-        return os.path.relpath(path, self.report_path.parent)
-
-
-def _aligned(header: Sequence[str], rows: Sequence[Sequence[str]], left: int) -> list[str]:
-    """A text table: the header, a line of dashes, the rows; the first ``left`` columns flush left,
-    the others flush right."""
-    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            str(c).ljust(w) if i < left else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return [line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)]
 
 
 def _percent(value: float | None) -> str:
@@ -281,50 +26,63 @@ def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{100.0 * value:.1f}%"
 
 
-def _rows(report: ConvertReport) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    score, second = ("top-1", "top-5") if report.labelled else ("agree", "top-5 ovl")
-    header = ("variant", "size", "vs ref", "gzip", "vs ref", "zeros", "p50 ms", "cpu ms", score, second, "drop")
-    header += ("verdict",) if report.labelled else ("KL", "verdict")
-    keras = (
-        "keras",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        _percent(report.keras_top1),
-        "",
-        "",
-        *([] if report.labelled else [""]),
-    )
-    rows = [(*keras, "")]
+@dataclass(frozen=True)
+class Column:
+    """A column of the variants table: its header and the cell of one variant."""
+
+    header: str
+    cell: Callable[[ConvertReport, VariantResult], str]
+
+
+def _fidelity(v: VariantResult) -> Fidelity | None:
+    return v.accuracy.fidelity if v.accuracy else None
+
+
+def _verdict_cell(report: ConvertReport, v: VariantResult) -> str:
     doubt = "?" if report.reference_warning else ""
-    for v in report.variants:
-        drop = report.top1_drop_points(v)
-        fidelity = v.accuracy.fidelity if v.accuracy else None
-        rows.append(
-            (
-                v.variant,
-                f"{v.size_bytes / 1024:.1f} KiB",
-                _ratio(report.size_ratio(v)),
-                f"{v.gzip_size_bytes / 1024:.1f} KiB",
-                _ratio(report.gzip_ratio(v)),
-                f"{100.0 * v.sparsity:.1f}%",
-                f"{v.latency.p50:.3f}",
-                "n/a" if v.latency.cpu_p50 is None else f"{v.latency.cpu_p50:.3f}",
-                _percent(v.top1),
-                _percent(v.accuracy.top5 if v.accuracy else None)
-                if report.labelled
-                else _percent(fidelity.top5_overlap if fidelity else None),
-                "n/a" if drop is None else f"{drop:+.2f} pts",
-                *([] if report.labelled else ["n/a" if fidelity is None else f"{fidelity.mean_kl:.4f}"]),
-                v.verdict.label + doubt + (" *" if v.variant == report.chosen.variant else ""),
-            )
-        )
-    if report.keras_top1 is None:
-        rows.pop(0)
+    return v.verdict.label + doubt + (" *" if v.variant == report.chosen.variant else "")
+
+
+def _drop_cell(report: ConvertReport, v: VariantResult) -> str:
+    drop = report.top1_drop_points(v)
+    return "n/a" if drop is None else f"{drop:+.2f} pts"
+
+
+COLUMNS = (
+    Column("variant", lambda r, v: v.variant),
+    Column("size", lambda r, v: f"{v.size_bytes / 1024:.1f} KiB"),
+    Column("vs ref", lambda r, v: _ratio(r.size_ratio(v))),
+    Column("gzip", lambda r, v: f"{v.gzip_size_bytes / 1024:.1f} KiB"),
+    Column("vs ref", lambda r, v: _ratio(r.gzip_ratio(v))),
+    Column("zeros", lambda r, v: f"{100.0 * v.sparsity:.1f}%"),
+    Column("p50 ms", lambda r, v: f"{v.latency.p50:.3f}"),
+    Column("cpu ms", lambda r, v: "n/a" if v.latency.cpu_p50 is None else f"{v.latency.cpu_p50:.3f}"),
+)
+# With labels: accuracy against them.
+LABELLED_COLUMNS = (
+    Column("top-1", lambda r, v: _percent(v.top1)),
+    Column("top-5", lambda r, v: _percent(v.accuracy.top5 if v.accuracy else None)),
+    Column("drop", _drop_cell),
+    Column("verdict", _verdict_cell),
+)
+# Without labels: agreement with the float model, the overlap of the five best classes, and KL divergence.
+FIDELITY_COLUMNS = (
+    Column("agree", lambda r, v: _percent(v.top1)),
+    Column("top-5 ovl", lambda r, v: _percent(f.top5_overlap if (f := _fidelity(v)) else None)),
+    Column("drop", _drop_cell),
+    Column("KL", lambda r, v: "n/a" if (f := _fidelity(v)) is None else f"{f.mean_kl:.4f}"),
+    Column("verdict", _verdict_cell),
+)
+
+
+def _rows(report: ConvertReport) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The variants table: the header, the Keras model's row (its top-1 only), a row per variant."""
+    columns = COLUMNS + (LABELLED_COLUMNS if report.labelled else FIDELITY_COLUMNS)
+    header = tuple(c.header for c in columns)
+    rows = [tuple(c.cell(report, v) for c in columns) for v in report.variants]
+    if report.keras_top1 is not None:
+        keras = {"variant": "keras", "top-1": _percent(report.keras_top1), "agree": _percent(report.keras_top1)}
+        rows.insert(0, tuple(keras.get(c.header, "") for c in columns))
     return header, rows
 
 
@@ -344,7 +102,7 @@ def _title(report: ConvertReport) -> str:
 def format_table(report: ConvertReport) -> str:
     """The terminal summary: one row per variant, then verdicts, checks and notes."""
     header, rows = _rows(report)
-    out = [_title(report), *_aligned(header, rows, left=1), ""]
+    out = [_title(report), *aligned(header, rows, left=1), ""]
     if report.reference_warning:
         out.append(f"warning: {report.reference_warning}; the verdicts (marked ?) are not to be trusted")
     out.append(f"* chosen: {report.chosen.variant}")
@@ -518,130 +276,6 @@ def format_markdown(report: ConvertReport) -> str:
     return "\n".join(out) + "\n"
 
 
-def _pyplot():
-    """matplotlib's pyplot drawing off-screen (no display on CI machines or servers)."""
-    import matplotlib  # deferred: a quarter of a second to import, and only the report files need it
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot  # deferred, and imported after choosing the off-screen backend
-
-    return pyplot
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def plot_tradeoff(report: ConvertReport) -> bytes:
-    """PNG: top-1 against gzip size and against p50 latency, one point per variant."""
-    plt = _pyplot()
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    measured = [v for v in report.variants if v.top1 is not None]
-    for axis, label, value in (
-        (axes[0], "gzip size (KiB)", lambda v: v.gzip_size_bytes / 1024),
-        (axes[1], "p50 latency (ms)", lambda v: v.latency.p50),
-    ):
-        for i, v in enumerate(measured):
-            axis.scatter(value(v), 100 * v.top1, s=40)
-            # Staggered labels stay readable where variants share a top-1.
-            axis.annotate(
-                v.variant, (value(v), 100 * v.top1), textcoords="offset points", xytext=(4, 4 + 9 * (i % 3)), fontsize=8
-            )
-        low = min(100 * v.top1 for v in measured) if measured else 0.0
-        axis.set_ylim(max(0.0, low - 2.0), 100.5)
-        if report.keras_top1 is not None:
-            axis.axhline(100 * report.keras_top1, linestyle="--", linewidth=1, color="grey", label="Keras")
-            axis.legend(loc="lower right")
-        axis.set_xlabel(label)
-        axis.set_ylabel("top-1 (%)")
-        axis.grid(alpha=0.3)
-    figure.suptitle(f"{report.model}: accuracy against size and latency")
-    content = _png(figure)
-    plt.close(figure)
-    return content
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both cost (lower) and top-1 (higher), by cost."""
-    front = []
-    for i, (cost, score) in enumerate(points):
-        dominated = any(
-            (c <= cost and s >= score) and (c < cost or s > score) for j, (c, s) in enumerate(points) if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
-
-
-def plot_search(report: ConvertReport) -> bytes | None:
-    """PNG: every search candidate, top-1 against gzip size and p50 latency, with the Pareto front
-    and the budget line; None without a search."""
-    outcome = report.search
-    if outcome is None:
-        return None
-    plt = _pyplot()
-
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    floor = 100 * outcome.keras_top1 - outcome.config.max_accuracy_drop
-    measured = [c for c in outcome.candidates if c.measured is not None]
-    for axis, label, cost in (
-        (axes[0], "gzip size (KiB)", lambda c: c.gzip_bytes / 1024),
-        (axes[1], "p50 latency (ms)", lambda c: c.measured.latency.p50),
-    ):
-        points = [(cost(c), 100 * c.top1) for c in measured]
-        front = pareto_front(points)
-        axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:blue", alpha=0.5)
-        for i, c in enumerate(measured):
-            chosen = c.variant == outcome.chosen.variant
-            axis.scatter(
-                *points[i],
-                s=90 if chosen else 40,
-                marker="*" if chosen else "o",
-                color="tab:green" if c.within_budget else "tab:red",
-                zorder=3,
-            )
-            axis.annotate(c.variant, points[i], textcoords="offset points", xytext=(4, 4 + 9 * (i % 3)), fontsize=7)
-        axis.axhline(floor, linestyle="--", linewidth=1, color="grey", label=f"budget ({floor:.2f}%)")
-        axis.axhline(100 * outcome.keras_top1, linestyle=":", linewidth=1, color="black", label="Keras")
-        low = min([p[1] for p in points] + [floor])
-        axis.set_ylim(max(0.0, low - 1.0), min(100.5, 100 * outcome.keras_top1 + 1.0))
-        axis.set_xlabel(label)
-        axis.set_ylabel("top-1 (%)")
-        axis.grid(alpha=0.3)
-        axis.legend(loc="lower right", fontsize=8)
-    figure.suptitle(f"{report.model}: search candidates (green within the budget, star chosen, line the Pareto front)")
-    content = _png(figure)
-    plt.close(figure)
-    return content
-
-
-def plot_confusion(report: ConvertReport) -> bytes | None:
-    """PNG: the confusion matrix of the chosen variant, or None without evaluation data."""
-    chosen = report.chosen
-    if chosen.accuracy is None:
-        return None
-    plt = _pyplot()
-
-    matrix = chosen.accuracy.confusion
-    figure, axis = plt.subplots(figsize=(5.5, 5))
-    image = axis.imshow(matrix, cmap="Blues")
-    figure.colorbar(image, ax=axis, fraction=0.046)
-    if len(matrix) <= 20:
-        for (row, col), count in np.ndenumerate(matrix):
-            if count:
-                color = "white" if count > matrix.max() / 2 else "black"
-                axis.text(col, row, str(count), ha="center", va="center", fontsize=7, color=color)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    axis.set_title(f"{report.model} {chosen.variant}: top-1 {100 * chosen.top1:.2f}%")
-    content = _png(figure)
-    plt.close(figure)
-    return content
-
-
 def report_paths(output_dir: Path) -> list[Path]:
     return [Path(output_dir) / name for name in REPORT_FILES]
 
@@ -658,29 +292,3 @@ def write_report_files(report: ConvertReport, overwrite: bool) -> None:
     if search is not None:
         atomic_write_bytes(directory / "search.png", search, overwrite=overwrite)
     atomic_write_json(report.report_path, report.to_dict(), overwrite=overwrite)
-
-
-def format_error_table(errors: Sequence[LayerError], model_name: str, samples: int) -> str:
-    """The per-layer table, worst first, with a line on how to read it."""
-    header = ("layer", "operators", "relative error", "rmse/scale", "scale")
-    rows = [
-        (
-            e.layer,
-            ",".join(dict.fromkeys(e.operators)),
-            f"{100 * e.relative_error:.2f}%" if np.isfinite(e.relative_error) else "n/a",
-            f"{e.rmse_over_scale:.3f}",
-            f"{e.scale:.3g}",
-        )
-        for e in errors
-    ]
-    return "\n".join(
-        [
-            f"{model_name}: int8 error per layer on {samples} calibration samples, worst first",
-            *_aligned(header, rows, left=2),
-            "",
-            "relative error: rms(int8 - float) / rms(float) per output channel, median over channels;",
-            "rmse/scale: error in quantization steps (0.29 is plain rounding; far above means the layer computes "
-            "badly in int8).",
-            "A layer far above the others is the one to keep in float (convert --max-accuracy-drop does it).",
-        ]
-    )

@@ -3,64 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 
 from tflite_opt.core.config import IoType, Mode
-from tflite_opt.core.errors import VerificationError
 from tflite_opt.core.tflite_file import Operator, Tensor, TfliteFile, distinct_per_channel, kernel_tensor, weight_counts
-from tflite_opt.stages.cluster import ClusterStats
+from tflite_opt.results.files import Check, Verification
+from tflite_opt.results.tuning import ClusterStats, FineTuned, PruneStats
 from tflite_opt.stages.load import ClassifierSpec
-from tflite_opt.stages.prune import PruneStats
-from tflite_opt.stages.qat import FineTuned
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 DEPTHWISE = "DEPTHWISE_CONV_2D"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str
-
-    def line(self) -> str:
-        return f"{'✓' if self.passed else '✗'} {self.name}: {self.detail}"
-
-
-@dataclass(frozen=True)
-class Verification:
-    """Every check run on one variant; ``raise_for_failures`` turns ✗ into an error."""
-
-    variant: str
-    checks: tuple[Check, ...]
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    def raise_for_failures(self) -> None:
-        failures = [c for c in self.checks if not c.passed]
-        if failures:
-            raise VerificationError(
-                f"the {self.variant} model failed verification: " + "; ".join(f"{c.name}: {c.detail}" for c in failures)
-            )
-
-    def with_check(self, check: Check) -> Verification:
-        """These checks and one more."""
-        return Verification(self.variant, (*self.checks, check))
-
-
-@dataclass(frozen=True)
-class Verified:
-    """A converted file, parsed, and the checks run on it.
-
-    ``pixel_input``: the model normalizes inside and takes camera pixels as they are (its input scale is 1).
-    """
-
-    content: bytes
-    parsed: TfliteFile
-    verification: Verification
-    pixel_input: bool = False
 
 
 def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping[str, str]) -> str | None:

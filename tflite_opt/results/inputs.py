@@ -1,0 +1,83 @@
+"""How the inputs were read: the class folders' mapping to class indices, and whether int8 models take pixels."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from tflite_opt.core.preprocessing import Preprocessing
+
+
+class MappingKind(str, enum.Enum):
+    """How class folders became class indices (ClassMapping.how)."""
+
+    BY_LABELS = "labels"
+    BY_NUMBER = "numbers"
+    BY_SORTED_NAME = "sorted names"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+@dataclass(frozen=True)
+class ClassMapping:
+    """How the class folders of a data set became the model's class indices.
+
+    Attributes:
+        how: ``labels`` (each folder looked up in the model's class names), ``numbers`` (folders named
+            0, 1, ... are their own index) or ``sorted names`` (the n-th folder in sorted order is class n:
+            a guess, right only if the model was trained that way).
+        names: the class name of each index that the folders cover.
+        folders: how many class folders there were.
+    """
+
+    how: MappingKind
+    names: tuple[str, ...]
+    folders: int
+
+    @property
+    def guessed(self) -> bool:
+        """True when the order is an assumption (sorted folder names) rather than given."""
+        return self.how is MappingKind.BY_SORTED_NAME
+
+    def describe(self) -> str:
+        """One line for the report."""
+        if self.how is MappingKind.BY_LABELS:
+            return f"{self.folders} class folders, each looked up by name in --labels"
+        if self.how is MappingKind.BY_NUMBER:
+            return f"{self.folders} class folders named by class index"
+        order = ", ".join(f"{name} = {i}" for i, name in enumerate(self.names[:3]))
+        return f"{self.folders} class folders numbered in sorted order ({order}{', ...' if self.folders > 3 else ''})"
+
+    def to_dict(self) -> dict:
+        return {"how": self.how.value, "folders": self.folders, "names": list(self.names)}
+
+
+@dataclass(frozen=True)
+class PixelInputChoice:
+    """Whether the full-int8 models take camera pixels as they are, and why.
+
+    Attributes:
+        chosen: they do.
+        ties: how many (channel, pixel value) pairs quantizing the normalized input would put on a rounding tie.
+        asked: what --raw-pixel-input said (None: nothing, the choice followed the ties).
+        preprocessing: the normalization (inside the model when chosen).
+        channels: the input's channels.
+    """
+
+    chosen: bool
+    ties: int
+    asked: bool | None
+    preprocessing: Preprocessing
+    channels: int
+
+    def to_dict(self) -> dict:
+        return {
+            "chosen": self.chosen,
+            "rounding_ties": self.ties,
+            "of_pixel_values": 256 * self.channels,
+            "asked": self.asked,
+        }

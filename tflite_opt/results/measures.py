@@ -1,0 +1,208 @@
+"""What is measured of a file: latency, size, accuracy, fidelity, its verdict; and the one rule for what ships."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tflite_opt.results.files import Verified
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Single-image invoke latency in ms, as LiteRT's own benchmark reports it, and (one thread) the CPU time
+    of the invoking thread, which load on the machine does not inflate."""
+
+    mean: float
+    std: float
+    min: float
+    p50: float
+    p90: float
+    p99: float
+    init_ms: float
+    num_threads: int
+    num_runs: int
+    warmup_runs: int
+    delegate: str
+    cpu_p50: float | None = None
+    cpu_mean: float | None = None
+    # With XNNPACK: the parts it took (1: the whole graph) and the operators left to the built-in kernels.
+    partitions: int = 0
+    undelegated: tuple[tuple[str, int], ...] = ()
+
+    def delegation_note(self) -> str | None:
+        """What XNNPACK could not run, where that split the graph (the usual reason int8 is not faster)."""
+        if self.partitions <= 1:
+            return None
+        left = ", ".join(f"{name} x{count}" if count > 1 else name for name, count in self.undelegated)
+        return f"XNNPACK ran it in {self.partitions} parts; left to the built-in kernels: {left}"
+
+    def delegation_dict(self) -> dict[str, Any] | None:
+        if self.delegate != "xnnpack":
+            return None
+        return {"partitions": self.partitions, "not_delegated": dict(self.undelegated)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": round(self.mean, 4),
+            "std": round(self.std, 4),
+            "min": round(self.min, 4),
+            "p50": round(self.p50, 4),
+            "p90": round(self.p90, 4),
+            "p99": round(self.p99, 4),
+        }
+
+    def cpu_dict(self) -> dict[str, Any] | None:
+        if self.cpu_p50 is None:
+            return None
+        return {"p50": round(self.cpu_p50, 4), "mean": round(self.cpu_mean, 4)}
+
+
+@dataclass(frozen=True)
+class SizeStats:
+    bytes: int
+    gzip_bytes: int
+    params_by_dtype: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bytes": self.bytes, "gzip_bytes": self.gzip_bytes, "params_by_dtype": dict(self.params_by_dtype)}
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    label: int
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class AccuracyStats:
+    """Accuracy of one model on the held-out set.
+
+    With labels, ``top1`` is accuracy. Without labels (``labelled`` False) the reference model's top-1
+    predictions stand in for them, so ``top1`` is agreement with the reference and the confusion matrix
+    is against its predictions.
+    """
+
+    samples: int
+    top1: float
+    top5: float | None
+    per_class: tuple[ClassStats, ...]
+    confusion: np.ndarray
+    agreement: float | None
+    dominant_class: int
+    dominant_share: float
+    labelled: bool = True
+    fidelity: Fidelity | None = None
+
+    @property
+    def degenerate(self) -> bool:
+        """One class predicted for nearly everything (90%), far beyond its share of the labels."""
+        label_share = self.confusion[self.dominant_class].sum() / max(1, self.samples)
+        return bool(self.dominant_share >= 0.9 and self.dominant_share - label_share >= 0.3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "top1": self.top1 if self.labelled else None,
+            "top5": self.top5 if self.labelled else None,
+            "agreement": self.agreement,
+            "labelled": self.labelled,
+            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            "per_class": [c.__dict__ for c in self.per_class],
+            "confusion_matrix": self.confusion.tolist(),
+            "degenerate": self.degenerate,
+        }
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How closely a model's scores follow the reference (float) model's on the same images.
+
+    Attributes:
+        agreement: share of images where both rank the same class first.
+        top5_overlap: mean share of the reference's five best classes that are among this model's five best.
+        mean_kl: mean KL divergence KL(reference || model) of the class probabilities (softmax of the scores
+            where they are not probabilities already), in nats.
+    """
+
+    agreement: float
+    top5_overlap: float
+    mean_kl: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "agreement": self.agreement,
+            "top5_overlap": round(self.top5_overlap, 6),
+            "mean_kl": round(self.mean_kl, 6),
+        }
+
+
+class VerdictLabel(str, enum.Enum):
+    """A variant's verdict: good, marginal or bad against the float32 model, which is the reference; unknown
+    without evaluation data."""
+
+    GOOD = "good"
+    MARGINAL = "marginal"
+    BAD = "bad"
+    UNKNOWN = "unknown"
+    REFERENCE = "reference"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    label: VerdictLabel
+    reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", VerdictLabel(self.label))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A converted, verified file and what was measured of it."""
+
+    file: Verified
+    latency: LatencyStats
+    size: SizeStats
+    accuracy: AccuracyStats | None = None
+
+
+@dataclass(frozen=True)
+class ShipOption:
+    """What the choice of the variant to ship looks at."""
+
+    name: str
+    passes: bool
+    gzip_bytes: int
+    drop: float
+    top1: float
+
+
+def choose_to_ship(options: Sequence[ShipOption]) -> str:
+    """The one rule for the variant to ship: the smallest (gzip) of those that pass, the more accurate on a tie;
+    when none passes, the one that loses the least top-1, then the smallest.
+
+    Raises:
+        ValueError: no options.
+    """
+    passing = [o for o in options if o.passes]
+    if passing:
+        return min(passing, key=lambda o: (o.gzip_bytes, -o.top1)).name
+    return min(options, key=lambda o: (o.drop, o.gzip_bytes)).name
+
+
+def drop_points(baseline_top1: float, top1: float) -> float:
+    """Top-1 (or agreement) lost against the baseline's, in points."""
+    return float(100.0 * (baseline_top1 - top1))

@@ -5,7 +5,31 @@ import sys
 
 import pytest
 
-from tflite_opt import cli
+from tflite_opt import benchmark, cli, convert, debug, prune, publish, pull, version_check
+
+
+def test_each_command_name_dispatches_to_its_modules_main():
+    assert cli.COMMANDS == {
+        "convert": convert.main,
+        "prune": prune.main,
+        "benchmark": benchmark.main,
+        "debug": debug.main,
+        "publish": publish.main,
+        "pull": pull.main,
+        "version-check": version_check.main,
+    }
+
+
+def test_the_command_gets_the_arguments_after_its_name_and_its_exit_code_is_returned(monkeypatch):
+    received = []
+
+    def fake_main(argv):
+        received.append(list(argv))
+        return 3
+
+    monkeypatch.setitem(cli.COMMANDS, "convert", fake_main)
+    assert cli.main(["convert", "--float16", "--output-dir", "out"]) == 3
+    assert received == [["--float16", "--output-dir", "out"]]
 
 
 @pytest.mark.parametrize("command", list(cli.COMMANDS))
@@ -25,8 +49,13 @@ def test_convert_help_groups_its_flags(capsys):
 def test_an_unknown_command_is_exit_2_naming_the_commands(capsys):
     assert cli.main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'; commands: convert, prune, benchmark, debug" in capsys.readouterr().err
-    assert cli.main([]) == 0
-    assert "usage: tflite-opt <command> [flags]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["-h"]], ids=["nothing", "--help", "-h"])
+def test_no_command_or_help_prints_the_usage_and_exits_0(argv, capsys):
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tflite-opt <command> [flags]\ncommands: convert, prune, benchmark, debug, publish")
 
 
 def test_help_through_the_dispatcher_imports_no_tensorflow():

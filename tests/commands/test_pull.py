@@ -1,22 +1,74 @@
-"""``python -m tflite_opt.pull``: a line per verified file; what is missing named in one line."""
+"""``python -m tflite_opt.pull``: flags → what is pulled from where, a line per verified file, what is missing named
+in one line (pulling stubbed); a real pull end to end."""
+
+from pathlib import Path
 
 import pytest
 from helpers import one_line_error
 
+from tflite_opt import pull
 from tflite_opt.pull import main
-from tflite_opt.stages.repository import publish
-
-pytestmark = pytest.mark.slow
+from tflite_opt.stages.repository import IntegrityError, publish
 
 
 @pytest.fixture
-def repo(bundle_dir, tmp_path):
+def job(stub):
+    return stub(pull, "pull", result=[])
+
+
+def test_the_int8_variant_of_the_latest_version_is_pulled_by_default(job):
+    assert main(["--from", "https://models.example/repo", "--model", "mnist_cnn", "--to", "app"]) == 0
+    assert job.received == {
+        "location": "https://models.example/repo",
+        "model": "mnist_cnn",
+        "variant": "int8",
+        "destination": Path("app"),
+        "version": None,
+    }
+
+
+def test_the_variant_and_version_asked_for_reach_pull(job):
+    args = ["--from", "repo", "--model", "mnist_cnn", "--to", "app", "--variant", "int8-pruned80", "--version", "2"]
+    assert main(args) == 0
+    assert (job.received["variant"], job.received["version"]) == ("int8-pruned80", "2")
+
+
+def test_a_line_per_verified_file(stub, capsys):
+    written = [Path("app/mnist_cnn.int8.tflite"), Path("app/mnist_cnn.labels.txt")]
+    stub(pull, "pull", result=written)
+    assert main(["--from", "repo", "--model", "mnist_cnn", "--to", "app"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"verified and wrote {path}" for path in written]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--model", "m", "--to", "app"], ["--from", "repo", "--to", "app"], ["--from", "repo", "--model", "m"]],
+    ids=["no --from", "no --model", "no --to"],
+)
+def test_the_repository_model_and_destination_are_required(job, args, capsys):
+    assert main(args) == 2
+    assert one_line_error(capsys) == "error: pass --from <repository>, --model <name> and --to <folder>"
+    assert job.calls == []
+
+
+def test_a_file_that_does_not_match_its_sha256_is_one_line_exit_2(stub, capsys):
+    stub(pull, "pull", error=IntegrityError("mnist_cnn.int8.tflite does not match its sha256"))
+    assert main(["--from", "repo", "--model", "mnist_cnn", "--to", "app"]) == 2
+    assert one_line_error(capsys) == "error: mnist_cnn.int8.tflite does not match its sha256"
+
+
+def test_a_typed_error_from_pulling_is_one_line_and_its_exit_code(stub, typed_error, capsys):
+    error_class, code = typed_error
+    stub(pull, "pull", error=error_class("repo has no model 'nope'"))
+    assert main(["--from", "repo", "--model", "nope", "--to", "app"]) == code
+    assert one_line_error(capsys) == "error: repo has no model 'nope'"
+
+
+@pytest.mark.slow
+def test_pulled_files_are_verified_and_listed(bundle_dir, tmp_path, capsys):
+    """End to end."""
     publish(bundle_dir, tmp_path / "repo")
-    return tmp_path / "repo"
-
-
-def test_pulled_files_are_verified_and_listed(repo, tmp_path, capsys):
-    assert main(["--from", str(repo), "--model", "mnist_cnn", "--to", str(tmp_path / "app")]) == 0
+    assert main(["--from", str(tmp_path / "repo"), "--model", "mnist_cnn", "--to", str(tmp_path / "app")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.rsplit("/", 1)[-1] for line in lines] == [
         "mnist_cnn.int8.tflite",
@@ -24,18 +76,4 @@ def test_pulled_files_are_verified_and_listed(repo, tmp_path, capsys):
         "mnist_cnn.labels.txt",
     ]
     assert all(line.startswith("verified and wrote ") for line in lines)
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--model", "nope"], "has no model 'nope'"),
-        (["--model", "mnist_cnn", "--variant", "float16"], "has no variant 'float16'"),
-        (["--model", "mnist_cnn", "--version", "9"], "has no version '9'"),
-        (["--to", "x"], "pass --from <repository>, --model <name> and --to <folder>"),
-    ],
-)
-def test_what_is_missing_is_named_in_one_line(repo, tmp_path, capsys, args, message):
-    base = ["--from", str(repo)] if "--to" in args else ["--from", str(repo), "--to", str(tmp_path / "app")]
-    assert main([*base, *args]) == 2
-    assert message in one_line_error(capsys)
+    assert all((tmp_path / "app" / line.rsplit("/", 1)[-1]).is_file() for line in lines)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.results import NamedEnum
 
 
-class MappingKind(str, enum.Enum):
+class MappingKind(NamedEnum):
     """How class folders became class indices (ClassMapping.how)."""
 
     BY_LABELS = "labels"
     BY_NUMBER = "numbers"
     BY_SORTED_NAME = "sorted names"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
 
 @dataclass(frozen=True)

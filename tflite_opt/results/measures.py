@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from tflite_opt.results import NamedEnum
 from tflite_opt.results.files import Verified
 
 
@@ -143,7 +143,7 @@ class Fidelity:
         }
 
 
-class VerdictLabel(str, enum.Enum):
+class VerdictLabel(NamedEnum):
     """A variant's verdict: good, marginal or bad against the float32 model, which is the reference; unknown
     without evaluation data."""
 
@@ -152,12 +152,6 @@ class VerdictLabel(str, enum.Enum):
     BAD = "bad"
     UNKNOWN = "unknown"
     REFERENCE = "reference"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from typing import Any
 
 from tflite_opt.core.config import SearchConfig
 from tflite_opt.core.variant import QatScheme, VariantSpec
+from tflite_opt.results import NamedEnum
 from tflite_opt.results.measures import Measured, ShipOption, choose_to_ship
 from tflite_opt.results.tuning import NOT_TUNED, FineTuned, PruneResult
 
@@ -37,7 +37,7 @@ class LayerError:
         }
 
 
-class SearchPhase(str, enum.Enum):
+class SearchPhase(NamedEnum):
     """The step of the search a candidate belongs to."""
 
     INT8 = "int8"
@@ -45,12 +45,6 @@ class SearchPhase(str, enum.Enum):
     FLOAT_LAYERS = "float layers"
     SPARSITY = "sparsity"
     CLUSTERING = "clustering"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
 
 @dataclass(frozen=True)

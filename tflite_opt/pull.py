@@ -1,4 +1,4 @@
-"""``python -m tflite_opt.pull --from <repository dir or URL> --model NAME --variant int8 --to DIR``."""
+"""``python -m tflite_opt.pull --from <repository dir or URL> --model NAME --variant int8 --to DIR [--overwrite]``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 from absl import flags
 
-from tflite_opt.command import run_cli
+from tflite_opt.command import OUTPUT_GROUP, define_overwrite_flag, run_cli
 from tflite_opt.core.errors import UsageError
-from tflite_opt.stages.repository import pull
+from tflite_opt.stages.repository import UNVERIFIED_REASON, Pulled, pull
 
 
 def _define_flags(flag_values: flags.FlagValues) -> None:
@@ -20,14 +20,35 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_string("version", None, "Version. Default: the latest published.", **fv)
     flags.DEFINE_string("variant", "int8", "Variant, e.g. int8 or int8-pruned80.", **fv)
     flags.DEFINE_string("to", None, "Destination folder.", **fv)
+    define_overwrite_flag(flag_values, OUTPUT_GROUP, "files in --to that differ from the pulled ones")
+
+
+# The line for a pulled file, by (sha256 checked, an identical copy already there): "verified" only where checked.
+_LINES = {
+    (True, False): "verified and wrote {path}",
+    (True, True): "verified {path} (already there, identical)",
+    (False, False): "wrote {path} (not verified: {why})",
+    (False, True): "kept {path}, already there and identical (not verified: {why})",
+}
+
+
+def _line(item: Pulled) -> str:
+    return _LINES[item.verified, item.unchanged].format(path=item.path, why=UNVERIFIED_REASON)
 
 
 def _run(fv: flags.FlagValues) -> int:
     if not fv["from"].value or not fv["model"].value or not fv["to"].value:
         raise UsageError("pass --from <repository>, --model <name> and --to <folder>")
-    written = pull(fv["from"].value, fv["model"].value, fv["variant"].value, Path(fv["to"].value), fv["version"].value)
-    for path in written:
-        print(f"verified and wrote {path}")
+    pulled = pull(
+        fv["from"].value,
+        fv["model"].value,
+        fv["variant"].value,
+        Path(fv["to"].value),
+        fv["version"].value,
+        overwrite=fv["overwrite"].value,
+    )
+    for item in pulled:
+        print(_line(item))
     return 0
 
 

@@ -1,5 +1,5 @@
 """``python -m tflite_opt.publish``: flags → what is published where, a line per published model, one-line errors
-(publishing stubbed); a real publish end to end, never overwriting."""
+(publishing stubbed); real publishes end to end, never overwriting a version nor a damaged index."""
 
 from pathlib import Path
 
@@ -61,3 +61,15 @@ def test_publishing_prints_what_went_where_and_never_overwrites(bundle_dir, tmp_
     assert capsys.readouterr().out.strip() == f"published mnist_cnn 1 (float32, int8) to {repo / 'mnist_cnn' / '1'}"
     assert main(["--from", str(bundle_dir), "--to", str(repo)]) == 2
     assert "already published" in one_line_error(capsys)
+
+
+@pytest.mark.slow
+def test_a_damaged_index_is_one_line_exit_2_and_left_as_it_was(bundle_dir, tmp_path, capsys):
+    """End to end: publishing over a damaged index.json would drop the versions it lists."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "index.json").write_text('{"schema_version": 1, "models": {"mnist_cnn": ')
+    assert main(["--from", str(bundle_dir), "--to", str(repo)]) == 2
+    assert one_line_error(capsys).startswith(f"error: {repo / 'index.json'} is damaged: not valid JSON (")
+    assert (repo / "index.json").read_text() == '{"schema_version": 1, "models": {"mnist_cnn": '
+    assert not (repo / "mnist_cnn").exists()

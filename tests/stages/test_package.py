@@ -6,8 +6,9 @@ import re
 
 import pytest
 
+from tflite_opt.core.errors import DataError
 from tflite_opt.core.tflite_file import read_tflite
-from tflite_opt.stages.package import BundlePaths, kotlin_source, swift_source
+from tflite_opt.stages.package import BundlePaths, kotlin_source, read_manifest, swift_source
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +105,13 @@ def test_a_model_that_normalizes_inside_gets_the_bytes_copied(dtype, kotlin, swi
     assert kotlin in kotlin_code and "Math.round(v)" not in kotlin_code
     assert swift in swift_code and "rounded" not in swift_code
     assert "the pixels as they are (the model normalizes them itself)" in kotlin_code
+
+
+def test_a_damaged_manifest_is_a_data_error_naming_it(tmp_path):
+    path = tmp_path / "m.int8.manifest.json"
+    path.write_text('{"model": ')
+    with pytest.raises(DataError, match=r"m\.int8\.manifest\.json is damaged or unreadable"):
+        read_manifest(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(DataError, match="not a JSON object"):
+        read_manifest(path)

@@ -1,17 +1,21 @@
 """Verification: I/O dtypes, every operator integer (a float fallback named with its layer), zeros kept."""
 
+import re
+
 import numpy as np
 import pytest
-from helpers import INPUT_SIZE, build_every_kernel_kind, build_sequential, mnist_digits
+from helpers import INPUT_SIZE, build_every_kernel_kind, build_sequential, keras3, mnist_digits
 
 from tflite_opt.core import keras2
-from tflite_opt.core.config import ClusterConfig, IoType, Mode, PruneConfig
+from tflite_opt.core.config import ClusterConfig, IoType, Mode, PruneConfig, QatConfig
 from tflite_opt.core.errors import VerificationError
-from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.core.tflite_file import Operator, Tensor, TfliteFile, read_tflite
 from tflite_opt.stages.cluster import cluster_model
 from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.load import describe_classifier
 from tflite_opt.stages.prune import prune_model
+from tflite_opt.stages.qat import quantization_aware_model
+from tflite_opt.stages.translate import translate_for_tfmot
 from tflite_opt.stages.verify import (
     clusters_kept_check,
     file_layer_clusters,
@@ -55,6 +59,98 @@ def test_float_fallback_is_caught_naming_the_operator_and_its_layer():
     assert not verification.passed
     with pytest.raises(VerificationError, match=r"SIN \(layer 'periodic'\).*fell back to float"):
         verification.raise_for_failures()
+
+
+def model_with_squeezed_hard_swish():
+    """Keras 3: Conv2D → hard-swish → squeeze-and-excite on a 1x1 map, as MobileNetV3Small's last stage at 32x32.
+
+    The converter drops the average of a 1x1 map, so the hard-swish's output must take the squeeze's int8 range
+    and another; quantization-aware training gives it none of its own (tfmot wraps none of the layers the
+    translation computes the hard-swish in), and the converter keeps its MUL in float.
+    """
+    keras = keras3()
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inputs = keras.Input((1, 1, 3), name="image")
+    x = layers.Conv2D(8, 1, name="conv")(inputs)
+    x = layers.Activation("hard_swish", name="hswish")(x)
+    squeezed = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    x = layers.Multiply(name="excite")([x, squeezed])
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, outputs, name="squeezed_hard_swish")
+
+
+def test_a_hard_swish_left_in_float_by_qat_is_refused_in_one_line_naming_its_keras_layer():
+    model = model_with_squeezed_hard_swish()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 1, 1, 3), dtype=np.float32), rng.integers(0, 10, 32)
+    qat = quantization_aware_model(model, x, y, QatConfig(epochs=1, learning_rate=1e-3, min_steps=0))
+    parsed = read_tflite(convert_keras(qat.model, Mode.FULL_INT8, x[:4], progress=False))
+    verification = verify_variant(parsed, Mode.FULL_INT8, IoType.INT8, describe_classifier(model).layer_scopes)
+    assert not verification.passed  # the file computes in float: refused, as before
+    with pytest.raises(VerificationError) as refusal:
+        verification.raise_for_failures()
+    message = str(refusal.value)
+    assert len(message.splitlines()) == 1
+    assert f"{len(float_operators(parsed))} of {len(parsed.operators)} operators compute in float" in message
+    # The MUL once, named after the Keras layer; the conversions around it counted.
+    assert re.search(r"float: MUL \(layer 'hswish'\).* and the .*QUANTIZE around them \(no int8 kernel", message)
+
+
+# Each layer of the tf_keras translation, and the Keras 3 layer it computes (part of).
+TRANSLATED_FROM = {
+    "conv": "conv", "conv_relu6": "conv",
+    "conv_1": "conv_1", "conv_1_plus3": "conv_1", "conv_1_relu6": "conv_1", "conv_1_hard_sigmoid": "conv_1",
+    "conv_1_hard_silu": "conv_1",
+    "gate_plus3": "gate", "gate_relu6": "gate", "gate_hard_sigmoid": "gate",
+    "flatten": "flatten", "hidden": "hidden", "hidden_leaky_relu": "hidden",
+    "scores": "scores", "scores_log_softmax": "scores",
+}  # fmt: skip
+
+
+def test_a_quantization_aware_models_layer_names_are_told_as_the_keras3_layers_they_came_from():
+    keras = keras3()
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    inputs = keras.Input((4, 4, 1), name="image")
+    x = layers.Conv2D(4, 1, activation="relu6", name="conv")(inputs)
+    # Named as a Keras 3 trace names the scope of "conv"; tfmot's wrapper quant_conv_1 is still this layer.
+    x = layers.Conv2D(4, 1, activation="hard_swish", name="conv_1")(x)
+    x = layers.Activation("hard_sigmoid", name="gate")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(8, activation="leaky_relu", name="hidden")(x)
+    outputs = layers.Dense(10, activation="log_softmax", name="scores")(x)
+    model = keras.Model(inputs, outputs, name="expanded")
+    scopes = describe_classifier(model).layer_scopes
+    assert scopes.get("conv_1") == "conv"  # the trap: the Keras 3 scope conv_1 is layer conv
+    translation = translate_for_tfmot(model, np.random.default_rng(0).random((4, 4, 4, 1), dtype=np.float32))
+    names = [layer.name for layer in translation.model.layers[1:]]
+    assert sorted(names) == sorted(TRANSLATED_FROM)
+    wrapped = {name: layer_for_tensor_name(f"expanded/quant_{name}/op", scopes) for name in names}
+    assert wrapped == TRANSLATED_FROM
+    expansions = [name for name in names if TRANSLATED_FROM[name] != name]
+    assert {name: layer_for_tensor_name(f"expanded/{name}/op", scopes) for name in expansions} == {
+        name: TRANSLATED_FROM[name] for name in expansions
+    }
+
+
+def synthetic_float_model(layers: int, muls_per_layer: int) -> TfliteFile:
+    """A float file of MULs in a chain, ``muls_per_layer`` under each of ``layers`` name scopes."""
+    names = [f"m/layer{i}/mul{j}" for i in range(layers) for j in range(muls_per_layer)]
+    tensors = [Tensor(0, "serving_default_x:0", "FLOAT32", (1,), 0, None, False)]
+    tensors += [Tensor(i + 1, name, "FLOAT32", (1,), 0, None, False) for i, name in enumerate(names)]
+    operators = tuple(Operator(i, "MUL", (i, i), (i + 1,)) for i in range(len(names)))
+    return TfliteFile(tuple(tensors), operators, (0,), (len(names),), (b"",))
+
+
+def test_a_refusal_counts_each_layers_operators_and_lists_at_most_eight_layers():
+    parsed = synthetic_float_model(layers=10, muls_per_layer=2)
+    detail = verify_variant(parsed, Mode.FULL_INT8, layer_names=[f"layer{i}" for i in range(10)]).checks[-1].detail
+    listed = ", ".join(f"2 MUL (layer 'layer{i}')" for i in range(8))
+    assert detail == f"20 of 20 operators compute in float: {listed}, 4 more in 2 more layers " + (
+        "(no int8 kernel; the converter fell back to float)"
+    )
 
 
 def test_a_float_model_presented_as_int8_fails_the_dtype_checks():

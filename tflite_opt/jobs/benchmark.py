@@ -122,10 +122,7 @@ def _takes_pixels(path: Path, content: bytes) -> bool:
     manifest = BundlePaths.beside(path).manifest
     if not manifest.is_file():
         return False
-    try:
-        recorded = read_manifest(manifest)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{manifest} is not a readable manifest: {exc}") from exc
+    recorded = read_manifest(manifest)
     if recorded.get("file", {}).get("sha256") != sha256_of(content):
         return False  # the manifest describes another file
     return bool(recorded.get("preprocessing", {}).get("in_model"))

@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from tflite_opt.core.errors import DataError
 from tflite_opt.core.fileio import atomic_write_bytes, atomic_write_json
 from tflite_opt.core.interpreter import INTEGER_RANGES, ROUNDING
 from tflite_opt.core.preprocessing import PIXELS, Preprocessing
@@ -348,4 +349,15 @@ def write_bundle(
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """A bundle's manifest.
+
+    Raises:
+        DataError: the file is not readable JSON, naming it.
+    """
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is damaged or unreadable: {exc}; convert again") from exc
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path} is damaged: not a JSON object; convert again")
+    return manifest

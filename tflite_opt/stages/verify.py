@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from tflite_opt.core.config import IoType, Mode
 from tflite_opt.core.tflite_file import Operator, Tensor, TfliteFile, distinct_per_channel, kernel_tensor, weight_counts
 from tflite_opt.results.files import Check, Verification
 from tflite_opt.results.tuning import ClusterStats, FineTuned, PruneStats
-from tflite_opt.stages.load import ClassifierSpec
+from tflite_opt.stages.load import QAT_WRAPPER_PREFIX, ClassifierSpec
 
 _BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 DEPTHWISE = "DEPTHWISE_CONV_2D"
+# The translation of a Keras 3 model to tf_keras (tflite_opt.stages.tf_keras_config) computes an activation
+# tf_keras lacks in layers named <layer>_<suffix>; a quantization-aware model's tensors carry those names.
+EXPANSION_SUFFIXES = ("_plus3", "_relu6", "_hard_sigmoid", "_hard_silu", "_leaky_relu", "_log_softmax")
+# Offending layers named in a refusal; the rest are counted.
+LISTED_LAYERS = 8
 
 
 def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping[str, str]) -> str | None:
@@ -21,12 +27,33 @@ def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping
     ``model/conv2d/Relu;model/conv2d/BiasAdd``; a path component equal to a
     layer name identifies the layer. ``layer_names`` may map name scopes to layers
     (:attr:`ClassifierSpec.layer_scopes`), for models whose scopes are not their layers' names.
+    A quantization-aware model's components are tf_keras layer names: tfmot's wrapper ``quant_conv``
+    of layer ``conv``, and the layers ``act_plus3`` .. ``act_hard_silu`` the translation of a Keras 3
+    model computes the hard-swish of layer ``act`` in.
     """
     scopes = layer_names if isinstance(layer_names, Mapping) else {name: name for name in layer_names}
+    layers = set(scopes.values())
     for part in tensor_name.split(";"):
         for component in part.split("/"):
-            if component in scopes:
-                return scopes[component]
+            layer = _layer_for_scope(component, scopes, layers)
+            if layer is not None:
+                return layer
+    return None
+
+
+def _layer_for_scope(scope: str, scopes: Mapping[str, str], layers: set[str]) -> str | None:
+    """The layer a tensor name's component ``scope`` stands for, or None."""
+    unwrapped = scope.removeprefix(QAT_WRAPPER_PREFIX)
+    # Before the scopes: a Keras 3 trace renames scopes (layer conv_1 computes in conv_1_2), tf_keras does not,
+    # so quant_conv_1 is layer conv_1, never the layer whose Keras 3 scope is conv_1.
+    if unwrapped != scope and unwrapped in layers:
+        return unwrapped
+    if scope in scopes:
+        return scopes[scope]
+    for suffix in EXPANSION_SUFFIXES:
+        base = unwrapped.removesuffix(suffix)
+        if base != unwrapped and base in layers:
+            return base
     return None
 
 
@@ -77,11 +104,41 @@ def _io_check(model: TfliteFile, which: str, expected: str) -> Check:
 
 
 def _describe(model: TfliteFile, ops: Sequence[Operator], layer_names: Sequence[str]) -> str:
-    parts = []
+    """The offending operators, one entry per layer (``MUL (layer 'hswish')``, ``2 MUL + ADD (layer 'x')``);
+    the QUANTIZE and DEQUANTIZE that only carry a listed operator's inputs and outputs are counted after them."""
+    edges = _edges(ops)
+    groups: dict[str | None, list[str]] = {}
     for op in ops:
-        layer = layer_for_operator(model, op, layer_names)
-        parts.append(f"{op.name} (layer {layer!r})" if layer else op.name)
-    return ", ".join(parts)
+        if op.index not in edges:
+            groups.setdefault(layer_for_operator(model, op, layer_names), []).append(op.name)
+    parts = [
+        f"{_counted(names)} (layer {layer!r})" if layer else _counted(names)
+        for layer, names in list(groups.items())[:LISTED_LAYERS]
+    ]
+    unlisted = list(groups.items())[LISTED_LAYERS:]
+    if unlisted:
+        layers = sum(layer is not None for layer, _ in unlisted)
+        parts.append(f"{sum(len(names) for _, names in unlisted)} more in {layers} more layers")
+    around = f" and the {_counted([op.name for op in ops if op.index in edges])} around them" if edges else ""
+    return ", ".join(parts) + around
+
+
+def _edges(ops: Sequence[Operator]) -> set[int]:
+    """Indices of the QUANTIZE and DEQUANTIZE among ``ops`` that feed or read one of the other ``ops``."""
+    computing = [op for op in ops if op.name not in _BOUNDARY_OPS]
+    read = {i for op in computing for i in op.inputs}
+    written = {i for op in computing for i in op.outputs}
+    return {
+        op.index
+        for op in ops
+        if (op.name == "DEQUANTIZE" and read.intersection(op.outputs))
+        or (op.name == "QUANTIZE" and written.intersection(op.inputs))
+    }
+
+
+def _counted(names: Sequence[str]) -> str:
+    """``["MUL", "ADD", "MUL"]`` as ``2 MUL + ADD``."""
+    return " + ".join(f"{count} {name}" if count > 1 else name for name, count in Counter(names).items())
 
 
 def verify_variant(

@@ -17,9 +17,19 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# MediaPipe Tasks, a real client the tests run the converted files in. A second pip call, not the test extra: mediapipe
+# declares absl-py~=2.3 and tensorflow-model-optimization 0.8 absl-py~=1.2, so one resolver call has no solution; both
+# run with absl-py 2 (pip says so in an "ERROR: ... dependency conflicts" line and exits 0). Redone after every test
+# install, which may take absl-py back to 1.x.
+MEDIAPIPE := mediapipe>=1.2.3,<1.3
+
+$(VENV)/.installed-mediapipe: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet "$(MEDIAPIPE)"
+	touch $@
+
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-mediapipe
 
 ## make run: convert the embedded default model to full-integer int8 and print the comparison.
 run: install

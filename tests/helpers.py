@@ -244,3 +244,13 @@ def build_every_kernel_kind(seed: int = 0):
     x = layers.Flatten(name="flatten")(x)
     outputs = layers.Dense(10, activation="softmax", name="scores")(x)
     return keras.Model(inputs, outputs, name="every_kernel_kind")
+
+
+# The files of the embedded default's int8 bundle, as publish uploads them and pull brings them.
+BUNDLE_FILES = [
+    "mnist_cnn.int8.tflite",
+    "mnist_cnn.int8.manifest.json",
+    "mnist_cnn.labels.txt",
+    "mnist_cnn.int8.kt",
+    "mnist_cnn.int8.swift",
+]

@@ -30,6 +30,8 @@ _PUBLIC = {
     "ConvertReport": "tflite_opt.results.report",
     "VariantSpec": "tflite_opt.core.variant",
     "InputConfig": "tflite_opt.core.config",
+    "ModelCard": "tflite_opt.core.config",
+    "clients": "tflite_opt.stages.metadata",
     "run_convert": "tflite_opt.jobs.convert",
     "run_benchmark": "tflite_opt.jobs.benchmark",
     "run_prune": "tflite_opt.jobs.prune",

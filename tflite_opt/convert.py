@@ -27,7 +27,7 @@ from tflite_opt.command import (
     qat_config_from_flags,
     run_cli,
 )
-from tflite_opt.core.config import DEFAULT_SPARSITY_GRID, ConvertConfig, IoType, Mode, SearchConfig
+from tflite_opt.core.config import DEFAULT_SPARSITY_GRID, ConvertConfig, IoType, Mode, ModelCard, SearchConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.jobs.convert import run_convert
 from tflite_opt.stages.report import format_table
@@ -118,7 +118,24 @@ def _define_search_flags(flag_values: flags.FlagValues) -> None:
 def _define_output_flags(flag_values: flags.FlagValues) -> None:
     output = {"flag_values": flag_values, "module_name": OUTPUT_GROUP}
     flags.DEFINE_string(
-        "model-version", "1", "Version recorded in each bundle's manifest and used by publish.", **output
+        "model-version",
+        "1",
+        "Version recorded in each bundle's manifest and file metadata, and used by publish.",
+        **output,
+    )
+    flags.DEFINE_string(
+        "model-description",
+        None,
+        "What the model does, written into each file's TFLite Metadata. Default: one generated from the variant "
+        "(classes, input size and type).",
+        **output,
+    )
+    flags.DEFINE_string("author", None, "Author written into each file's TFLite Metadata. Default: none.", **output)
+    flags.DEFINE_string(
+        "license",
+        None,
+        "Licence of the model, e.g. Apache-2.0, written into each file's TFLite Metadata. Default: none.",
+        **output,
     )
     flags.DEFINE_string(
         "labels",
@@ -182,6 +199,7 @@ def config_from_flags(fv: flags.FlagValues) -> ConvertConfig:
         search=search,
         per_tensor=fv["per-tensor"].value,
         pixel_input=fv["raw-pixel-input"].value,
+        card=ModelCard(fv["model-description"].value, fv["author"].value, fv["license"].value),
     )
 
 

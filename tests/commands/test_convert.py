@@ -16,6 +16,7 @@ from tflite_opt.core.config import (
     ConvertConfig,
     IoType,
     Mode,
+    ModelCard,
     PruneConfig,
     QatConfig,
     Schedule,
@@ -53,6 +54,10 @@ def test_no_flags_give_the_default_config_with_progress(job):
         (
             ["--labels", "labels.txt", "--output-dir", "out", "--model-version", "2.0.1", "--overwrite"],
             {"labels_file": Path("labels.txt"), "output_dir": Path("out"), "model_version": "2.0.1", "overwrite": True},
+        ),
+        (
+            ["--model-description", "Digits.", "--author", "Ann Author", "--license", "Apache-2.0"],
+            {"card": ModelCard("Digits.", "Ann Author", "Apache-2.0")},
         ),
         (
             ["--num-calibration-samples", "50", "--seed", "3", "--allow-unsafe-deserialization"],

@@ -8,20 +8,14 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import one_line_error
+from helpers import BUNDLE_FILES, one_line_error
 
 from tflite_opt import pull
 from tflite_opt.pull import main
 from tflite_opt.stages.repository import IntegrityError, Pulled, publish
 
 HASH = "[0-9a-f]{64}"
-BUNDLE = [
-    "mnist_cnn.int8.tflite",
-    "mnist_cnn.int8.manifest.json",
-    "mnist_cnn.labels.txt",
-    "mnist_cnn.int8.kt",
-    "mnist_cnn.int8.swift",
-]
+BUNDLE = BUNDLE_FILES
 
 
 @pytest.fixture

@@ -1,12 +1,18 @@
 import pytest
 
-from tflite_opt.core.config import ConvertConfig, IoType, Mode, PruneConfig, SearchConfig
+from tflite_opt.core.config import ConvertConfig, IoType, Mode, ModelCard, PruneConfig, SearchConfig
 from tflite_opt.core.errors import UsageError
 
 
 def test_float32_reference_is_always_first_and_modes_do_not_repeat():
     config = ConvertConfig(modes=(Mode.FULL_INT8, Mode.FLOAT16, Mode.FULL_INT8))
     assert config.modes == (Mode.FLOAT32, Mode.FLOAT16, Mode.FULL_INT8)
+
+
+def test_a_blank_model_card_entry_is_not_given_and_the_others_are_stripped():
+    card = ModelCard("  Digits. ", "", None)
+    assert card == ModelCard("Digits.") and ConvertConfig().card == ModelCard()
+    assert card.to_dict() == {"description": "Digits.", "author": None, "license": None}
 
 
 def test_io_type_without_full_int8_is_refused():

@@ -34,3 +34,8 @@ def test_per_channel_repeats_a_single_value_to_the_channel_count():
 def test_preprocessing_round_trips_through_dict():
     spec = Preprocessing(scale=(0.5, 0.25, 0.125), offset=(1.0,))
     assert Preprocessing.from_dict(spec.to_dict()) == spec
+
+
+def test_the_formula_in_words_never_says_minus_zero():
+    assert Preprocessing().describe() == "x = (pixel - 0) / 255"
+    assert Preprocessing.from_mean_std(127.5, 127.5).describe() == "x = (pixel - 127.5) / 127.5"

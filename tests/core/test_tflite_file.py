@@ -43,6 +43,14 @@ def test_the_corpus_model_reads_back_its_tensors_operators_and_weights():
     assert model.constant_array(dense).shape == (10, 144)
 
 
+def test_the_models_named_metadata_buffers_are_read_and_trailing_bytes_are_ignored():
+    content = (CORPUS / "tflite" / "valid.tflite").read_bytes()
+    model = read_tflite(content + b"PK\x05\x06 anything appended, as a zip of associated files is")
+    assert [name for name, _ in model.metadata] == ["min_runtime_version", "CONVERSION_METADATA"]
+    assert model.metadata_buffer("min_runtime_version").rstrip(b"\x00") == b"1.14.0"
+    assert model.metadata_buffer("TFLITE_METADATA") is None and model.tensors == read_tflite(content).tensors
+
+
 def test_setting_the_input_range_changes_only_those_two_floats():
     from helpers import build_sequential
 

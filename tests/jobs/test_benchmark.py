@@ -130,3 +130,43 @@ def test_a_keras3_model_is_the_reference_of_files_converted_from_it(keras3_model
     report = run_benchmark(paths, tmp_path / "bench", evaluation, keras3_models["functional"], settings=FAST)
     assert report.keras_top1 == converted.keras_top1 > 0.5
     assert report.variant("int8").top1 == converted.variant("int8").top1
+
+
+def test_without_mean_and_std_the_manifests_normalization_is_used_and_a_contradiction_is_said(
+    faces, faces_converted, tmp_path
+):
+    converted, out = faces_converted
+    paths = [out / "faces.float32.tflite", out / "faces.int8.tflite"]
+    evaluation = faces["root"] / "eval"
+    recorded = run_benchmark(
+        paths, tmp_path / "a", evaluation, faces["model"], settings=FAST, labels_file=faces["labels"]
+    )
+    assert recorded.preprocessing == Preprocessing.from_mean_std(127.5, 127.5) and not recorded.warnings
+    assert recorded.variant("int8").top1 == converted.variant("int8").top1 and recorded.keras_top1 == 1.0
+    wrong = run_benchmark(
+        paths, tmp_path / "b", evaluation, faces["model"], Preprocessing(), settings=FAST, labels_file=faces["labels"]
+    )
+    assert [w.split(" records ")[0] for w in wrong.warnings[:2]] == [
+        "the manifest of float32",
+        "the manifest of int8",
+    ]
+    assert "x = (pixel - 127.5) / 127.5" in wrong.warnings[0] and "x = (pixel - 0) / 255" in wrong.warnings[0]
+
+
+def test_without_mean_std_or_manifests_the_default_is_said_and_disagreeing_manifests_are_refused(
+    faces_converted, tmp_path
+):
+    _, out = faces_converted
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "faces.int8.tflite").write_bytes((out / "faces.int8.tflite").read_bytes())
+    report = run_benchmark([bare / "faces.int8.tflite"], tmp_path / "a", settings=FAST)
+    assert report.warnings[0].startswith("no --mean/--std and no manifest beside the files: measured with x = ")
+    for variant in ("float32", "int8"):
+        for name in (f"faces.{variant}.tflite", f"faces.{variant}.manifest.json"):
+            (bare / name).write_bytes((out / name).read_bytes())
+    manifest = json.loads((bare / "faces.float32.manifest.json").read_text())
+    manifest["preprocessing"].update(scale=[1 / 255], offset=[0.0])  # as if converted for pixel / 255
+    (bare / "faces.float32.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="manifests beside the files record different preprocessing"):
+        run_benchmark([bare / "faces.float32.tflite", bare / "faces.int8.tflite"], tmp_path / "b", settings=FAST)

@@ -1,5 +1,6 @@
 """Measuring variants side by side: verdicts against the baseline and the reference's size."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +15,22 @@ from tflite_opt.results.files import Verification, Verified
 from tflite_opt.results.measures import LatencyStats, Measured, SizeStats
 from tflite_opt.stages.benchmark import accuracy_stats
 from tflite_opt.stages.data import Dataset
+from tflite_opt.stages.verdict import paired_drop
 
 VALID = (CORPUS / "tflite" / "valid.tflite").read_bytes()
 
 
-def measured(size: int, correct_of_10: int) -> Measured:
+def measured(size: int, correct_of_10: int, paired: bool = False) -> Measured:
+    """A variant right on the first ``correct_of_10`` of 10 images; ``paired``: its drop counted image by image
+    against a reference right on all 10."""
     labels = np.arange(10)
     predicted = np.where(np.arange(10) < correct_of_10, labels, (labels + 1) % 10)
     latency = LatencyStats(0.1, 0.0, 0.1, 0.1, 0.1, 0.1, 1.0, 1, 10, 1, "xnnpack")
     file = Verified(VALID, read_tflite(VALID), Verification("x", ()))
-    return Measured(file, latency, SizeStats(size, size, {}), accuracy_stats(labels, predicted[:, None], 10))
+    accuracy = accuracy_stats(labels, predicted[:, None], 10)
+    if paired:
+        accuracy = replace(accuracy, paired=paired_drop(np.ones(10, bool), predicted == labels))
+    return Measured(file, latency, SizeStats(size, size, {}), accuracy)
 
 
 def test_each_variant_is_judged_against_the_baseline_and_the_reference_size():
@@ -40,6 +47,21 @@ def test_each_variant_is_judged_against_the_baseline_and_the_reference_size():
 def test_without_a_reference_size_the_verdict_says_the_share_is_unknown():
     (result,) = assemble_results({"a": measured(1000, 10)}, {"a": Path("a.tflite")}, None, 1.0, BenchmarkSettings())
     assert result.verdict.label == "marginal" and "unknown share" in result.verdict.reason
+
+
+def test_a_verdict_on_ten_images_is_not_good_and_says_they_are_too_few():
+    variants = {"float32": measured(4000, 10), "int8": measured(1000, 10, paired=True)}
+    paths = {name: Path(f"m.{name}.tflite") for name in variants}
+    int8 = assemble_results(variants, paths, "float32", 1.0, BenchmarkSettings())[1]
+    assert int8.verdict.label == "marginal"
+    assert "on 10 images the drop is known only to ±27.75 points: too few to tell" in int8.verdict.reason
+
+
+def test_an_interval_counted_against_another_model_than_the_baseline_is_not_used():
+    variants = {"float32": measured(4000, 10), "int8": measured(1000, 10, paired=True)}
+    paths = {name: Path(f"m.{name}.tflite") for name in variants}
+    int8 = assemble_results(variants, paths, "float32", 0.9, BenchmarkSettings())[1]  # the drop is -10, not 0
+    assert int8.verdict.label == "good" and "interval" not in int8.verdict.reason
 
 
 def test_the_timing_image_is_a_real_image_where_there_is_one():

@@ -40,6 +40,20 @@ def test_int8_manifest_matches_the_file(bundle_dir):
     assert manifest["preprocessing"]["scale"] == report["preprocessing"]["scale"]
 
 
+def test_the_manifest_says_what_the_files_metadata_holds_and_which_clients_take_it(bundle_dir):
+    int8 = json.loads((bundle_dir / "mnist_cnn.int8.manifest.json").read_text())
+    float32 = json.loads((bundle_dir / "mnist_cnn.float32.manifest.json").read_text())
+    assert int8["tflite_metadata"]["labels_file"] == int8["labels_file"] == "mnist_cnn.labels.txt"
+    assert int8["tflite_metadata"]["color_space"] == "GRAYSCALE" and int8["tflite_metadata"]["normalization"] is None
+    assert float32["tflite_metadata"]["normalization"] == {"mean": [0.0], "std": [255.0]}
+    assert [kind for kind, client in int8["clients"].items() if client["runs"]] == ["interpreter"]
+    # The default model is grey, so MediaPipe Tasks takes none of its variants, float32 included.
+    for manifest in (int8, float32):
+        assert "1-channel grayscale input" in manifest["clients"]["mediapipe_tasks"]["why"]
+    assert "int8 input: MediaPipe Tasks takes uint8 or float32" in int8["clients"]["mediapipe_tasks"]["why"]
+    assert float32["clients"]["litert_support_library"]["runs"]
+
+
 def constant(source: str, name: str) -> str:
     match = re.search(rf"\b{name}\b(?::\s*\w+)?\s*=\s*(.+)", source)
     assert match, f"{name} not in the generated code"

@@ -10,7 +10,7 @@ from tflite_opt.core.errors import UsageError
 from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.stages.convert import convert_keras
-from tflite_opt.stages.qat import quantization_aware_model, separable_as_depthwise_and_pointwise
+from tflite_opt.stages.qat import SAME_SCALE_REASON, quantization_aware_model, separable_as_depthwise_and_pointwise
 from tflite_opt.stages.verify import float_operators
 
 pytestmark = pytest.mark.slow
@@ -146,3 +146,26 @@ def test_separable_convolutions_train_quantization_aware_as_depthwise_and_pointw
     qat = read_tflite(convert_keras(result.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False))
     assert float_operators(qat) == []
     assert [op.name for op in qat.operators] == [op.name for op in ptq.operators]  # the same operators, BN folded
+
+
+def test_average_pooling_between_concatenations_trains_quantization_aware_and_converts_full_integer():
+    """DenseNet's transition (1x1 convolution, average pooling) before a block of concatenations: a range learnt
+    for the pooling's output conflicted with the same scale TFLite's AVERAGE_POOL_2D keeps, and the converter
+    refused the model."""
+    keras = keras2.keras
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)))
+    x = layers.AveragePooling2D(2, strides=2, name="transition_pool")(layers.Conv2D(8, 1, use_bias=False)(x))
+    for _ in range(2):
+        grown = layers.Conv2D(4, 3, padding="same", use_bias=False)(layers.ReLU()(layers.BatchNormalization()(x)))
+        x = layers.Concatenate()([x, grown])
+    x = layers.GlobalAveragePooling2D()(layers.ReLU()(layers.BatchNormalization()(x)))
+    model = keras.Model(inputs, layers.Dense(10)(x))
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((64, 8, 8, 3), dtype=np.float32), rng.integers(0, 10, 64)
+    result = quantization_aware_model(model, images, labels, QatConfig(epochs=2, learning_rate=1e-3, min_steps=0))
+    content = convert_keras(result.model, Mode.FULL_INT8, images[:8], progress=False)
+    assert float_operators(read_tflite(content)) == []
+    assert ("transition_pool", SAME_SCALE_REASON) in result.stats.skipped

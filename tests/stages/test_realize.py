@@ -1,16 +1,20 @@
 """One road from a recipe to a verified file: float layers, pixel input, fine-tuning checked in the file."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from helpers import build_functional, mnist_digits
 
 from tflite_opt.core.config import IoType, Mode, PruneConfig
 from tflite_opt.core.errors import VerificationError
+from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.variant import QatScheme, VariantSpec
 from tflite_opt.results.tuning import FineTuned, LayerSparsity, PruneResult, PruneStats
 from tflite_opt.stages.data import Dataset
 from tflite_opt.stages.load import describe_classifier
+from tflite_opt.stages.metadata import MetadataSpec, file_metadata
 from tflite_opt.stages.realize import Calibration, Target, calibrate, realize, source_model
 from tflite_opt.stages.verify import float_operators
 
@@ -42,6 +46,19 @@ def test_a_pixel_input_variant_takes_pixels_with_scale_one(tiny):
     quantization = verified.parsed.input_tensors()[0].quantization
     assert verified.pixel_input and quantization.scale == pytest.approx(1.0)
     assert any(c.name.startswith("pixel input") and c.passed for c in verified.verification.checks)
+
+
+def test_with_a_metadata_spec_the_verified_bytes_carry_the_metadata_and_predict_the_same(tiny):
+    model, calibration, target = tiny
+    spec = MetadataSpec("tiny", "1", tuple(str(i) for i in range(10)), Preprocessing())
+    plain = realize(VariantSpec(Mode.FULL_INT8), model, calibration, target)
+    described = realize(VariantSpec(Mode.FULL_INT8), model, calibration, replace(target, metadata=spec))
+    assert file_metadata(plain.parsed) is None and file_metadata(described.parsed).labels_file == "tiny.labels.txt"
+    assert [c.line() for c in described.verification.checks if c.name == "metadata"] == [
+        "✓ metadata: TFLITE_METADATA (parser 1.0.0), 10 labels in tiny.labels.txt"
+    ]
+    before, after = (TfliteRunner(v.content).predict(calibration.model_input[:8]) for v in (plain, described))
+    assert np.array_equal(before, after)
 
 
 def test_a_pruned_variant_whose_file_lost_the_zeros_is_refused(tiny):

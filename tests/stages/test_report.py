@@ -1,6 +1,7 @@
 """The report: which variant is chosen, the terminal table, report.json, report.md and the plots."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from tflite_opt.core.config import Mode, QatConfig, SearchConfig
 from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.variant import QatScheme, VariantSpec
+from tflite_opt.results.clients import Client, ClientKind
 from tflite_opt.results.files import Check, Verification
 from tflite_opt.results.inputs import ClassMapping, PixelInputChoice
 from tflite_opt.results.measures import LatencyStats, SizeStats, Verdict, VerdictLabel
@@ -22,6 +24,7 @@ from tflite_opt.stages.report import (
     pixel_input_note,
     write_report_files,
 )
+from tflite_opt.stages.verdict import paired_drop
 
 LABELS = np.arange(20) % 10
 
@@ -189,3 +192,66 @@ def test_the_class_mapping_and_the_pixel_input_choice_are_said():
     off = PixelInputChoice(False, 256, False, Preprocessing.from_mean_std(127.5, 127.5), 1)
     assert "pixel input: off (--noraw-pixel-input): 256 of the 256 pixel values" in pixel_input_note(off)
     assert pixel_input_note(PixelInputChoice(False, 0, None, Preprocessing(), 1)) is None
+
+
+def counted(variant: VariantResult, labelled: bool = True) -> VariantResult:
+    """``variant`` with its drop counted image by image against a reference right on all 20 images."""
+    right = variant.accuracy.confusion.diagonal().sum()
+    model_right = np.arange(20) < right
+    paired = paired_drop(np.ones(20, bool), model_right, labelled)
+    return replace(variant, accuracy=replace(variant.accuracy, paired=paired))
+
+
+def test_the_drop_column_shows_the_interval_and_report_json_records_it():
+    counted_report = report(counted(FLOAT), counted(INT8), counted(PRUNED))
+    lines = format_table(counted_report).splitlines()
+    rows = {line.split()[0]: line for line in lines[3:7]}
+    assert "+0.00 ±16.11" in rows["int8"] and "+5.00 ±18.61" in rows["int8-pruned80"]
+    assert (
+        "drop: top-1 points lost against the float model, counted image by image; ± reaches the farther end of its "
+        "95% interval" in lines
+    )
+    int8 = counted_report.to_dict()["variants"][1]
+    assert int8["top1_drop_points"] == 0.0 and int8["top1_drop_ci95_points"] == [-16.1125, 16.1125]  # ±100·z²/(n + z²)
+    assert int8["agreement_drop_ci95_points"] is None
+    assert int8["accuracy"]["paired_drop"]["reference_only"] == 0
+    assert report(FLOAT, INT8).to_dict()["variants"][1]["top1_drop_ci95_points"] is None  # not counted: no interval
+
+
+def test_without_labels_the_agreement_drop_carries_the_interval():
+    fidelity = report(counted(FLOAT, False), counted(PRUNED, False), labelled=False)
+    pruned = fidelity.to_dict()["variants"][1]
+    assert pruned["top1_drop_ci95_points"] is None and pruned["agreement_drop_points"] == pytest.approx(5.0)
+    low, high = pruned["agreement_drop_ci95_points"]
+    assert low == pytest.approx(0.89, abs=0.01) and high == pytest.approx(23.61, abs=0.01)  # Wilson, 1 of 20
+    assert "+5.00 ±18.61" in format_table(fidelity)
+    assert "drop: agreement points lost against the float model" in format_table(fidelity)
+
+
+def test_the_chosen_variant_of_an_untrusted_reference_is_not_presented_as_plainly_good():
+    doubtful = report(FLOAT, INT8, reference_warning="the float model itself scores 38.6% top-1")
+    lines = format_table(doubtful).splitlines()
+    assert "* chosen: int8 (its verdict, good?, is untrusted: see the warning above)" in lines
+    assert any(line.startswith("int8: good?: good because;") for line in lines)
+    text = format_markdown(doubtful)
+    assert "**Warning:** the float model itself scores 38.6% top-1; the verdicts (marked ?) are not to be trusted." in (
+        text
+    )
+    assert "Chosen: **int8** (its verdict, good?, is untrusted: see the warning above)." in text
+    assert "- **int8**: good?, good because." in text
+    assert "* chosen: int8" in format_table(report(FLOAT, INT8)).splitlines()  # trusted: as before
+
+
+def test_each_variant_says_which_app_runtimes_take_it_in_the_table_markdown_and_json():
+    refused = "int8 input: MediaPipe Tasks takes uint8 or float32 input; int8 output: it reads uint8 or float32 scores"
+    said = (
+        Client(ClientKind.INTERPRETER, True, "the bundle's helpers feed it int8 input"),
+        Client(ClientKind.MEDIAPIPE_TASKS, False, refused),
+    )
+    with_clients = report(FLOAT, replace(INT8, clients=said))
+    line = "runs in: LiteRT Interpreter / TensorFlowLiteSwift; not in: MediaPipe Tasks ImageClassifier (int8 input, "
+    assert f"  {line}int8 output)" in format_table(with_clients).splitlines()
+    assert f"{line}int8 output)." in format_markdown(with_clients)
+    saved = with_clients.to_dict()["variants"][1]["clients"]
+    assert saved["mediapipe_tasks"] == {"name": "MediaPipe Tasks ImageClassifier", "runs": False, "why": refused}
+    assert saved["interpreter"]["runs"] and with_clients.to_dict()["variants"][0]["clients"] == {}

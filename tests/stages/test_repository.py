@@ -11,6 +11,7 @@ import shutil
 import threading
 
 import pytest
+from helpers import BUNDLE_FILES
 
 from tflite_opt.core.errors import DataError, OutputExistsError
 from tflite_opt.stages import repository
@@ -18,13 +19,7 @@ from tflite_opt.stages.repository import INDEX_KEYS, IntegrityError, Pulled, pub
 
 pytestmark = pytest.mark.slow
 
-BUNDLE = [
-    "mnist_cnn.int8.tflite",
-    "mnist_cnn.int8.manifest.json",
-    "mnist_cnn.labels.txt",
-    "mnist_cnn.int8.kt",
-    "mnist_cnn.int8.swift",
-]
+BUNDLE = BUNDLE_FILES
 VERSION_FOLDER = "mnist_cnn/1"
 
 

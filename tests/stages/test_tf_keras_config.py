@@ -126,3 +126,23 @@ def test_a_nested_model_called_twice_is_refused():
     model3 = keras.Model(inputs, keras.layers.Add()([shared(inputs), shared(inputs * 2.0)]))
     with pytest.raises(TranslationError, match="nested model 'shared' is called 2 times"):
         translate_for_tfmot(model3, RNG.random((2, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize("adapted", [True, False], ids=["adapted", "mean and variance given"])
+def test_a_normalization_layer_as_efficientnet_has_it_translates_with_its_statistics(adapted):
+    keras = keras3()
+    keras.utils.set_random_seed(0)
+    pixels = RNG.random((16, 8, 8, 3), dtype=np.float32) * 255
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+    if adapted:
+        normalize = keras.layers.Normalization(axis=-1, name="normalize")
+        normalize.adapt(pixels / 255)
+    else:
+        normalize = keras.layers.Normalization(axis=-1, mean=[0.485, 0.456, 0.406], variance=[0.05, 0.05, 0.06])
+    x = keras.layers.Conv2D(4, 3, name="conv")(normalize(x))
+    outputs3 = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D(name="pool")(x))
+    model3 = keras.Model(inputs, outputs3)
+    translation = translate_for_tfmot(model3, pixels)
+    assert "Normalization" in {type(layer).__name__ for layer in translation.model.layers}
+    np.testing.assert_allclose(outputs(translation.model, pixels), outputs(model3, pixels), rtol=1e-5, atol=1e-5)

@@ -1,7 +1,5 @@
 """Verification: I/O dtypes, every operator integer (a float fallback named with its layer), zeros kept."""
 
-import re
-
 import numpy as np
 import pytest
 from helpers import INPUT_SIZE, build_every_kernel_kind, build_sequential, keras3, mnist_digits
@@ -11,7 +9,8 @@ from tflite_opt.core.config import ClusterConfig, IoType, Mode, PruneConfig, Qat
 from tflite_opt.core.errors import VerificationError
 from tflite_opt.core.tflite_file import Operator, Tensor, TfliteFile, read_tflite
 from tflite_opt.stages.cluster import cluster_model
-from tflite_opt.stages.convert import convert_keras
+from tflite_opt.stages.convert import calibrate_keras, convert_keras, quantize_calibrated
+from tflite_opt.stages.layer_errors import float_nodes, layer_nodes
 from tflite_opt.stages.load import describe_classifier
 from tflite_opt.stages.prune import prune_model
 from tflite_opt.stages.qat import quantization_aware_model
@@ -65,8 +64,7 @@ def model_with_squeezed_hard_swish():
     """Keras 3: Conv2D → hard-swish → squeeze-and-excite on a 1x1 map, as MobileNetV3Small's last stage at 32x32.
 
     The converter drops the average of a 1x1 map, so the hard-swish's output must take the squeeze's int8 range
-    and another; quantization-aware training gives it none of its own (tfmot wraps none of the layers the
-    translation computes the hard-swish in), and the converter keeps its MUL in float.
+    and another; without a range learnt for the hard-swish's product, the converter keeps its MUL in float.
     """
     keras = keras3()
     keras.utils.set_random_seed(0)
@@ -81,21 +79,35 @@ def model_with_squeezed_hard_swish():
     return keras.Model(inputs, outputs, name="squeezed_hard_swish")
 
 
-def test_a_hard_swish_left_in_float_by_qat_is_refused_in_one_line_naming_its_keras_layer():
+def test_a_hard_swish_shared_with_a_squeeze_and_excite_trains_quantization_aware_to_full_integer():
     model = model_with_squeezed_hard_swish()
     rng = np.random.default_rng(0)
     x, y = rng.random((32, 1, 1, 3), dtype=np.float32), rng.integers(0, 10, 32)
     qat = quantization_aware_model(model, x, y, QatConfig(epochs=1, learning_rate=1e-3, min_steps=0))
     parsed = read_tflite(convert_keras(qat.model, Mode.FULL_INT8, x[:4], progress=False))
-    verification = verify_variant(parsed, Mode.FULL_INT8, IoType.INT8, describe_classifier(model).layer_scopes)
-    assert not verification.passed  # the file computes in float: refused, as before
+    assert float_operators(parsed) == []
+    assert verify_variant(parsed, Mode.FULL_INT8, IoType.INT8, describe_classifier(model).layer_scopes).passed
+
+
+def test_an_operator_left_in_float_is_refused_in_one_line_naming_its_keras_layer():
+    model = model_with_squeezed_hard_swish()
+    x = np.random.default_rng(0).random((8, 1, 1, 3), dtype=np.float32)
+    scopes = describe_classifier(model).layer_scopes
+    calibrated = calibrate_keras(model, x, progress=False)
+    # The hard-swish's operators left in float, as the converter leaves an operator it has no int8 kernel for.
+    keep = float_nodes(layer_nodes(read_tflite(calibrated), scopes), ["hswish"])
+    parsed = read_tflite(quantize_calibrated(calibrated, IoType.INT8, float_nodes=keep))
+    verification = verify_variant(parsed, Mode.FULL_INT8, IoType.INT8, scopes)
     with pytest.raises(VerificationError) as refusal:
         verification.raise_for_failures()
     message = str(refusal.value)
     assert len(message.splitlines()) == 1
     assert f"{len(float_operators(parsed))} of {len(parsed.operators)} operators compute in float" in message
-    # The MUL once, named after the Keras layer; the conversions around it counted.
-    assert re.search(r"float: MUL \(layer 'hswish'\).* and the .*QUANTIZE around them \(no int8 kernel", message)
+    # The operator named after its Keras layer; the conversions around it counted, not listed.
+    assert message.endswith(
+        "3 of 10 operators compute in float: HARD_SWISH (layer 'hswish') and the DEQUANTIZE + QUANTIZE around them "
+        "(no int8 kernel; the converter fell back to float)"
+    )
 
 
 # Each layer of the tf_keras translation, and the Keras 3 layer it computes (part of).

@@ -239,6 +239,24 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class ModelCard:
+    """What the user says of the model, written into every file's TFLite Metadata (``--model-description``,
+    ``--author``, ``--license``). Blank means not given: the description is then generated from the variant, and no
+    author or licence is written, since nobody claimed one ("unknown" would read as a claim)."""
+
+    description: str | None = None
+    author: str | None = None
+    license: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("description", "author", "license"):
+            object.__setattr__(self, name, (getattr(self, name) or "").strip() or None)
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"description": self.description, "author": self.author, "license": self.license}
+
+
+@dataclass(frozen=True)
 class InputConfig:
     """The model a job reads and the data it reads with it; ``None`` paths mean the embedded default.
 
@@ -301,6 +319,7 @@ class ConvertConfig:
     # Full-int8 with int8/uint8 I/O: the normalization inside the model, camera pixels in. None: only where
     # quantizing the normalized input would put pixel values on rounding ties.
     pixel_input: bool | None = None
+    card: ModelCard = ModelCard()
 
     def __post_init__(self) -> None:
         modes = tuple(Mode(m) for m in self.modes)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import filecmp
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tflite_opt.core.errors import OutputExistsError
+from tflite_opt.core.errors import OutputExistsError, UsageError
 
 
 def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
@@ -74,3 +77,66 @@ def atomic_save(path: Path, save: Callable[[Path], None], overwrite: bool = Fals
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def staging_folder(destination: Path, prefix: str) -> Iterator[Path]:
+    """A temporary folder inside ``destination`` (created if missing), removed at the end; on failure, the folders
+    this created are removed too, so a failed transaction leaves nothing new behind.
+
+    Raises:
+        UsageError: ``destination`` is a file.
+    """
+    if destination.exists() and not destination.is_dir():
+        raise UsageError(f"{destination} is a file; it must be a folder")
+    missing = [folder for folder in (destination, *destination.parents) if not folder.exists()]
+    destination.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=destination))
+    succeeded = False
+    try:
+        yield staging
+        succeeded = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in [] if succeeded else missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def identical_or_refused(final: Path, staged: Path, overwrite: bool) -> bool:
+    """Whether ``final`` already holds ``staged``'s bytes (nothing to move); where it differs, OutputExistsError
+    unless ``overwrite``."""
+    if not final.exists() and not final.is_symlink():
+        return False
+    if final.is_dir():
+        raise OutputExistsError(f"{final} is a folder; move it away to write {final.name}")
+    if final.is_file() and filecmp.cmp(final, staged, shallow=False):
+        return True
+    if not overwrite:
+        raise OutputExistsError(f"{final} exists and differs from the pulled file; pass --overwrite to replace it")
+    return False
+
+
+def replace_all(moves: list[tuple[Path, Path]], staging: Path) -> None:
+    """Rename each staged file over its destination; if one rename fails, undo those before it (a replaced file is
+    kept as a hard link, or a copy, in ``staging`` until all are done)."""
+    saved_folder = Path(tempfile.mkdtemp(prefix=".replaced.", dir=staging))
+    undo: list[tuple[Path, Path | None]] = []
+    try:
+        for staged, final in moves:
+            saved = None
+            if final.exists():
+                saved = saved_folder / final.name
+                try:
+                    os.link(final, saved)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(final, saved)
+            undo.append((final, saved))
+            os.replace(staged, final)
+    except BaseException:
+        for final, saved in reversed(undo):
+            if saved is None:
+                final.unlink(missing_ok=True)
+            else:
+                os.replace(saved, final)
+        raise

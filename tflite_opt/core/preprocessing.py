@@ -68,7 +68,7 @@ class Preprocessing:
     def describe(self) -> str:
         """The formula in words an app developer recognizes: ``x = (pixel - 127.5) / 127.5``."""
         scales, offsets = self.per_channel()
-        means = ", ".join(f"{-o / s:g}" for s, o in zip(scales, offsets, strict=True))
+        means = ", ".join(f"{-o / s + 0.0:g}" for s, o in zip(scales, offsets, strict=True))  # + 0.0: no "-0"
         stds = ", ".join(f"{1 / s:g}" for s in scales)
         if len(scales) > 1:
             return f"x = (pixel - [{means}]) / [{stds}] per channel"

@@ -84,13 +84,19 @@ class Operator:
 
 @dataclass(frozen=True)
 class TfliteFile:
-    """The main subgraph of a .tflite model."""
+    """The main subgraph of a .tflite model, and the model's named metadata buffers (``TFLITE_METADATA``,
+    ``min_runtime_version``, ...)."""
 
     tensors: tuple[Tensor, ...]
     operators: tuple[Operator, ...]
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     buffers: tuple[bytes, ...]
+    metadata: tuple[tuple[str, bytes], ...] = ()
+
+    def metadata_buffer(self, name: str) -> bytes | None:
+        """The bytes of the metadata entry called ``name``, or None."""
+        return next((data for entry, data in self.metadata if entry == name), None)
 
     def input_tensors(self) -> list[Tensor]:
         return [self.tensors[i] for i in self.inputs]
@@ -134,6 +140,7 @@ def read_tflite(data: bytes, source: str = "model") -> TfliteFile:
         tensors = tuple(_tensor(graph.Tensors(i), i, buffers, source) for i in range(graph.TensorsLength()))
         operators = _operators(graph, _opcode_names(model), source)
         inputs, outputs = _ints(graph, "Inputs"), _ints(graph, "Outputs")
+        metadata = _metadata(model, buffers)
     except ModelLoadError:
         raise
     except Exception as exc:  # a malformed flatbuffer surfaces as any of several errors
@@ -141,7 +148,7 @@ def read_tflite(data: bytes, source: str = "model") -> TfliteFile:
     for index in (*inputs, *outputs, *(i for op in operators for i in (*op.inputs, *op.outputs))):
         if not -1 <= index < len(tensors):
             raise ModelLoadError(f"{source} refers to tensor {index}, which does not exist")
-    return TfliteFile(tensors, operators, inputs, outputs, buffers)
+    return TfliteFile(tensors, operators, inputs, outputs, buffers, metadata)
 
 
 def set_input_range(content: bytes, low: float, high: float) -> bytes:
@@ -193,6 +200,16 @@ def _buffers(model, data: bytes) -> tuple[bytes, ...]:
         else:
             buffers.append(b"")
     return tuple(buffers)
+
+
+def _metadata(model, buffers: tuple[bytes, ...]) -> tuple[tuple[str, bytes], ...]:
+    """(name, bytes) of each metadata entry; one pointing at no buffer is left out (the interpreter needs none)."""
+    entries = []
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if 0 <= entry.Buffer() < len(buffers):
+            entries.append(((entry.Name() or b"").decode("utf-8", "replace"), buffers[entry.Buffer()]))
+    return tuple(entries)
 
 
 def _tensor(table, index: int, buffers: tuple[bytes, ...], source: str) -> Tensor:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tflite_opt.core.config import BenchmarkSettings
-from tflite_opt.core.errors import ModelLoadError, UsageError
+from tflite_opt.core.errors import DataError, ModelLoadError, UsageError
 from tflite_opt.core.fileio import refuse_existing
 from tflite_opt.core.native_probe import check_size, probe_in_child
 from tflite_opt.core.preprocessing import Preprocessing
@@ -17,11 +19,12 @@ from tflite_opt.jobs.measure import KERAS, Bench, assemble_results, latency_pixe
 from tflite_opt.results.files import Verification, Verified
 from tflite_opt.results.measures import AccuracyStats, Measured
 from tflite_opt.results.report import ConvertReport
-from tflite_opt.stages.benchmark import DEFAULT_SETTINGS, busy_machine, reference_problem
+from tflite_opt.stages.benchmark import busy_machine
 from tflite_opt.stages.data import ImageSize, load_dataset, open_source, read_labels
 from tflite_opt.stages.load import describe_classifier, load_keras_model
 from tflite_opt.stages.package import BundlePaths, read_manifest, sha256_of
 from tflite_opt.stages.report import report_paths, write_report_files
+from tflite_opt.stages.verdict import DEFAULT_SETTINGS, reference_problem
 
 
 def run_benchmark(
@@ -60,9 +63,11 @@ def run_benchmark(
         raise UsageError("pass at least one --model file.tflite")
     refuse_existing(report_paths(output_dir), overwrite)
     model_name, variants = split_file_names(model_paths)
-    files = {variant: _foreign_file(path, variant) for variant, path in zip(variants, model_paths, strict=True)}
+    paths = dict(zip(variants, model_paths, strict=True))
+    files = {variant: _foreign_file(path, variant) for variant, path in paths.items()}
     size = _image_size(files)
-    preprocessing = preprocessing or Preprocessing()
+    recorded = {variant: _recorded_normalization(path, files[variant]) for variant, path in paths.items()}
+    preprocessing, warnings = _preprocessing(preprocessing, recorded, size.channels)
     keras_model = _keras_reference(keras_model_path, size, allow_unsafe) if keras_model_path is not None else None
     labels = read_labels(labels_file) if labels_file is not None else None
     evaluation = open_source(eval_data, size, labels=labels) if eval_data is not None else None
@@ -72,8 +77,7 @@ def run_benchmark(
     bench = Bench(evaluation, preprocessing, settings, pixels, seen, keras_model, reference, progress)
     scores, measured = bench.measure(files)
     keras_accuracy = scores.get(KERAS)
-    paths = dict(zip(variants, model_paths, strict=True))
-    report = _report(model_name, Path(output_dir), bench, keras_accuracy, measured, paths)
+    report = _report(model_name, Path(output_dir), bench, keras_accuracy, measured, paths, warnings)
     write_report_files(report, overwrite=overwrite)
     return report
 
@@ -85,6 +89,7 @@ def _report(
     keras_accuracy: AccuracyStats | None,
     measured: dict[str, Measured],
     paths: dict[str, Path],
+    warnings: list[str],
 ) -> ConvertReport:
     """Every file judged against the Keras model, or without one against the float file."""
     reference, evaluation = bench.reference, bench.evaluation
@@ -99,7 +104,7 @@ def _report(
         preprocessing=bench.preprocessing,
         variants=tuple(results),
         reference=reference,
-        warnings=tuple(filter(None, [busy_machine({r.variant: r.latency for r in results})])),
+        warnings=(*warnings, *filter(None, [busy_machine({r.variant: r.latency for r in results})])),
         labelled=evaluation is None or evaluation.labels is not None,
         class_mapping=evaluation.mapping if evaluation is not None else None,
         reference_warning=reference_problem(baseline, evaluation.class_names if evaluation is not None else None),
@@ -107,25 +112,94 @@ def _report(
 
 
 def _foreign_file(path: Path, variant: str) -> Verified:
-    """A .tflite file made elsewhere: size-checked, parsed in pure Python, then probed in a child process."""
+    """A .tflite file made elsewhere: size-checked, parsed in pure Python, then probed in a child process; it takes
+    pixels as they are where the manifest beside it says so."""
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist")
     check_size(path)
     content = path.read_bytes()
     parsed = read_tflite(content, source=str(path))
     probe_in_child(path)  # files from elsewhere: a native crash must not take this process down
-    return Verified(content, parsed, Verification(variant, ()), _takes_pixels(path, content))
+    manifest = _manifest_of(path, content)
+    pixel_input = bool(manifest is not None and manifest.get("preprocessing", {}).get("in_model"))
+    return Verified(content, parsed, Verification(variant, ()), pixel_input)
 
 
-def _takes_pixels(path: Path, content: bytes) -> bool:
-    """True when the bundle manifest beside the file says the model normalizes inside and takes pixels."""
+def _manifest_of(path: Path, content: bytes) -> dict[str, Any] | None:
+    """The bundle manifest beside the file, where there is one and it describes these bytes."""
     manifest = BundlePaths.beside(path).manifest
     if not manifest.is_file():
-        return False
+        return None
     recorded = read_manifest(manifest)
     if recorded.get("file", {}).get("sha256") != sha256_of(content):
-        return False  # the manifest describes another file
-    return bool(recorded.get("preprocessing", {}).get("in_model"))
+        return None  # the manifest describes another file
+    return recorded
+
+
+def _recorded_normalization(path: Path, file: Verified) -> Preprocessing | None:
+    """The normalization the model was converted with (inside it for a pixel-input file), as its manifest records
+    it; None without a manifest.
+
+    Raises:
+        DataError: a manifest without the preprocessing it should record.
+    """
+    manifest = _manifest_of(path, file.content)
+    if manifest is None:
+        return None
+    steps = manifest.get("preprocessing", {})
+    try:
+        return Preprocessing.from_dict(steps["normalization_in_model"] if file.pixel_input else steps)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{BundlePaths.beside(path).manifest} records no usable preprocessing ({exc})") from exc
+
+
+def _preprocessing(
+    given: Preprocessing | None, recorded: dict[str, Preprocessing | None], channels: int
+) -> tuple[Preprocessing, list[str]]:
+    """The normalization every file and the Keras model are measured with, and what the user should know about it:
+    as given (--mean/--std), else as the manifests beside the files record it, else pixel / 255.
+
+    Raises:
+        UsageError: without one given, manifests that record different normalizations.
+    """
+    found = {name: prep for name, prep in recorded.items() if prep is not None}
+    if given is not None:
+        differ = [name for name, prep in found.items() if not _same(prep, given, channels)]
+        return given, [
+            f"the manifest of {name} records {found[name].describe()}; it was measured with {given.describe()}, as "
+            "given: if the model was converted for the recorded input, its figures are wrong"
+            for name in differ
+        ]
+    distinct = [
+        prep
+        for i, prep in enumerate(found.values())
+        if not any(_same(prep, p, channels) for p in list(found.values())[:i])
+    ]
+    if len(distinct) > 1:
+        described = "; ".join(f"{name}: {prep.describe()}" for name, prep in found.items())
+        raise UsageError(
+            f"the manifests beside the files record different preprocessing ({described}): pass --mean/--std"
+        )
+    if distinct:
+        bare = [name for name, prep in recorded.items() if prep is None]
+        return distinct[0], [
+            f"{name} has no manifest beside it; it was measured with {distinct[0].describe()}, as the others' record"
+            for name in bare
+        ]
+    default = Preprocessing()
+    return default, [
+        f"no --mean/--std and no manifest beside the files: measured with {default.describe()}; if the model was "
+        "trained on other input, every figure is wrong"
+    ]
+
+
+def _same(a: Preprocessing, b: Preprocessing, channels: int) -> bool:
+    """The same formula on ``channels`` channels, a single value standing for every channel."""
+
+    def values(prep: Preprocessing) -> np.ndarray:
+        return np.array([np.broadcast_to(np.array(v, float), (channels,)) for v in (prep.scale, prep.offset)])
+
+    return bool(np.allclose(values(a), values(b), rtol=1e-9, atol=1e-12))
 
 
 def _image_size(files: dict[str, Verified]) -> ImageSize:

@@ -26,15 +26,17 @@ from tflite_opt.results.measures import AccuracyStats, Measured
 from tflite_opt.results.report import ConvertReport, VariantResult
 from tflite_opt.results.search import SearchOutcome
 from tflite_opt.results.tuning import FineTuned
-from tflite_opt.stages.benchmark import busy_machine, reference_problem
+from tflite_opt.stages.benchmark import busy_machine
 from tflite_opt.stages.cluster import clustered_with
 from tflite_opt.stages.convert import choose_pixel_input
 from tflite_opt.stages.load import ClassifierSpec
+from tflite_opt.stages.metadata import MetadataSpec
 from tflite_opt.stages.package import BundlePaths, write_bundle
 from tflite_opt.stages.prune import prune_model
 from tflite_opt.stages.qat import quantization_aware
 from tflite_opt.stages.realize import Calibration, Target, realize, source_model
 from tflite_opt.stages.report import report_paths, write_report_files
+from tflite_opt.stages.verdict import reference_problem
 from tflite_opt.stages.verify import file_layer_sparsity
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,8 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     pixel_input = _pixel_input(config, calibration, classifier)
     plan = plan.with_pixel_input(pixel_input.chosen)
     log.debug("converting %s", ", ".join(plan.names))
-    target = Target(config.io_type, classifier, progress)
+    labels = labels_for(inputs, classifier.num_classes)
+    target = Target(config.io_type, classifier, progress, _metadata_spec(config, labels))
     files = {
         spec.name: realize(spec, source_model(spec, model, tuned), calibration, target, tuned) for spec in plan.specs
     }
@@ -99,7 +102,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     report = _report(config, classifier, inputs, results, run)
     if config.integer_io:
         report = replace(report, pixel_input=pixel_input)  # the choice only concerns integer input
-    _write(report, run.measured, labels_for(inputs, classifier.num_classes), config)
+    _write(report, run.measured, labels, config)
     return report
 
 
@@ -135,6 +138,11 @@ def _pixel_input(
     """Whether the full-int8 variants take pixels, as asked or as the calibration samples' rounding ties say."""
     samples = calibration.model_input if calibration is not None else None
     return choose_pixel_input(config.pixel_input, config.integer_io, config.preprocessing, samples, classifier.channels)
+
+
+def _metadata_spec(config: ConvertConfig, labels: list[str]) -> MetadataSpec:
+    """What every file of the run says of itself in its TFLite Metadata."""
+    return MetadataSpec(config.model_name, config.model_version, tuple(labels), config.preprocessing, config.card)
 
 
 def _path(config: ConvertConfig, spec: VariantSpec) -> Path:

@@ -100,6 +100,7 @@ class AccuracyStats:
     dominant_share: float
     labelled: bool = True
     fidelity: Fidelity | None = None
+    paired: PairedDrop | None = None
 
     @property
     def degenerate(self) -> bool:
@@ -117,6 +118,53 @@ class AccuracyStats:
             "per_class": [c.__dict__ for c in self.per_class],
             "confusion_matrix": self.confusion.tolist(),
             "degenerate": self.degenerate,
+            "paired_drop": self.paired.to_dict() if self.paired else None,
+        }
+
+
+@dataclass(frozen=True)
+class PairedDrop:
+    """A model's top-1 drop against the reference model, both scored on the same images, with its 95% interval.
+
+    Each image is one pair of outcomes (reference right or wrong, model right or wrong); only the discordant
+    pairs move the drop, which is ``(reference_only - model_only) / samples``. Without labels the reference's
+    top-1 is the label, so the reference is right on every image: ``reference_only`` counts the disagreements
+    and ``model_only`` is 0.
+
+    Attributes:
+        samples: images scored by both.
+        reference_only: images the reference gets right and the model wrong.
+        model_only: images the model gets right and the reference wrong.
+        low: the lower end of the 95% interval of the drop, in points.
+        high: its upper end, in points.
+        method: how the interval was computed.
+    """
+
+    samples: int
+    reference_only: int
+    model_only: int
+    low: float
+    high: float
+    method: str
+
+    @property
+    def points(self) -> float:
+        """The drop, in points."""
+        return 100.0 * (self.reference_only - self.model_only) / self.samples
+
+    @property
+    def margin(self) -> float:
+        """How far the interval reaches from the drop, on its farther side, in points (score intervals are not
+        symmetric: "drop ± margin" contains the whole interval)."""
+        return max(self.points - self.low, self.high - self.points)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "reference_only": self.reference_only,
+            "model_only": self.model_only,
+            "ci95_points": [round(self.low, 4), round(self.high, 4)],
+            "method": self.method,
         }
 
 
@@ -156,11 +204,18 @@ class VerdictLabel(NamedEnum):
 
 @dataclass(frozen=True)
 class Verdict:
+    """A variant's label and why."""
+
     label: VerdictLabel
     reason: str
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label", VerdictLabel(self.label))
+
+    @property
+    def passes(self) -> bool:
+        """Good: what the choice of the variant to ship asks."""
+        return self.label is VerdictLabel.GOOD
 
 
 @dataclass(frozen=True)
@@ -195,6 +250,15 @@ def choose_to_ship(options: Sequence[ShipOption]) -> str:
     if passing:
         return min(passing, key=lambda o: (o.gzip_bytes, -o.top1)).name
     return min(options, key=lambda o: (o.drop, o.gzip_bytes)).name
+
+
+def paired_drop_of(accuracy: AccuracyStats | None, drop: float | None) -> PairedDrop | None:
+    """``accuracy``'s drop counted image by image, with its interval, where it is the ``drop`` (in points) a
+    verdict or a report speaks of: counted against the same reference model, not another baseline."""
+    paired = accuracy.paired if accuracy else None
+    if paired is None or drop is None or abs(paired.points - drop) > 1e-6:
+        return None
+    return paired
 
 
 def drop_points(baseline_top1: float, top1: float) -> float:

@@ -9,17 +9,19 @@ from typing import Any
 
 from tflite_opt.core.interpreter import ROUNDING
 from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.results.clients import Client
 from tflite_opt.results.files import Verification
 from tflite_opt.results.inputs import ClassMapping, PixelInputChoice
 from tflite_opt.results.measures import (
     AccuracyStats,
     LatencyStats,
+    PairedDrop,
     ShipOption,
     SizeStats,
     Verdict,
-    VerdictLabel,
     choose_to_ship,
     drop_points,
+    paired_drop_of,
 )
 from tflite_opt.results.search import SearchOutcome
 from tflite_opt.results.tuning import ClusterStats, PruneStats, QatStats
@@ -69,6 +71,7 @@ class VariantResult:
     accuracy: AccuracyStats | None = None
     layer_sparsity: dict[str, float] = field(default_factory=dict)
     pixel_input: bool = False
+    clients: tuple[Client, ...] = ()
 
     @property
     def size_bytes(self) -> int:
@@ -138,17 +141,31 @@ class ConvertReport:
             return None
         return drop_points(baseline, result.top1)
 
+    def paired_drop(self, result: VariantResult) -> PairedDrop | None:
+        """The drop of :meth:`top1_drop_points` counted image by image, with its 95% interval, where the evaluation
+        counted it (against the same model the drop is counted from)."""
+        return paired_drop_of(result.accuracy, self.top1_drop_points(result))
+
+    def _drop_interval(self, result: VariantResult) -> list[float] | None:
+        paired = self.paired_drop(result)
+        return None if paired is None else [round(paired.low, 4), round(paired.high, 4)]
+
+    @property
+    def verdicts_trusted(self) -> bool:
+        """False where the reference's own figures look wrong (:attr:`reference_warning`)."""
+        return self.reference_warning is None
+
     @property
     def chosen(self) -> VariantResult:
         """The variant to ship: the one a search or option chose, else by the one rule of
-        :func:`~tflite_opt.stages.benchmark.choose_to_ship`, where a "good" verdict passes."""
+        :func:`~tflite_opt.results.measures.choose_to_ship`, where a "good" verdict passes."""
         if self.chosen_variant is not None:
             return self.variant(self.chosen_variant)
         candidates = [v for v in self.variants if v.variant != self.reference] or list(self.variants)
         options = [
             ShipOption(
                 name=v.variant,
-                passes=v.verdict.label is VerdictLabel.GOOD,
+                passes=v.verdict.passes,
                 gzip_bytes=v.gzip_size_bytes,
                 drop=self.top1_drop_points(v) or 0.0,
                 top1=v.top1 or 0.0,
@@ -198,10 +215,13 @@ class ConvertReport:
             "top1": v.top1 if self.labelled else None,
             "top5": v.accuracy.top5 if v.accuracy and self.labelled else None,
             "top1_drop_points": self.top1_drop_points(v) if self.labelled else None,
+            "top1_drop_ci95_points": self._drop_interval(v) if self.labelled else None,
             "agreement": v.accuracy.agreement if v.accuracy else None,
             "agreement_drop_points": None if self.labelled else self.top1_drop_points(v),
+            "agreement_drop_ci95_points": None if self.labelled else self._drop_interval(v),
             "fidelity": v.accuracy.fidelity.to_dict() if v.accuracy and v.accuracy.fidelity else None,
             "pixel_input": v.pixel_input,
+            "clients": {client.kind.value: client.to_dict() for client in v.clients},
             "cpu_ms": v.latency.cpu_dict(),
             "latency_ms": v.latency.to_dict(),
             "init_ms": round(v.latency.init_ms, 2),
@@ -210,7 +230,7 @@ class ConvertReport:
             "xnnpack": v.latency.delegation_dict(),
             "verdict": v.verdict.label,
             "verdict_reason": v.verdict.reason,
-            "verdict_trusted": self.reference_warning is None,
+            "verdict_trusted": self.verdicts_trusted,
             "chosen": v.variant == self.chosen.variant,
             "verified": v.verification.passed,
             "checks": [c.line() for c in v.verification.checks],

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from tflite_opt.core.config import BenchmarkSettings, within_budget
+from tflite_opt.core.config import BenchmarkSettings
 from tflite_opt.core.errors import DataError
 from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.core.preprocessing import Preprocessing
@@ -22,13 +22,9 @@ from tflite_opt.results.measures import (
     Fidelity,
     LatencyStats,
     SizeStats,
-    Verdict,
-    VerdictLabel,
 )
 from tflite_opt.stages.data import DataSource, apply_preprocessing
-
-DEFAULT_SETTINGS = BenchmarkSettings()
-
+from tflite_opt.stages.verdict import DEFAULT_SETTINGS, paired_drop
 
 # Timed invokes per variant in a row, before the next variant's turn: enough to keep its caches warm,
 # few enough that load coming and going on the machine falls on every variant alike.
@@ -233,11 +229,15 @@ def evaluate(
             "classes"
         )
     reference_top1 = top_k[reference][:, 0] if reference in top_k else None
+    labelled = source.labels is not None
     return {
         name: replace(
             accuracy_stats(labels, predicted, stream.num_classes, reference_top1),
-            labelled=source.labels is not None,
+            labelled=labelled,
             fidelity=stream.fidelity(name, top_k),
+            paired=None
+            if reference_top1 is None or name == reference
+            else paired_drop(reference_top1 == labels, predicted[:, 0] == labels, labelled),
         )
         for name, predicted in top_k.items()
     }
@@ -332,79 +332,3 @@ def _refuse_seen(raw: np.ndarray, indices: np.ndarray, source: DataSource, seen:
                 raise DataError(
                     f"{source.name(int(index))} is also in the {what} data; accuracy must be measured on held-out data"
                 )
-
-
-# A variant this many times slower than the float32 reference (medians, timed interleaved) is not good.
-SLOWER_THAN_REFERENCE = 1.1
-
-
-def verdict(
-    drop_points: float | None,
-    size_ratio: float | None,
-    degenerate: bool,
-    settings: BenchmarkSettings = DEFAULT_SETTINGS,
-    score: str = "top-1",
-    latency_ratio: float | None = None,
-) -> Verdict:
-    """good: drop ≤ budget, size at least halved and not slower than float32; bad: drop > 5 points or
-    degenerate; else marginal.
-
-    ``score`` names what dropped: top-1, or without labels the agreement with the float model.
-    ``latency_ratio``: p50 against the float32 reference's, where both were timed.
-    """
-    if degenerate:
-        return Verdict(VerdictLabel.BAD, "predicts one class for nearly every image")
-    if drop_points is None:
-        return Verdict(VerdictLabel.UNKNOWN, "no evaluation data, so no accuracy to judge")
-    if size_ratio is None:
-        size_ratio = 1.0
-        size = "an unknown share of the float32 size (no float32 model to compare with)"
-    else:
-        size = f"{100 * size_ratio:.0f}% of the float32 size"
-    if drop_points > settings.bad_drop:
-        return Verdict(
-            "bad", f"{score} drops {drop_points:.2f} points, more than {settings.bad_drop:g}, however small or fast"
-        )
-    within = within_budget(drop_points, settings.accuracy_budget)
-    if within and size_ratio <= 0.5:
-        held = f"{score} drops {drop_points:.2f} points (budget {settings.accuracy_budget:g}) at {size}"
-        if latency_ratio is not None and latency_ratio > SLOWER_THAN_REFERENCE:
-            return Verdict(VerdictLabel.MARGINAL, f"{held}, but runs {latency_ratio:.1f}x slower than float32 (p50)")
-        return Verdict(VerdictLabel.GOOD, held)
-    if not within:
-        return Verdict(
-            "marginal", f"{score} drops {drop_points:.2f} points, over the {settings.accuracy_budget:g}-point budget"
-        )
-    return Verdict(
-        VerdictLabel.MARGINAL, f"{score} holds ({drop_points:.2f} points) but the file is {size}, not halved"
-    )
-
-
-def reference_problem(stats: AccuracyStats | None, class_names: Sequence[str] | None = None) -> str | None:
-    """Why the reference (float) model's own figures look wrong, or None.
-
-    Near chance (below twice chance; for two or three classes, below halfway from chance to 100%) with
-    labels, or one class predicted for nearly every image, says the labels, the class order or the
-    preprocessing are probably not what the model was trained with: every figure measured against them is
-    then meaningless, whatever the verdicts say.
-    """
-    if stats is None or not stats.samples:
-        return None
-    num_classes = len(stats.per_class)
-    names = (
-        list(class_names) if class_names and len(class_names) == num_classes else [str(i) for i in range(num_classes)]
-    )
-    if stats.dominant_share >= 0.9:
-        return (
-            f"the float model predicts class {names[stats.dominant_class]!r} for {100 * stats.dominant_share:.0f}% of "
-            "the evaluation images: the preprocessing (or the images) is probably not what it was trained with"
-        )
-    chance = 1.0 / num_classes
-    floor = min(2.0 * chance, (1.0 + chance) / 2.0)
-    if stats.labelled and stats.top1 < floor:
-        return (
-            f"the float model itself scores {100 * stats.top1:.1f}% top-1 on the evaluation data, near chance "
-            f"({100 * chance:.1f}% for {num_classes} classes): the labels, the class order (--labels) or the "
-            "preprocessing are probably wrong"
-        )
-    return None

@@ -20,8 +20,10 @@ from tflite_opt.core.errors import DataError
 from tflite_opt.core.fileio import atomic_write_bytes, atomic_write_json
 from tflite_opt.core.interpreter import INTEGER_RANGES, ROUNDING
 from tflite_opt.core.preprocessing import PIXELS, Preprocessing
+from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.core.version import __version__
 from tflite_opt.results.report import ConvertReport, VariantResult
+from tflite_opt.stages.metadata import clients, file_metadata, labels_file_name, labels_text
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -43,7 +45,7 @@ class BundlePaths:
         return cls(
             model=tflite,
             manifest=tflite.with_name(f"{stem}.manifest.json"),
-            labels=tflite.with_name(f"{model_name}.labels.txt"),
+            labels=tflite.with_name(labels_file_name(model_name)),
             kotlin=tflite.with_name(f"{stem}.kt"),
             swift=tflite.with_name(f"{stem}.swift"),
         )
@@ -60,6 +62,8 @@ def build_manifest(
     report: ConvertReport, variant: VariantResult, content: bytes, labels: list[str], model_version: str
 ) -> dict[str, Any]:
     """The manifest of one variant, from its measured result and the file's bytes."""
+    parsed = read_tflite(content, source=variant.path.name)
+    metadata = file_metadata(parsed)
     input_info, output_info = variant.input.to_dict(), variant.output.to_dict()
     output_info["dequantize"] = (
         f"score = (q - {output_info['zero_point']}) * {output_info['scale']!r}"
@@ -83,6 +87,9 @@ def build_manifest(
         "preprocessing": _preprocessing(report.preprocessing, variant, input_info),
         "output": output_info,
         "metrics": _metrics(report, variant),
+        # Read back from the file: what its TFLite Metadata says, and which app runtimes take it as it is.
+        "tflite_metadata": metadata.to_dict() if metadata is not None else None,
+        "clients": {client.kind.value: client.to_dict() for client in clients(parsed)},
     }
 
 
@@ -341,7 +348,7 @@ def write_bundle(
     """Write a variant's manifest, the model's labels and the Kotlin/Swift helpers, atomically."""
     paths = BundlePaths.beside(variant.path)
     manifest = build_manifest(report, variant, content, labels, model_version)
-    atomic_write_bytes(paths.labels, ("\n".join(labels) + "\n").encode("utf-8"), overwrite=True)
+    atomic_write_bytes(paths.labels, labels_text(labels), overwrite=True)
     atomic_write_bytes(paths.kotlin, kotlin_source(manifest).encode("utf-8"), overwrite=overwrite)
     atomic_write_bytes(paths.swift, swift_source(manifest).encode("utf-8"), overwrite=overwrite)
     atomic_write_json(paths.manifest, manifest, overwrite=overwrite)

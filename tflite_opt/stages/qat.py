@@ -211,15 +211,33 @@ def _predecessors(model: Any) -> dict[str, str]:
     return found
 
 
+def _same_scale_layers() -> tuple[type, ...]:
+    """Layers TFLite computes with their input's int8 scale (deferred: tf_keras loads TensorFlow)."""
+    return (keras2.keras.layers.AveragePooling2D, keras2.keras.layers.AveragePooling1D)
+
+
+# TFLite's AVERAGE_POOL_2D takes the same int8 scale in and out; a range learnt for its output conflicts with that
+# where a Concatenate ties the scales too (DenseNet's transitions): the converter then refuses the model.
+SAME_SCALE_REASON = "average pooling keeps its input's int8 scale in TFLite: no range of its own is learnt"
+
+
 def _quantization_aware(model: Any, scheme: QatScheme, frozen: tuple[str, ...]) -> tuple[Any, list[tuple[str, str]]]:
     """``model`` with every layer tfmot's 8-bit scheme supports annotated, then quantize_apply'd with ``scheme``."""
     keras, quantization = keras2.keras, tfmot().quantization.keras
+    same_scale = _same_scale_layers()
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # deferred: TensorFlow
+        default_8bit_quantize_configs,
         default_8bit_quantize_registry,
     )
 
+    output_only = default_8bit_quantize_configs.Default8BitOutputQuantizeConfig
+
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
-    annotated_layers = {layer.name for layer in model.layers if registry.supports(layer) and layer.name not in frozen}
+    annotated_layers = {
+        layer.name
+        for layer in model.layers
+        if registry.supports(layer) and layer.name not in frozen and not isinstance(layer, same_scale)
+    }
     foldable = _foldable_batch_norms(model)
     skipped: list[tuple[str, str]] = []
 
@@ -231,17 +249,23 @@ def _quantization_aware(model: Any, scheme: QatScheme, frozen: tuple[str, ...]) 
             return layer
         if layer.name in annotated_layers or foldable.get(layer.name) in annotated_layers:
             return quantization.quantize_annotate_layer(layer)
+        if isinstance(layer, keras.layers.Multiply):
+            # tfmot's 8-bit scheme leaves Multiply out, so no range is learnt for its product; where a
+            # squeeze-and-excite shares a hard-swish (x * hard_sigmoid(x)), the converter then leaves that MUL in float.
+            return quantization.quantize_annotate_layer(layer, quantize_config=output_only())
         if foldable.get(layer.name) in frozen:
             skipped.append((layer.name, f"follows {foldable[layer.name]}, left out: folded into it at conversion"))
             return layer
-        if layer.weights:
+        if isinstance(layer, same_scale):
+            skipped.append((layer.name, SAME_SCALE_REASON))
+        elif layer.weights:
             skipped.append((layer.name, f"{type(layer).__name__} is not supported by tfmot's 8-bit scheme"))
         return layer
 
     try:
         annotated = keras.models.clone_model(model, clone_function=annotate)
         chosen = _scheme(scheme)
-        with quantization.quantize_scope():
+        with quantization.quantize_scope({"Default8BitOutputQuantizeConfig": output_only}):
             quantized = quantization.quantize_apply(annotated, *([chosen] if chosen is not None else []))
     except (ValueError, TypeError, RuntimeError) as exc:  # tfmot's refusals of a model it cannot wrap
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

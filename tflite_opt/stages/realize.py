@@ -1,6 +1,7 @@
-"""One road from a variant's recipe to a verified file: convert (or quantize a calibrated model), read, verify,
-check that fine-tuning's zeros and shared values survived, raise on the first failure. The convert job and the
-search both take it."""
+"""One road from a variant's recipe to a verified file: convert (or quantize a calibrated model), add the TFLite
+Metadata, read, verify, check that fine-tuning's zeros and shared values survived, raise on the first failure. The
+convert job and the search both take it, so the bytes verified, measured, hashed and written are the bytes with
+metadata."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tflite_opt.stages.convert import (
 from tflite_opt.stages.data import Dataset
 from tflite_opt.stages.layer_errors import float_nodes, layer_nodes
 from tflite_opt.stages.load import ClassifierSpec
+from tflite_opt.stages.metadata import MetadataSpec, metadata_check, with_metadata
 from tflite_opt.stages.verify import fine_tuning_kept, pixel_input_check, verify_variant
 
 
@@ -48,11 +50,13 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Target:
-    """What every variant of a run is checked against: the I/O type asked for and the Keras model's layers."""
+    """What every variant of a run is checked against: the I/O type asked for and the Keras model's layers; and
+    what each file's TFLite Metadata says (none without ``metadata``)."""
 
     io_type: IoType
     classifier: ClassifierSpec
     progress: bool = False
+    metadata: MetadataSpec | None = None
 
 
 def source_model(spec: VariantSpec, model: Any, tuned: FineTuned) -> Any:
@@ -94,11 +98,15 @@ def realize(
         VerificationError: the file is not what ``spec`` asks for.
     """
     content = _converted(spec, source, calibration, target, calibrated)
+    if target.metadata is not None:
+        content = with_metadata(content, target.metadata, spec)
     parsed = read_tflite(content, source=f"the {spec.name} model")
     verification = replace(
         verify_variant(parsed, spec.mode, target.io_type, target.classifier.layer_scopes, spec.float_layers),
         variant=spec.name,
     )
+    if target.metadata is not None:
+        verification = verification.with_check(metadata_check(content, parsed, target.metadata))
     if spec.pixel_input:
         verification = verification.with_check(pixel_input_check(parsed, target.io_type))
     if spec.fine_tuned:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tflite_opt.core.fileio import atomic_write_bytes, atomic_write_json
 from tflite_opt.core.interpreter import ROUNDING
 from tflite_opt.core.text import aligned
+from tflite_opt.results.clients import Client
 from tflite_opt.results.inputs import PixelInputChoice
 from tflite_opt.results.measures import Fidelity
 from tflite_opt.results.report import PRUNING_SIZE_NOTE, ConvertReport, VariantResult
@@ -38,14 +39,22 @@ def _fidelity(v: VariantResult) -> Fidelity | None:
     return v.accuracy.fidelity if v.accuracy else None
 
 
+def _verdict(report: ConvertReport, v: VariantResult) -> str:
+    """The verdict's label, marked ? where the reference's own figures make every verdict untrustworthy."""
+    return v.verdict.label + ("" if report.verdicts_trusted else "?")
+
+
 def _verdict_cell(report: ConvertReport, v: VariantResult) -> str:
-    doubt = "?" if report.reference_warning else ""
-    return v.verdict.label + doubt + (" *" if v.variant == report.chosen.variant else "")
+    return _verdict(report, v) + (" *" if v.variant == report.chosen.variant else "")
 
 
 def _drop_cell(report: ConvertReport, v: VariantResult) -> str:
+    """The drop in points; where it was counted image by image, ± the farther end of its 95% interval."""
     drop = report.top1_drop_points(v)
-    return "n/a" if drop is None else f"{drop:+.2f} pts"
+    if drop is None:
+        return "n/a"
+    paired = report.paired_drop(v)
+    return f"{drop:+.2f} pts" if paired is None else f"{drop:+.2f} ±{paired.margin:.2f}"
 
 
 COLUMNS = (
@@ -103,15 +112,19 @@ def format_table(report: ConvertReport) -> str:
     """The terminal summary: one row per variant, then verdicts, checks and notes."""
     header, rows = _rows(report)
     out = [_title(report), *aligned(header, rows, left=1), ""]
+    if legend := _drop_legend(report):
+        out.append(legend)
     if report.reference_warning:
         out.append(f"warning: {report.reference_warning}; the verdicts (marked ?) are not to be trusted")
-    out.append(f"* chosen: {report.chosen.variant}")
+    out.append(f"* chosen: {report.chosen.variant}{_chosen_doubt(report)}")
     for v in report.variants:
         delegate = "" if v.latency.delegate == "xnnpack" else f" (ran on delegate: {v.latency.delegate})"
-        out.append(f"{v.variant}: {v.verdict.label}: {v.verdict.reason}; {v.path}{delegate}")
+        out.append(f"{v.variant}: {_verdict(report, v)}: {v.verdict.reason}; {v.path}{delegate}")
         if note := v.latency.delegation_note():
             out.append(f"  {note}")
         out.extend(f"  {c.line()}" for c in v.verification.checks)
+        if v.clients:
+            out.append(f"  {clients_line(v.clients)}")
     out += _notes(report)
     if report.pruning is not None:
         out += ["", *_pruning_lines(report)]
@@ -125,6 +138,23 @@ def format_table(report: ConvertReport) -> str:
     plots = "tradeoff.png, confusion.png" + (", search.png" if report.search is not None else "")
     out.append(f"report: {report.report_path} (also report.md, {plots})")
     return "\n".join(out)
+
+
+def _drop_legend(report: ConvertReport) -> str | None:
+    """What the ± of the drop column is, where any drop has one."""
+    if not any(report.paired_drop(v) for v in report.variants):
+        return None
+    return (
+        f"drop: {report.score_name} points lost against the float model, counted image by image; ± reaches the "
+        "farther end of its 95% interval"
+    )
+
+
+def _chosen_doubt(report: ConvertReport) -> str:
+    """What the chosen variant's verdict is worth, where the reference makes it untrustworthy."""
+    if report.verdicts_trusted:
+        return ""
+    return f" (its verdict, {_verdict(report, report.chosen)}, is untrusted: see the warning above)"
 
 
 def _notes(report: ConvertReport) -> list[str]:
@@ -253,8 +283,17 @@ def format_markdown(report: ConvertReport) -> str:
         out.append("")
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(row) + " |" for row in rows]
-    out += ["", f"Chosen: **{report.chosen.variant}**.", "", "## Verdicts", ""]
-    out += [f"- **{v.variant}**: {v.verdict.label}, {v.verdict.reason}." for v in report.variants]
+    if report.reference_warning:
+        out += ["", f"**Warning:** {report.reference_warning}; the verdicts (marked ?) are not to be trusted."]
+    if legend := _drop_legend(report):
+        out += ["", f"{legend[0].upper()}{legend[1:]}."]
+    out += ["", f"Chosen: **{report.chosen.variant}**{_chosen_doubt(report)}."]
+    out += ["", "## Verdicts", ""]
+    out += [
+        f"- **{v.variant}**: {_verdict(report, v)}, {v.verdict.reason}."
+        + (f" {clients_line(v.clients)}." if v.clients else "")
+        for v in report.variants
+    ]
     out += ["", "## Latency (ms)", "", "| variant | mean | std | min | p50 | p90 | p99 | init | delegate |"]
     out.append("|---|---|---|---|---|---|---|---|---|")
     for v in report.variants:
@@ -292,3 +331,19 @@ def write_report_files(report: ConvertReport, overwrite: bool) -> None:
     if search is not None:
         atomic_write_bytes(directory / "search.png", search, overwrite=overwrite)
     atomic_write_json(report.report_path, report.to_dict(), overwrite=overwrite)
+
+
+def clients_line(clients: Sequence[Client]) -> str:
+    """Which app runtimes take the file as it is, and in a few words why the others do not (the manifest says it in
+    full): ``runs in: LiteRT Interpreter; not in: MediaPipe Tasks ImageClassifier (int8 input, int8 output)``."""
+    runs = [client.kind.title for client in clients if client.runs]
+    refused = [
+        f"{client.kind.title} ({', '.join(reason.split(':')[0] for reason in client.why.split('; '))})"
+        for client in clients
+        if not client.runs
+    ]
+    return "; ".join(
+        filter(
+            None, [f"runs in: {', '.join(runs)}" if runs else "", f"not in: {', '.join(refused)}" if refused else ""]
+        )
+    )

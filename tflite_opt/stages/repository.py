@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import filecmp
 import hashlib
 import http.client
 import json
@@ -26,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from tflite_opt.core.errors import DataError, OutputExistsError, UsageError
-from tflite_opt.core.fileio import atomic_write_json
+from tflite_opt.core.fileio import atomic_write_json, identical_or_refused, replace_all, staging_folder
 from tflite_opt.stages.package import BundlePaths, sha256_of
 
 INDEX_SCHEMA_VERSION = 1
@@ -386,64 +385,6 @@ def _fetch_verified(source: _Source, wanted: list[_Wanted], staging: Path) -> li
     return fetched
 
 
-@contextlib.contextmanager
-def _staging(destination: Path) -> Iterator[Path]:
-    """A temporary folder inside ``destination`` (created if missing), removed at the end; on failure, the folders
-    this created are removed too, so a failed pull leaves nothing new behind."""
-    if destination.exists() and not destination.is_dir():
-        raise UsageError(f"{destination} is a file; pull into a folder")
-    missing = [folder for folder in (destination, *destination.parents) if not folder.exists()]
-    destination.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".pull.", dir=destination))
-    succeeded = False
-    try:
-        yield staging
-        succeeded = True
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in [] if succeeded else missing:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-
-
-def _keep_existing(final: Path, staged: Path, overwrite: bool) -> bool:
-    """Whether ``final`` already holds the pulled bytes; an OutputExistsError where it differs, unless overwrite."""
-    if not final.exists() and not final.is_symlink():
-        return False
-    if final.is_dir():
-        raise OutputExistsError(f"{final} is a folder; move it away to pull {final.name}")
-    if final.is_file() and filecmp.cmp(final, staged, shallow=False):
-        return True
-    if not overwrite:
-        raise OutputExistsError(f"{final} exists and differs from the pulled file; pass --overwrite to replace it")
-    return False
-
-
-def _replace_all(moves: list[tuple[Path, Path]], staging: Path) -> None:
-    """Rename each staged file over its destination; if one rename fails, undo those before it (a replaced file is
-    kept as a hard link, or a copy, in ``staging`` until all are done)."""
-    saved_folder = Path(tempfile.mkdtemp(prefix=".replaced.", dir=staging))
-    undo: list[tuple[Path, Path | None]] = []
-    try:
-        for staged, final in moves:
-            saved = None
-            if final.exists():
-                saved = saved_folder / final.name
-                try:
-                    os.link(final, saved)
-                except OSError:  # a file system without hard links
-                    shutil.copy2(final, saved)
-            undo.append((final, saved))
-            os.replace(staged, final)
-    except BaseException:
-        for final, saved in reversed(undo):
-            if saved is None:
-                final.unlink(missing_ok=True)
-            else:
-                os.replace(saved, final)
-        raise
-
-
 def pull(
     location: str,
     model: str,
@@ -470,14 +411,14 @@ def pull(
     entry = _find_entry(source, model, variant, version)
     wanted = _wanted_files(entry, source.describe("index.json"))
     destination = Path(destination)
-    with _staging(destination) as staging:
+    with staging_folder(destination, ".pull.") as staging:
         fetched = _fetch_verified(source, wanted, staging)
         pulled, moves = [], []
         for item in fetched:
             final = destination / item.wanted.name
-            unchanged = _keep_existing(final, item.staged, overwrite)
+            unchanged = identical_or_refused(final, item.staged, overwrite)
             if not unchanged:
                 moves.append((item.staged, final))
             pulled.append(Pulled(final, verified=item.wanted.sha256 is not None, unchanged=unchanged))
-        _replace_all(moves, staging)
+        replace_all(moves, staging)
     return pulled

@@ -36,6 +36,7 @@ ALLOWED_LAYERS = frozenset(
         "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "MaxPooling1D",
         "AveragePooling1D", "GlobalAveragePooling1D", "ZeroPadding2D", "Cropping2D", "UpSampling2D",
         "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Rescaling",
+        "Normalization",
     }
 )  # fmt: skip
 MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model"})
@@ -60,7 +61,10 @@ OP_FUNCTIONS = {
 COMMUTATIVE_OPS = frozenset({"Add", "Multiply"})
 # ... and on two tensors, as a merge layer.
 OP_MERGE_LAYERS = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply"}
-WHAT_TO_DO = "convert without --prune (Keras 3 models convert as they are), or rebuild the model in tf_keras"
+WHAT_TO_DO = (
+    "convert without --prune, --cluster and --qat (Keras 3 models convert as they are), or rebuild the model in "
+    "tf_keras"
+)
 
 
 def tf_keras_config(model3: Any) -> tuple[dict, list[str]]:

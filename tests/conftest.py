@@ -132,12 +132,13 @@ def keras3_models(outlier_data) -> dict[str, Path]:
     return paths
 
 
-MOBILENET_SIZE = 96
+MOBILENET_SIZE = 64
+SHAPE = (MOBILENET_SIZE, MOBILENET_SIZE, 3)
 
 
 @pytest.fixture(scope="session")
 def keras3_mobilenets(tmp_path_factory) -> dict[str, Path]:
-    """Keras 3 MobileNetV2 (alpha 0.35) and MobileNetV3Small (hard-swish), 96x96, weights=None, trained briefly
+    """Keras 3 MobileNetV2 (alpha 0.35) and MobileNetV3Small (hard-swish), 64x64, weights=None, trained briefly
     on digits (input (pixel - 127.5) / 127.5) so that their predictions are decisive; digits never used in
     training as calibration and held-out folders, and a few training digits for pruning."""
     keras = keras3()
@@ -148,10 +149,10 @@ def keras3_mobilenets(tmp_path_factory) -> dict[str, Path]:
     paths = {"root": root}
     applications = {
         "mobilenet_v2": lambda: keras.applications.MobileNetV2(
-            input_shape=(96, 96, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
+            input_shape=SHAPE, alpha=0.35, weights=None, classes=10, classifier_activation=None
         ),
         "mobilenet_v3": lambda: keras.applications.MobileNetV3Small(
-            input_shape=(96, 96, 3), minimalistic=False, weights=None, classes=10, include_preprocessing=False,
+            input_shape=SHAPE, minimalistic=False, weights=None, classes=10, include_preprocessing=False,
             classifier_activation=None,
         ),
     }  # fmt: skip

@@ -326,7 +326,7 @@ def test_keras3_mobilenets_pruned_to_half_keep_half_zeros_in_the_file(keras3_mob
 @pytest.mark.slow
 def test_keras3_direct_conversion_equals_the_tf_keras_rebuilds(keras3_mobilenets):
     model3 = load_keras_model(keras3_mobilenets["mobilenet_v3"])
-    pixels = load_dataset(keras3_mobilenets["root"] / "calibration", ImageSize(96, 96, 3)).raw
+    pixels = load_dataset(keras3_mobilenets["root"] / "calibration", ImageSize(64, 64, 3)).raw
     calibration = (pixels[:32].astype(np.float32) - 127.5) / 127.5
     rebuilt = translate_for_tfmot(model3, calibration[:8]).model
     direct = convert_keras(model3, Mode.FULL_INT8, calibration, IoType.FLOAT32, progress=False)

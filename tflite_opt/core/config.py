@@ -331,11 +331,9 @@ class ConvertConfig:
         object.__setattr__(self, "io_type", IoType(self.io_type))
         if not self.model_version or "/" in self.model_version or self.model_version.startswith("."):
             raise UsageError(f"--model-version must be a plain name such as 1 or 2.0.1, got {self.model_version!r}")
-        if self.num_calibration_samples < 1:
-            raise UsageError(f"--num-calibration-samples must be at least 1, got {self.num_calibration_samples}")
+        # The inputs' own checks, and the model's name from its file where none is given.
+        object.__setattr__(self, "model_name", self.inputs.model_name)
         self._check_combinations()
-        if self.model_path is not None and self.model_name is None:
-            object.__setattr__(self, "model_name", Path(self.model_path).name.split(".")[0] or "model")
 
     def _check_combinations(self) -> None:
         """Options that only make sense with others."""

@@ -64,9 +64,10 @@ def run_benchmark(
     refuse_existing(report_paths(output_dir), overwrite)
     model_name, variants = split_file_names(model_paths)
     paths = dict(zip(variants, model_paths, strict=True))
-    files = {variant: _foreign_file(path, variant) for variant, path in paths.items()}
+    opened = {variant: _foreign_file(path, variant) for variant, path in paths.items()}
+    files = {variant: file for variant, (file, _) in opened.items()}
     size = _image_size(files)
-    recorded = {variant: _recorded_normalization(path, files[variant]) for variant, path in paths.items()}
+    recorded = {variant: normalization for variant, (_, normalization) in opened.items()}
     preprocessing, warnings = _preprocessing(preprocessing, recorded, size.channels)
     keras_model = _keras_reference(keras_model_path, size, allow_unsafe) if keras_model_path is not None else None
     labels = read_labels(labels_file) if labels_file is not None else None
@@ -111,9 +112,14 @@ def _report(
     )
 
 
-def _foreign_file(path: Path, variant: str) -> Verified:
-    """A .tflite file made elsewhere: size-checked, parsed in pure Python, then probed in a child process; it takes
-    pixels as they are where the manifest beside it says so."""
+def _foreign_file(path: Path, variant: str) -> tuple[Verified, Preprocessing | None]:
+    """A .tflite file made elsewhere: size-checked, parsed in pure Python, then probed in a child process; and the
+    normalization its manifest records (inside the model for a pixel-input file, which is then fed pixels), None
+    without a manifest of these bytes.
+
+    Raises:
+        DataError: a manifest without the preprocessing it should record.
+    """
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist")
     check_size(path)
@@ -121,8 +127,15 @@ def _foreign_file(path: Path, variant: str) -> Verified:
     parsed = read_tflite(content, source=str(path))
     probe_in_child(path)  # files from elsewhere: a native crash must not take this process down
     manifest = _manifest_of(path, content)
-    pixel_input = bool(manifest is not None and manifest.get("preprocessing", {}).get("in_model"))
-    return Verified(content, parsed, Verification(variant, ()), pixel_input)
+    steps = manifest.get("preprocessing", {}) if manifest is not None else {}
+    pixel_input = bool(steps.get("in_model"))
+    file = Verified(content, parsed, Verification(variant, ()), pixel_input)
+    if manifest is None:
+        return file, None
+    try:
+        return file, Preprocessing.from_dict(steps["normalization_in_model"] if pixel_input else steps)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{BundlePaths.beside(path).manifest} records no usable preprocessing ({exc})") from exc
 
 
 def _manifest_of(path: Path, content: bytes) -> dict[str, Any] | None:
@@ -134,23 +147,6 @@ def _manifest_of(path: Path, content: bytes) -> dict[str, Any] | None:
     if recorded.get("file", {}).get("sha256") != sha256_of(content):
         return None  # the manifest describes another file
     return recorded
-
-
-def _recorded_normalization(path: Path, file: Verified) -> Preprocessing | None:
-    """The normalization the model was converted with (inside it for a pixel-input file), as its manifest records
-    it; None without a manifest.
-
-    Raises:
-        DataError: a manifest without the preprocessing it should record.
-    """
-    manifest = _manifest_of(path, file.content)
-    if manifest is None:
-        return None
-    steps = manifest.get("preprocessing", {})
-    try:
-        return Preprocessing.from_dict(steps["normalization_in_model"] if file.pixel_input else steps)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{BundlePaths.beside(path).manifest} records no usable preprocessing ({exc})") from exc
 
 
 def _preprocessing(
@@ -170,11 +166,10 @@ def _preprocessing(
             "given: if the model was converted for the recorded input, its figures are wrong"
             for name in differ
         ]
-    distinct = [
-        prep
-        for i, prep in enumerate(found.values())
-        if not any(_same(prep, p, channels) for p in list(found.values())[:i])
-    ]
+    distinct: list[Preprocessing] = []
+    for prep in found.values():
+        if not any(_same(prep, seen, channels) for seen in distinct):
+            distinct.append(prep)
     if len(distinct) > 1:
         described = "; ".join(f"{name}: {prep.describe()}" for name, prep in found.items())
         raise UsageError(

@@ -59,7 +59,9 @@ class CandidateBuilder:
     def search(self) -> SearchConfig:
         return self.config.search
 
-    def spec(self, sparsity: float = 0.0, float_layers: tuple[str, ...] = (), clusters: int | None = None):
+    def spec(
+        self, sparsity: float = 0.0, float_layers: tuple[str, ...] = (), clusters: int | None = None
+    ) -> VariantSpec:
         """A post-training full-int8 candidate's recipe."""
         return VariantSpec(
             Mode.FULL_INT8,

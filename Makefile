@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-test clean data model bench
+.PHONY: run test lint install install-test kotlin clean data model bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,17 +27,26 @@ $(VENV)/.installed-mediapipe: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet "$(MEDIAPIPE)"
 	touch $@
 
+# Debian's Kotlin compiler: the tests compile the generated Kotlin against stubs of Android and LiteRT and run its
+# preprocessing. Installed where apt-get runs as root (CI, a fresh machine); elsewhere that test skips and says why.
+kotlin:
+	@command -v kotlinc >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq --no-install-recommends kotlin >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq --no-install-recommends kotlin >/dev/null; }; }; } || \
+	  echo "kotlinc is not installed (it needs apt-get as root): the Kotlin compile test will skip"
+
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-mediapipe
+install-test: $(VENV)/.installed-mediapipe kotlin
 
 ## make run: convert the embedded default model to full-integer int8 and print the comparison.
 run: install
 	$(BIN)/python -m tflite_opt.convert --full-int8 --overwrite
 
-## make test: lint, then the test suite.
+## make test: lint, then the test suite, on two workers (pytest-xdist), each test file whole on one worker so that
+## the models a file's tests share are built once.
 test: install-test lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ## make lint: style, complexity (C901) and the import layering (commands > jobs > stages > core, no cycles).
 lint: install-test

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -108,12 +109,17 @@ def write_pngs(folder: Path, images: np.ndarray, labels: np.ndarray | None = Non
     return folder
 
 
+# The lines a run prints as each step starts (jobs/convert.py), before any error.
+PROGRESS = ("loading ", "reading the data", "converting ", "measuring ", "writing into ")
+
+
 def one_line_error(capsys) -> str:
-    """The one stderr line a failed command printed (and no traceback)."""
+    """The one stderr line a failed command printed besides its progress lines (and no traceback)."""
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
     assert "Traceback" not in err
-    return err
+    lines = [line for line in err.splitlines() if not line.startswith(PROGRESS)]
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 # A stand-in for someone else's pretrained classifier: seven classes in an order of its own, not alphabetical.
@@ -253,4 +259,41 @@ BUNDLE_FILES = [
     "mnist_cnn.labels.txt",
     "mnist_cnn.int8.kt",
     "mnist_cnn.int8.swift",
+    "mnist_cnn.int8.golden.json",
 ]
+
+
+# The generated app code, read as text and fed manifests (tests/stages/test_kotlin_code.py, test_swift_code.py).
+def code_constant(source: str, name: str) -> str:
+    match = re.search(rf"\b{name}\b(?::\s*\w+)?\s*=\s*(.+)", source)
+    assert match, f"{name} not in the generated code"
+    return match.group(1).strip()
+
+
+def synthetic_manifest(
+    dtype: str, in_model: bool, channels: int, mean: float = 127.5, std: float = 127.5, policy: str = "stretch"
+) -> dict:
+    """A manifest as build_manifest writes it, for code that never meets its model: only the preprocessing runs."""
+    scale, offset = 1 / std, -mean / std
+    return {
+        "model": "faces",
+        "variant": f"int8-{dtype}-{'pixels' if in_model else 'normalized'}-{channels}-{policy}",
+        "version": "2.0.1",
+        "tool": {"version": "0"},
+        "file": {"name": "faces.int8.tflite", "sha256": "0" * 64},
+        "labels_file": "faces.labels.txt",
+        "labels": ["a", "b"],
+        "input": {
+            "dtype": dtype,
+            "shape": [1, 6, 5, channels],
+            "scale": 1.0 if in_model else 2 / 255,  # 2/255 with (pixel - 127.5) / 127.5: every pixel on a tie
+            "zero_point": (-128 if dtype == "int8" else 0) if in_model else (0 if dtype == "int8" else 128),
+        },
+        "output": {"dtype": dtype, "scale": 0.0039, "zero_point": -128},
+        "preprocessing": {
+            "resize": {"height": 6, "width": 5, "policy": policy},
+            "scale": [scale] * (channels if channels > 1 else 1),
+            "offset": [offset] * (channels if channels > 1 else 1),
+            "in_model": in_model,
+        },
+    }

@@ -27,8 +27,9 @@ from tflite_opt.command import (
     qat_config_from_flags,
     run_cli,
 )
-from tflite_opt.core.config import DEFAULT_SPARSITY_GRID, ConvertConfig, IoType, Mode, ModelCard, SearchConfig
+from tflite_opt.core.config import DEFAULT_SPARSITY_GRID, ConvertConfig, IoType, Mode, SearchConfig
 from tflite_opt.core.errors import UsageError
+from tflite_opt.core.shipping import AppCode, ModelCard, Resize
 from tflite_opt.jobs.convert import run_convert
 from tflite_opt.stages.report import format_table
 
@@ -83,6 +84,7 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
     )
     _define_search_flags(flag_values)
     _define_output_flags(flag_values)
+    _define_app_flags(flag_values)
 
 
 def _define_search_flags(flag_values: flags.FlagValues) -> None:
@@ -112,6 +114,27 @@ def _define_search_flags(flag_values: flags.FlagValues) -> None:
         "One int8 scale per weight tensor (some accelerators need it) instead of one per output channel. "
         "Without a search, the per-channel int8 model is measured too, to show the cost.",
         **search,
+    )
+
+
+def _define_app_flags(flag_values: flags.FlagValues) -> None:
+    """What the app side of the bundle does: how pictures are resized, what the generated code is called."""
+    output = {"flag_values": flag_values, "module_name": OUTPUT_GROUP}
+    flags.DEFINE_enum(
+        "resize",
+        Resize.STRETCH.value,
+        [r.value for r in Resize],
+        "How a picture of another shape becomes the model's size, in the benchmark, the manifest and the generated "
+        "code: stretch (the whole picture, as Keras's image_dataset_from_directory does by default) or center-crop "
+        "(the largest centred box of the model's aspect ratio, as crop_to_aspect_ratio=True).",
+        **output,
+    )
+    flags.DEFINE_string("kotlin-package", AppCode.kotlin_package, "Package of the generated Kotlin classes.", **output)
+    flags.DEFINE_string(
+        "class-prefix",
+        "",
+        "Prefix of the generated Kotlin and Swift class names (<prefix><Model><Variant>V<version>). Default: none.",
+        **output,
     )
 
 
@@ -146,13 +169,19 @@ def _define_output_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_string("output-dir", "artifacts", "Folder for <model>.<variant>.tflite and report.json.", **output)
     flags.DEFINE_enum(
-        "io-type", IoType.INT8.value, [t.value for t in IoType], "Input/output type of the full-int8 model.", **output
+        "io-type",
+        None,
+        [t.value for t in IoType],
+        "Input/output type of the full-int8 model. Default: uint8 for an RGB model (camera bytes, the input MediaPipe "
+        "Tasks and the LiteRT Support Library feed), int8 otherwise.",
+        **output,
     )
     flags.DEFINE_bool(
         "raw-pixel-input",
         None,
         "The int8/uint8 model takes camera pixels as they are (the normalization inside, input scale 1): "
-        "an app copies bytes. Default: on where quantizing the normalized input would put pixels on rounding ties.",
+        "an app copies bytes. Default: on for uint8 input, and where quantizing the normalized input would put "
+        "pixels on rounding ties.",
         **output,
     )
     define_overwrite_flag(flag_values, OUTPUT_GROUP, "existing output files")
@@ -183,7 +212,7 @@ def config_from_flags(fv: flags.FlagValues) -> ConvertConfig:
         representative_data=path_flag(fv, "representative-data"),
         eval_data=path_flag(fv, "eval-data"),
         output_dir=Path(fv["output-dir"].value),
-        io_type=IoType(fv["io-type"].value),
+        io_type=IoType(fv["io-type"].value) if fv["io-type"].value is not None else None,
         preprocessing=preprocessing_from_flags(fv),
         prune=prune_config_from_flags(fv),
         qat=qat_config_from_flags(fv),
@@ -200,6 +229,8 @@ def config_from_flags(fv: flags.FlagValues) -> ConvertConfig:
         per_tensor=fv["per-tensor"].value,
         pixel_input=fv["raw-pixel-input"].value,
         card=ModelCard(fv["model-description"].value, fv["author"].value, fv["license"].value),
+        app_code=AppCode(fv["kotlin-package"].value, fv["class-prefix"].value),
+        resize=Resize(fv["resize"].value),
     )
 
 

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from tflite_opt import benchmark, cli, convert, debug, prune, publish, pull, version_check
+from tflite_opt import benchmark, cli, convert, debug, prune, publish, pull, reference_runner, version_check
+from tflite_opt.core.version import __version__
 
 
 def test_each_command_name_dispatches_to_its_modules_main():
@@ -17,7 +18,14 @@ def test_each_command_name_dispatches_to_its_modules_main():
         "publish": publish.main,
         "pull": pull.main,
         "version-check": version_check.main,
+        "reference-runner": reference_runner.main,
     }
+    assert set(cli.SUMMARIES) == set(cli.COMMANDS)
+
+
+def test_version_is_printed_and_exits_0(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"tflite-opt {__version__}\n"
 
 
 def test_the_command_gets_the_arguments_after_its_name_and_its_exit_code_is_returned(monkeypatch):
@@ -32,7 +40,7 @@ def test_the_command_gets_the_arguments_after_its_name_and_its_exit_code_is_retu
     assert received == [["--float16", "--output-dir", "out"]]
 
 
-@pytest.mark.parametrize("command", list(cli.COMMANDS))
+@pytest.mark.parametrize("command", [name for name in cli.COMMANDS if name != "reference-runner"])
 def test_every_command_answers_help_through_the_dispatcher(command, capsys):
     assert cli.main([command, "--help"]) == 0
     text = capsys.readouterr().out
@@ -55,7 +63,9 @@ def test_an_unknown_command_is_exit_2_naming_the_commands(capsys):
 def test_no_command_or_help_prints_the_usage_and_exits_0(argv, capsys):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: tflite-opt <command> [flags]\ncommands: convert, prune, benchmark, debug, publish")
+    assert out.startswith("usage: tflite-opt <command> [flags]")
+    assert "  convert           a Keras model to verified, measured .tflite files" in out
+    assert "  reference-runner  classify images with nothing but a pulled bundle" in out
 
 
 def test_help_through_the_dispatcher_imports_no_tensorflow():

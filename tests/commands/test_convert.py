@@ -23,6 +23,7 @@ from tflite_opt.core.config import (
     SearchConfig,
 )
 from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.core.shipping import AppCode, Resize
 from tflite_opt.core.tflite_file import read_tflite
 
 NO_SEARCH = types.SimpleNamespace(search=None)
@@ -88,6 +89,11 @@ def test_no_flags_give_the_default_config_with_progress(job):
         (["--per-tensor"], {"per_tensor": True}),
         (["--io-type", "uint8", "--raw-pixel-input"], {"io_type": IoType.UINT8, "pixel_input": True}),
         (["--io-type", "float32", "--noraw-pixel-input"], {"io_type": IoType.FLOAT32, "pixel_input": False}),
+        (
+            ["--kotlin-package", "com.acme.vision", "--class-prefix", "Acme"],
+            {"app_code": AppCode("com.acme.vision", "Acme")},
+        ),
+        (["--resize", "center-crop"], {"resize": Resize.CENTER_CROP}),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )

@@ -159,4 +159,6 @@ def test_an_older_index_is_pulled_and_its_unchecked_files_said_not_verified(repo
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"verified and wrote {tmp_path / 'app' / BUNDLE[0]}"
     why = "not verified: index.json, written by an older tflite_opt, records no sha256 for it"
-    assert lines[1:] == [f"wrote {tmp_path / 'app' / name} ({why})" for name in BUNDLE[1:]]
+    # Golden vectors came after such indexes: an entry without them brings none.
+    older = [name for name in BUNDLE[1:] if not name.endswith(".golden.json")]
+    assert lines[1:] == [f"wrote {tmp_path / 'app' / name} ({why})" for name in older]

@@ -1,6 +1,6 @@
 import pytest
 
-from tflite_opt.core.config import ConvertConfig, IoType, Mode, ModelCard, PruneConfig, SearchConfig
+from tflite_opt.core.config import ConvertConfig, IoType, Mode, PruneConfig, SearchConfig
 from tflite_opt.core.errors import UsageError
 
 
@@ -9,15 +9,24 @@ def test_float32_reference_is_always_first_and_modes_do_not_repeat():
     assert config.modes == (Mode.FLOAT32, Mode.FLOAT16, Mode.FULL_INT8)
 
 
-def test_a_blank_model_card_entry_is_not_given_and_the_others_are_stripped():
-    card = ModelCard("  Digits. ", "", None)
-    assert card == ModelCard("Digits.") and ConvertConfig().card == ModelCard()
-    assert card.to_dict() == {"description": "Digits.", "author": None, "license": None}
-
-
 def test_io_type_without_full_int8_is_refused():
     with pytest.raises(UsageError, match="--io-type only applies to --full-int8"):
         ConvertConfig(modes=(Mode.FLOAT16,), io_type=IoType.UINT8)
+
+
+@pytest.mark.parametrize(
+    ("config", "channels", "expected"),
+    [
+        (ConvertConfig(), 3, IoType.UINT8),
+        (ConvertConfig(), 1, IoType.INT8),
+        (ConvertConfig(), 4, IoType.INT8),
+        (ConvertConfig(io_type=IoType.INT8), 3, IoType.INT8),
+        (ConvertConfig(io_type=IoType.FLOAT32), 3, IoType.FLOAT32),
+        (ConvertConfig(modes=(Mode.FLOAT16,)), 3, IoType.INT8),
+    ],
+)
+def test_an_rgb_model_gets_uint8_io_unless_another_type_is_asked(config, channels, expected):
+    assert config.io_type_for(channels) is expected
 
 
 def test_model_name_comes_from_the_file_name(tmp_path):

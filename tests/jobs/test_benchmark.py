@@ -10,6 +10,7 @@ from tflite_opt.core.config import BenchmarkSettings, ConvertConfig
 from tflite_opt.core.errors import DataError, ModelLoadError, UsageError
 from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.core.shipping import Resize
 from tflite_opt.jobs.benchmark import run_benchmark
 from tflite_opt.jobs.convert import run_convert
 from tflite_opt.stages.data import ImageSize, load_dataset
@@ -170,3 +171,22 @@ def test_without_mean_std_or_manifests_the_default_is_said_and_disagreeing_manif
     (bare / "faces.float32.manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UsageError, match="manifests beside the files record different preprocessing"):
         run_benchmark([bare / "faces.float32.tflite", bare / "faces.int8.tflite"], tmp_path / "b", settings=FAST)
+
+
+def test_the_manifests_resize_policy_is_the_benchmarks_and_disagreeing_policies_are_refused(faces_converted, tmp_path):
+    _, out = faces_converted
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for variant in ("float32", "int8"):
+        for name in (f"faces.{variant}.tflite", f"faces.{variant}.manifest.json"):
+            (copy / name).write_bytes((out / name).read_bytes())
+    for variant in ("float32", "int8"):
+        manifest = json.loads((copy / f"faces.{variant}.manifest.json").read_text())
+        manifest["preprocessing"]["resize"]["policy"] = "center-crop"
+        (copy / f"faces.{variant}.manifest.json").write_text(json.dumps(manifest))
+    files = [copy / "faces.float32.tflite", copy / "faces.int8.tflite"]
+    assert run_benchmark(files, tmp_path / "a", settings=FAST).resize is Resize.CENTER_CROP
+    manifest["preprocessing"]["resize"]["policy"] = "stretch"
+    (copy / "faces.int8.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match=r"resize differently \(float32: center-crop, int8: stretch\)"):
+        run_benchmark(files, tmp_path / "b", settings=FAST)

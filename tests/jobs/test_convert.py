@@ -1,8 +1,10 @@
 """The convert job: the plan, what a run writes, the embedded default's targets, nothing half-written."""
 
 import json
+import logging
 import os
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -35,6 +37,20 @@ def tiny_config(saved_tiny_model, digit_folders, tmp_path):
         eval_data=evaluation,
         output_dir=tmp_path / "out",
     )
+
+
+def test_without_eval_data_or_labels_both_gaps_are_said_and_no_empty_picture_is_written(tiny_config, caplog):
+    with caplog.at_level(logging.INFO, logger="tflite_opt"):
+        report = run_convert(replace(tiny_config, eval_data=None))
+    out = tiny_config.output_dir
+    steps = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert steps[0].startswith("loading ") and steps[1:3] == ["reading the data", "converting float32, int8"]
+    assert steps[3:] == ["measuring float32, int8", f"writing into {out}"]
+    assert any(w.startswith("no --eval-data: top-1 was not measured") for w in report.warnings)
+    assert any("the bundle's labels are the class indices 0 to 9" in w for w in report.warnings)
+    assert not (out / "tradeoff.png").exists() and not (out / "confusion.png").exists()
+    assert format_table(report).splitlines()[-1] == f"report: {out / 'report.json'} (also report.md)"
+    assert (out / "tiny.labels.txt").read_text().split() == [str(k) for k in range(10)]
 
 
 @pytest.mark.slow
@@ -113,8 +129,11 @@ def test_default_model_meets_the_full_int8_targets(tmp_path):
 
 @pytest.mark.slow
 def test_default_model_pruned_to_80_percent_meets_the_targets(tmp_path):
-    """Done-when of pruning: ≥75% zeros in the int8 file, gzip ≤ 1/10 of float32's, top-1 within 1 point."""
-    run_convert(ConvertConfig(output_dir=tmp_path, prune=PruneConfig(target_sparsity=0.8)))
+    """Done-when of pruning: ≥75% zeros in the int8 file, gzip ≤ 1/10 of float32's, top-1 within 1 point. At the
+    learning rate the default's measurement chooses on this model (5e-4 of 5e-4 and 5e-5), fine-tuning once instead
+    of twice: the measurement is tested in tests/stages/test_fine_tune.py."""
+    prune = PruneConfig(target_sparsity=0.8, learning_rate=PruneConfig.START_LEARNING_RATE)
+    run_convert(ConvertConfig(output_dir=tmp_path, prune=prune))
     report = json.loads((tmp_path / "report.json").read_text())
     float32, plain, pruned = report["variants"]
     assert (plain["variant"], pruned["variant"]) == ("int8", "int8-pruned80")  # each step's cost on one table
@@ -213,7 +232,7 @@ def test_an_app_following_only_the_manifest_gets_the_reported_top1_image_by_imag
     assert report.pixel_input.ties == 256
     bundle = tmp_path / "app"
     bundle.mkdir()
-    for name in ("faces.int8.tflite", "faces.int8.manifest.json", "faces.labels.txt"):
+    for name in ("faces.int8.tflite", "faces.int8.manifest.json", "faces.labels.txt", "faces.int8.golden.json"):
         shutil.copy(tmp_path / "out" / name, bundle / name)
     manifest = json.loads((bundle / "faces.int8.manifest.json").read_text())["preprocessing"]
     assert manifest["in_model"] is int8.pixel_input and manifest["rounding"] == "half away from zero"
@@ -221,6 +240,7 @@ def test_an_app_following_only_the_manifest_gets_the_reported_top1_image_by_imag
         assert manifest["integer_formula"] in ("q = pixel: copy the bytes", "q = pixel - 128: the bytes, shifted")
         assert manifest["normalization_in_model"]["formula"] == "x = (pixel - 127.5) / 127.5"
     app = BundleClassifier(bundle / "faces.int8.manifest.json")
+    assert app.check_golden() == (3, [])  # the bytes and outputs the benchmark recorded, rounding ties included
     assert top1_on_folder(app, faces["root"] / "eval") == int8.top1
     source = open_source(faces["root"] / "eval", ImageSize(32, 32, 1), labels=list(FACE_LABELS))
     raw = source.read(np.arange(len(source)))

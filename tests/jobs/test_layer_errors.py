@@ -41,6 +41,7 @@ def test_the_embedded_default_is_measured_without_arguments():
 def test_a_keras3_model_names_its_own_layers_though_keras3_renames_their_scopes(outlier_data, tmp_path):
     # Default names: Keras 3 traces layer dense under the scope dense_1 and layer dense_1 under dense_1_2.
     keras = keras3()
+    keras.backend.clear_session()  # default names count from zero again, whatever ran before in this process
     keras.utils.set_random_seed(0)
     inputs = keras.Input((28, 28, 1))
     x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)

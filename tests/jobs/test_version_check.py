@@ -132,6 +132,10 @@ def test_a_check_that_cannot_run_is_reported_not_raised(monkeypatch):
 def test_the_installed_stack_passes_and_preflight_stays_silent():
     results = run_checks()
     assert exit_code(results) == 0
+    # tf-keras's .h5 behaviour is guarded by the tool's own inspection: said, not a warning that fails --strict.
+    safety = by_name(results)["model-file safety"]
+    assert safety.status is Status.OK and "refuses code, so its own loads are safe" in safety.detail
+    assert exit_code(results, strict=True) == 0
     assert {r.name for r in results} >= {"python", "tensorflow", "tflite converter", "tf-keras", "interpreter"}
     assert preflight() == []  # the model-file advisory is left out: convert inspects every file itself
 

@@ -12,6 +12,7 @@ from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.stages.convert import (
     calibrate_keras,
+    choose_pixel_input,
     convert_keras,
     convert_pixel_input,
     pixel_input_model,
@@ -141,6 +142,24 @@ def test_mobilenet_normalization_puts_every_pixel_on_a_rounding_tie_and_plain_sc
     assert rounding_ties(Preprocessing.from_mean_std(127.5, 127.5), 2 / 255, channels=1) == 256
     assert rounding_ties(Preprocessing.from_mean_std(127.5, 127.5), 2 / 255, channels=3) == 768
     assert rounding_ties(Preprocessing(), 1 / 255, channels=1) == 0
+
+
+@pytest.mark.parametrize(
+    ("asked", "io_type", "integer_io", "chosen"),
+    [
+        (None, IoType.UINT8, True, True),
+        (False, IoType.UINT8, True, False),
+        (None, IoType.INT8, True, False),
+        (True, IoType.INT8, True, True),
+        (None, IoType.FLOAT32, False, False),
+    ],
+)
+def test_uint8_input_takes_pixels_unless_told_otherwise(asked, io_type, integer_io, chosen):
+    """Plain pixel / 255 puts no pixel on a rounding tie, so only the uint8 rule (or --raw-pixel-input) chooses."""
+    samples = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 8, 8, 1)
+    choice = choose_pixel_input(asked, io_type, integer_io, Preprocessing(), samples, 3)
+    assert choice.chosen is chosen and choice.ties == 0
+    assert choice.uint8_input is (io_type is IoType.UINT8)
 
 
 @pytest.mark.parametrize("io_type, zero_point", [(IoType.INT8, -128), (IoType.UINT8, 0)])

@@ -7,6 +7,7 @@ from PIL import Image
 
 from tflite_opt.core.errors import DataError
 from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.core.shipping import Resize
 from tflite_opt.stages.data import (
     ImageSize,
     apply_preprocessing,
@@ -240,3 +241,15 @@ def test_labels_files_skip_blank_lines_and_refuse_repeats(tmp_path):
     (tmp_path / "twice.txt").write_text("cat\ndog\ncat\n")
     with pytest.raises(DataError, match="names 'cat' more than once"):
         read_labels(tmp_path / "twice.txt")
+
+
+def test_center_crop_takes_the_middle_of_a_wider_picture_and_stretch_the_whole(tmp_path):
+    picture = np.random.default_rng(0).integers(0, 256, (12, 30)).astype(np.uint8)
+    Image.fromarray(picture, mode="L").save(tmp_path / "wide.png")
+    cropped = load_image(tmp_path / "wide.png", ImageSize(6, 6, 1, Resize.CENTER_CROP))
+    middle = Image.fromarray(picture[:, 9:21], mode="L").resize((6, 6), Image.Resampling.BILINEAR)
+    np.testing.assert_array_equal(cropped[..., 0], np.asarray(middle))
+    stretched = load_image(tmp_path / "wide.png", ImageSize(6, 6, 1))
+    whole = Image.fromarray(picture, mode="L").resize((6, 6), Image.Resampling.BILINEAR)
+    np.testing.assert_array_equal(stretched[..., 0], np.asarray(whole))
+    assert not np.array_equal(cropped, stretched)

@@ -71,6 +71,7 @@ def test_a_keras3_export_folder_is_refused_saying_which_file_to_pass(tmp_path):
 def test_keras3_layer_scopes_name_the_layer_that_computed_each_tensor():
     # Keras 3 traces layer conv2d_1 under the scope conv2d_1_2 and layer conv2d under conv2d_1.
     keras = keras3()
+    keras.backend.clear_session()  # scope names count from zero again, whatever ran before in this process
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(2, 3, name="conv2d_1")(keras.layers.Conv2D(2, 3, name="conv2d")(inputs))
     model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(keras.layers.Flatten(name="flatten")(x)))

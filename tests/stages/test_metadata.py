@@ -10,9 +10,10 @@ from helpers import CORPUS
 from PIL import Image
 
 from tflite_opt.core import keras2
-from tflite_opt.core.config import BenchmarkSettings, ConvertConfig, IoType, Mode, ModelCard
+from tflite_opt.core.config import BenchmarkSettings, ConvertConfig, IoType, Mode
 from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.core.preprocessing import PIXELS, Preprocessing
+from tflite_opt.core.shipping import ModelCard
 from tflite_opt.core.tflite_file import Quantization, Tensor, TfliteFile, read_tflite
 from tflite_opt.core.variant import VariantSpec
 from tflite_opt.jobs.convert import run_convert
@@ -193,19 +194,21 @@ def convert_colours(root, out, **options):
 
 
 @pytest.fixture(scope="module")
-def uint8_pixels(colours, tmp_path_factory):
-    """The colour classifier converted with ``--io-type uint8 --raw-pixel-input`` and a model card."""
-    out = tmp_path_factory.mktemp("uint8_pixels")
+def default_rgb(colours, tmp_path_factory):
+    """The colour classifier converted with the defaults and a model card: an RGB model, so uint8 input and output
+    taking the pixels as they are."""
+    out = tmp_path_factory.mktemp("default_rgb")
     card = ModelCard("Tells red, green, blue and yellow apart.", "tflite_opt tests", "Apache-2.0")
-    convert_colours(colours, out, io_type=IoType.UINT8, pixel_input=True, card=card)
+    report = convert_colours(colours, out, card=card)
+    assert report.pixel_input.chosen and report.pixel_input.uint8_input and report.pixel_input.asked is None
     return out
 
 
 @pytest.fixture(scope="module")
-def int8_default(colours, tmp_path_factory):
-    """The colour classifier converted with the defaults (int8 input and output)."""
-    out = tmp_path_factory.mktemp("int8_default")
-    convert_colours(colours, out)
+def int8_asked(colours, tmp_path_factory):
+    """The colour classifier converted with ``--io-type int8``."""
+    out = tmp_path_factory.mktemp("int8_asked")
+    convert_colours(colours, out, io_type=IoType.INT8)
     return out
 
 
@@ -221,18 +224,18 @@ def variant(out, name: str) -> dict:
 
 
 @pytest.mark.slow
-def test_the_written_file_carries_the_card_labels_and_the_check_and_is_the_file_hashed(uint8_pixels):
-    content = (uint8_pixels / "colours.int8.tflite").read_bytes()
-    manifest = json.loads((uint8_pixels / "colours.int8.manifest.json").read_text())
+def test_the_written_file_carries_the_card_labels_and_the_check_and_is_the_file_hashed(default_rgb):
+    content = (default_rgb / "colours.int8.tflite").read_bytes()
+    manifest = json.loads((default_rgb / "colours.int8.manifest.json").read_text())
     assert manifest["file"]["size_bytes"] == len(content)
     metadata = file_metadata(read_tflite(content))
     assert metadata.name == "colours (int8)" and metadata.author == "tflite_opt tests"
     assert metadata.description.startswith("Tells red") and metadata.license == "Apache-2.0"
     assert metadata.color_space == "RGB" and metadata.mean is None  # normalization only for float input
-    assert associated_files(content) == {"colours.labels.txt": (uint8_pixels / "colours.labels.txt").read_bytes()}
+    assert associated_files(content) == {"colours.labels.txt": (default_rgb / "colours.labels.txt").read_bytes()}
     assert manifest["tflite_metadata"]["labels_file"] == "colours.labels.txt"
-    assert any(line.startswith("✓ metadata: TFLITE_METADATA") for line in variant(uint8_pixels, "int8")["checks"])
-    reference = file_metadata(read_tflite((uint8_pixels / "colours.float32.tflite").read_bytes()))
+    assert any(line.startswith("✓ metadata: TFLITE_METADATA") for line in variant(default_rgb, "int8")["checks"])
+    reference = file_metadata(read_tflite((default_rgb / "colours.float32.tflite").read_bytes()))
     assert (reference.mean, reference.std) == ((0.0,), (255.0,))  # x = pixel / 255
     clients_of = manifest["clients"]
     assert clients_of["mediapipe_tasks"]["runs"] and clients_of["litert_support_library"]["runs"]
@@ -240,14 +243,14 @@ def test_the_written_file_carries_the_card_labels_and_the_check_and_is_the_file_
 
 
 @pytest.mark.slow
-def test_the_default_int8_file_is_said_not_to_run_in_mediapipe_and_mediapipe_refuses_it(int8_default):
-    manifest = json.loads((int8_default / "colours.int8.manifest.json").read_text())
+def test_an_int8_input_file_is_said_not_to_run_in_mediapipe_and_mediapipe_refuses_it(int8_asked):
+    manifest = json.loads((int8_asked / "colours.int8.manifest.json").read_text())
     refusal = manifest["clients"]["mediapipe_tasks"]
     assert not refusal["runs"] and "int8 input: MediaPipe Tasks takes uint8 or float32 input" in refusal["why"]
     assert "int8 output" in refusal["why"] and "channel" not in refusal["why"]
     pytest.importorskip("mediapipe")
     with pytest.raises(Exception, match="uint8/float32, got INT8"):
-        with image_classifier(int8_default / "colours.int8.tflite"):
+        with image_classifier(int8_asked / "colours.int8.tflite"):
             pass
 
 
@@ -276,11 +279,11 @@ def mediapipe_scores(classifier, pixels: np.ndarray) -> tuple[np.ndarray, list]:
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "pixels_to_input"), [("int8", PIXELS), ("float32", Preprocessing())])
 def test_mediapipe_takes_the_file_as_it_is_and_predicts_what_our_interpreter_and_the_benchmark_did(
-    uint8_pixels, colours, name, pixels_to_input
+    default_rgb, colours, name, pixels_to_input
 ):
     """The uint8 pixel-input int8 variant, and the float32 reference through its NormalizationOptions."""
     pytest.importorskip("mediapipe")
-    path = uint8_pixels / f"colours.{name}.tflite"
+    path = default_rgb / f"colours.{name}.tflite"
     images = held_out(colours)
     pixels = np.stack([image for _, image in images])
     ours = TfliteRunner(path.read_bytes()).predict(pixels * np.float32(pixels_to_input.scale[0]))
@@ -292,12 +295,12 @@ def test_mediapipe_takes_the_file_as_it_is_and_predicts_what_our_interpreter_and
             assert categories[0].index == int(np.argmax(ours[k])), (k, scores, ours[k])
             np.testing.assert_allclose(scores, ours[k], atol=1e-6 if name == "int8" else 1e-5)
             hits += categories[0].category_name == truth
-    assert hits / len(images) == variant(uint8_pixels, name)["top1"]
+    assert hits / len(images) == variant(default_rgb, name)["top1"]
 
 
 @pytest.mark.slow
-def test_per_channel_normalization_is_said_not_to_run_in_mediapipe_and_mediapipe_refuses_it(uint8_pixels):
-    reference = (uint8_pixels / "colours.float32.tflite").read_bytes()
+def test_per_channel_normalization_is_said_not_to_run_in_mediapipe_and_mediapipe_refuses_it(default_rgb):
+    reference = (default_rgb / "colours.float32.tflite").read_bytes()
     per_channel = MetadataSpec("colours", "1", COLOURS, Preprocessing.from_mean_std((120, 110, 100), (60, 60, 60)))
     content = with_metadata(reference, per_channel, VariantSpec(Mode.FLOAT32))
     metadata = file_metadata(read_tflite(content))
@@ -305,7 +308,7 @@ def test_per_channel_normalization_is_said_not_to_run_in_mediapipe_and_mediapipe
     tasks = clients(read_tflite(content))[-1]
     assert not tasks.runs and "per-channel normalization" in tasks.why
     pytest.importorskip("mediapipe")
-    (uint8_pixels / "per_channel.tflite").write_bytes(content)
+    (default_rgb / "per_channel.tflite").write_bytes(content)
     with pytest.raises(Exception, match="Per-channel image normalization is not available"):
-        with image_classifier(uint8_pixels / "per_channel.tflite"):
+        with image_classifier(default_rgb / "per_channel.tflite"):
             pass

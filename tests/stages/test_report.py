@@ -192,6 +192,8 @@ def test_the_class_mapping_and_the_pixel_input_choice_are_said():
     off = PixelInputChoice(False, 256, False, Preprocessing.from_mean_std(127.5, 127.5), 1)
     assert "pixel input: off (--noraw-pixel-input): 256 of the 256 pixel values" in pixel_input_note(off)
     assert pixel_input_note(PixelInputChoice(False, 0, None, Preprocessing(), 1)) is None
+    uint8 = PixelInputChoice(True, 0, None, Preprocessing(), 3, uint8_input=True)
+    assert "MediaPipe Tasks fill a uint8 input with camera bytes as they are" in pixel_input_note(uint8)
 
 
 def counted(variant: VariantResult, labelled: bool = True) -> VariantResult:

@@ -225,11 +225,12 @@ def test_a_damaged_manifest_of_an_older_index_is_a_data_error(repo, tmp_path):
 def test_an_older_index_is_pulled_with_only_the_model_verified(bundle_dir, repo, tmp_path):
     edit_index(repo, as_older_index)
     pulled = pull(str(repo), "mnist_cnn", "int8", tmp_path / "app")
+    older = [name for name in BUNDLE if not name.endswith(".golden.json")]  # golden vectors came after
     assert [(item.path.name, item.verified) for item in pulled] == [
-        (BUNDLE[0], True),
-        *((name, False) for name in BUNDLE[1:]),
+        (older[0], True),
+        *((name, False) for name in older[1:]),
     ]
-    assert listing(tmp_path / "app") == {name: (bundle_dir / name).read_bytes() for name in BUNDLE}
+    assert listing(tmp_path / "app") == {name: (bundle_dir / name).read_bytes() for name in older}
 
 
 def test_an_older_index_without_helpers_in_the_repository_pulls_the_rest(bundle_dir, http_repository, tmp_path):

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.core.shipping import AppCode, ModelCard, Resize
 
 
 class Mode(str, enum.Enum):
@@ -239,24 +240,6 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
-class ModelCard:
-    """What the user says of the model, written into every file's TFLite Metadata (``--model-description``,
-    ``--author``, ``--license``). Blank means not given: the description is then generated from the variant, and no
-    author or licence is written, since nobody claimed one ("unknown" would read as a claim)."""
-
-    description: str | None = None
-    author: str | None = None
-    license: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("description", "author", "license"):
-            object.__setattr__(self, name, (getattr(self, name) or "").strip() or None)
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"description": self.description, "author": self.author, "license": self.license}
-
-
-@dataclass(frozen=True)
 class InputConfig:
     """The model a job reads and the data it reads with it; ``None`` paths mean the embedded default.
 
@@ -274,6 +257,7 @@ class InputConfig:
     num_calibration_samples: int = 200
     seed: int = 0
     allow_unsafe_deserialization: bool = False
+    resize: Resize = Resize.STRETCH
     needs_calibration: bool = False
     fine_tuning: str | None = None
 
@@ -296,7 +280,8 @@ class ConvertConfig:
     representative_data: Path | None = None
     eval_data: Path | None = None
     output_dir: Path = Path("artifacts")
-    io_type: IoType = IoType.INT8
+    # None: chosen for the model (io_type_for), uint8 for an RGB model and int8 otherwise.
+    io_type: IoType | None = None
     preprocessing: Preprocessing | None = None
     num_calibration_samples: int = 200
     seed: int = 0
@@ -320,6 +305,8 @@ class ConvertConfig:
     # quantizing the normalized input would put pixel values on rounding ties.
     pixel_input: bool | None = None
     card: ModelCard = ModelCard()
+    app_code: AppCode = AppCode()
+    resize: Resize = Resize.STRETCH
 
     def __post_init__(self) -> None:
         modes = tuple(Mode(m) for m in self.modes)
@@ -328,7 +315,7 @@ class ConvertConfig:
         # float32 is always produced as the reference; keep a stable order without repeats.
         ordered = (Mode.FLOAT32,) + tuple(m for m in Mode if m in modes and m is not Mode.FLOAT32)
         object.__setattr__(self, "modes", ordered)
-        object.__setattr__(self, "io_type", IoType(self.io_type))
+        object.__setattr__(self, "io_type", IoType(self.io_type) if self.io_type is not None else None)
         if not self.model_version or "/" in self.model_version or self.model_version.startswith("."):
             raise UsageError(f"--model-version must be a plain name such as 1 or 2.0.1, got {self.model_version!r}")
         # The inputs' own checks, and the model's name from its file where none is given.
@@ -339,7 +326,7 @@ class ConvertConfig:
         """Options that only make sense with others."""
         if self.sparse_format and self.prune is None:
             raise UsageError("--sparse-format stores pruned weights sparsely; it needs --prune")
-        if self.io_type is not IoType.INT8 and Mode.FULL_INT8 not in self.modes:
+        if self.io_type not in (None, IoType.INT8) and Mode.FULL_INT8 not in self.modes:
             raise UsageError("--io-type only applies to --full-int8")
         if (self.search is not None or self.per_tensor) and Mode.FULL_INT8 not in self.modes:
             raise UsageError("--max-accuracy-drop and --per-tensor apply to --full-int8 models")
@@ -388,6 +375,13 @@ class ConvertConfig:
     def integer_io(self) -> bool:
         """Full-int8 with integer input: an app quantizes (or copies) what it feeds the model."""
         return Mode.FULL_INT8 in self.modes and self.io_type is not IoType.FLOAT32
+
+    def io_type_for(self, channels: int) -> IoType:
+        """The full-int8 models' input and output type: as asked, else uint8 for an RGB model, whose camera bytes
+        MediaPipe Tasks and the LiteRT Support Library feed as they are (they refuse int8 input), else int8."""
+        if self.io_type is not None:
+            return self.io_type
+        return IoType.UINT8 if Mode.FULL_INT8 in self.modes and channels == 3 else IoType.INT8
 
     @property
     def tuned(self) -> bool:

@@ -154,20 +154,34 @@ class TfliteRunner:
         wall = time.perf_counter() - wall  # the CPU-time interval lies within the wall-time one
         return 1000.0 * wall, 1000.0 * cpu
 
+    @property
+    def output_quantization(self) -> tuple[float, int] | None:
+        """The output's (scale, zero point), None for float output."""
+        return tuple(self._output_quant) if self._output_integer else None
+
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Float scores for float32 model input of shape (N, H, W, C)."""
-        results = []
+        _, raw = self.tensors(inputs)
+        return dequantize(raw, *self._output_quant) if self._output_integer else raw
+
+    def tensors(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the input tensors fed, the raw output tensors) for float32 model input of shape (N, H, W, C): integer
+        output stays integer."""
+        fed, results = [], []
         for start in range(0, len(inputs), self.batch_size):
             batch = inputs[start : start + self.batch_size]
             count = len(batch)
             if count < self.batch_size:
                 padding = np.zeros((self.batch_size - count, *batch.shape[1:]), dtype=batch.dtype)
                 batch = np.concatenate([batch, padding])
-            self._interpreter.set_tensor(self._input_index, self._to_input(batch))
+            tensor = self._to_input(batch)
+            self._interpreter.set_tensor(self._input_index, tensor)
             self._interpreter.invoke()
-            scores = self._interpreter.get_tensor(self._output_index)[:count]
-            results.append(dequantize(scores, *self._output_quant) if self._output_integer else scores.copy())
-        return np.concatenate(results) if results else np.zeros((0,), dtype=np.float32)
+            fed.append(tensor[:count])
+            results.append(self._interpreter.get_tensor(self._output_index)[:count].copy())
+        if not results:
+            return np.zeros((0,), dtype=self._input_dtype), np.zeros((0,), dtype=np.float32)
+        return np.concatenate(fed), np.concatenate(results)
 
     def _to_input(self, batch: np.ndarray) -> np.ndarray:
         if self._input_dtype.kind in "iu":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from tflite_opt.core.errors import DataError, ModelLoadError, UsageError
 from tflite_opt.core.fileio import refuse_existing
 from tflite_opt.core.native_probe import check_size, probe_in_child
 from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.core.shipping import Resize
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.core.variant import split_file_names
 from tflite_opt.jobs.inputs import seen_digests
@@ -65,9 +67,9 @@ def run_benchmark(
     model_name, variants = split_file_names(model_paths)
     paths = dict(zip(variants, model_paths, strict=True))
     opened = {variant: _foreign_file(path, variant) for variant, path in paths.items()}
-    files = {variant: file for variant, (file, _) in opened.items()}
-    size = _image_size(files)
-    recorded = {variant: normalization for variant, (_, normalization) in opened.items()}
+    files = {variant: file for variant, (file, _, _) in opened.items()}
+    size = replace(_image_size(files), resize=_recorded_resize({v: resize for v, (_, _, resize) in opened.items()}))
+    recorded = {variant: normalization for variant, (_, normalization, _) in opened.items()}
     preprocessing, warnings = _preprocessing(preprocessing, recorded, size.channels)
     keras_model = _keras_reference(keras_model_path, size, allow_unsafe) if keras_model_path is not None else None
     labels = read_labels(labels_file) if labels_file is not None else None
@@ -79,6 +81,7 @@ def run_benchmark(
     scores, measured = bench.measure(files)
     keras_accuracy = scores.get(KERAS)
     report = _report(model_name, Path(output_dir), bench, keras_accuracy, measured, paths, warnings)
+    report = replace(report, resize=size.resize)
     write_report_files(report, overwrite=overwrite)
     return report
 
@@ -112,10 +115,10 @@ def _report(
     )
 
 
-def _foreign_file(path: Path, variant: str) -> tuple[Verified, Preprocessing | None]:
+def _foreign_file(path: Path, variant: str) -> tuple[Verified, Preprocessing | None, Resize | None]:
     """A .tflite file made elsewhere: size-checked, parsed in pure Python, then probed in a child process; and the
-    normalization its manifest records (inside the model for a pixel-input file, which is then fed pixels), None
-    without a manifest of these bytes.
+    normalization and resize policy its manifest records (the normalization inside the model for a pixel-input
+    file, which is then fed pixels), None without a manifest of these bytes.
 
     Raises:
         DataError: a manifest without the preprocessing it should record.
@@ -131,11 +134,25 @@ def _foreign_file(path: Path, variant: str) -> tuple[Verified, Preprocessing | N
     pixel_input = bool(steps.get("in_model"))
     file = Verified(content, parsed, Verification(variant, ()), pixel_input)
     if manifest is None:
-        return file, None
+        return file, None, None
     try:
-        return file, Preprocessing.from_dict(steps["normalization_in_model"] if pixel_input else steps)
-    except (KeyError, TypeError, ValueError) as exc:
+        resize = Resize(steps.get("resize", {}).get("policy", Resize.STRETCH.value))  # older manifests: stretch
+        return file, Preprocessing.from_dict(steps["normalization_in_model"] if pixel_input else steps), resize
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DataError(f"{BundlePaths.beside(path).manifest} records no usable preprocessing ({exc})") from exc
+
+
+def _recorded_resize(recorded: dict[str, Resize | None]) -> Resize:
+    """The resize policy the manifests record (stretch without one).
+
+    Raises:
+        UsageError: manifests that record different policies.
+    """
+    policies = {resize for resize in recorded.values() if resize is not None}
+    if len(policies) > 1:
+        described = ", ".join(f"{name}: {resize}" for name, resize in recorded.items() if resize is not None)
+        raise UsageError(f"the manifests beside the files resize differently ({described}); benchmark them apart")
+    return policies.pop() if policies else Resize.STRETCH
 
 
 def _manifest_of(path: Path, content: bytes) -> dict[str, Any] | None:

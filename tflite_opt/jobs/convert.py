@@ -17,7 +17,14 @@ from tflite_opt.core.config import BenchmarkSettings, ConvertConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.fileio import atomic_write_bytes, refuse_existing
 from tflite_opt.core.variant import VariantSpec, first_int8, plan_variants
-from tflite_opt.jobs.inputs import Inputs, labels_for, load_classifier, load_inputs, resolve_defaults
+from tflite_opt.jobs.inputs import (
+    Inputs,
+    labels_for,
+    load_classifier,
+    load_inputs,
+    resolve_defaults,
+    unsaid_warnings,
+)
 from tflite_opt.jobs.measure import KERAS, Bench, assemble_results, latency_pixels
 from tflite_opt.jobs.search import CandidateBuilder, run_search
 from tflite_opt.jobs.version_check import preflight
@@ -29,6 +36,7 @@ from tflite_opt.results.tuning import FineTuned
 from tflite_opt.stages.benchmark import busy_machine
 from tflite_opt.stages.cluster import clustered_with
 from tflite_opt.stages.convert import choose_pixel_input
+from tflite_opt.stages.golden import app_input, golden_source, golden_vectors
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.metadata import MetadataSpec
 from tflite_opt.stages.package import BundlePaths, write_bundle
@@ -67,8 +75,9 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     plan = plan_variants(config)
     specs = [*plan.specs, *([first_int8(config)] if config.search else [])]
     refuse_existing(_outputs([_path(config, spec) for spec in specs], config.output_dir), config.overwrite)
-    log.debug("loading %s", config.model_path)
+    log.info("loading %s", config.model_path or "the embedded default model")
     model, classifier = load_classifier(config.inputs)
+    config = replace(config, io_type=config.io_type_for(classifier.channels))
     inputs = load_inputs(config.inputs, classifier)
     if config.search is not None and inputs.evaluation is None:
         raise UsageError("--max-accuracy-drop judges every candidate on held-out data: pass --eval-data")
@@ -76,14 +85,14 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     calibration = Calibration.of(inputs.calibration, config.preprocessing) if inputs.calibration is not None else None
     pixel_input = _pixel_input(config, calibration, classifier)
     plan = plan.with_pixel_input(pixel_input.chosen)
-    log.debug("converting %s", ", ".join(plan.names))
+    log.info("converting %s", ", ".join(plan.names))
     labels = labels_for(inputs, classifier.num_classes)
     target = Target(config.io_type, classifier, progress, _metadata_spec(config, labels))
     files = {
         spec.name: realize(spec, source_model(spec, model, tuned), calibration, target, tuned) for spec in plan.specs
     }
     bench = _bench(config, model, inputs, classifier, progress)
-    log.debug("measuring %s", ", ".join(files))
+    log.info("measuring %s", ", ".join(files))
     pruned_keras = {PRUNED_KERAS: tuned.pruned.model} if tuned.pruned is not None else {}
     scores, measured = bench.measure(files, pruned_keras)
     run = _Run(measured, {spec.name: _path(config, spec) for spec in plan.specs}, scores, tuned, plan.ships)
@@ -102,7 +111,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     report = _report(config, classifier, inputs, results, run)
     if config.integer_io:
         report = replace(report, pixel_input=pixel_input)  # the choice only concerns integer input
-    _write(report, run.measured, labels, config)
+    _write(report, run.measured, labels, inputs, config)
     return report
 
 
@@ -137,7 +146,9 @@ def _pixel_input(
 ) -> PixelInputChoice:
     """Whether the full-int8 variants take pixels, as asked or as the calibration samples' rounding ties say."""
     samples = calibration.model_input if calibration is not None else None
-    return choose_pixel_input(config.pixel_input, config.integer_io, config.preprocessing, samples, classifier.channels)
+    return choose_pixel_input(
+        config.pixel_input, config.io_type, config.integer_io, config.preprocessing, samples, classifier.channels
+    )
 
 
 def _metadata_spec(config: ConvertConfig, labels: list[str]) -> MetadataSpec:
@@ -234,7 +245,11 @@ def _report(
         calibration_samples=len(inputs.calibration) if inputs.calibration is not None else 0,
         preprocessing=config.preprocessing,
         variants=tuple(results),
-        warnings=(*inputs.warnings, *filter(None, [busy_machine({r.variant: r.latency for r in results})])),
+        warnings=(
+            *inputs.warnings,
+            *unsaid_warnings(inputs, classifier.num_classes),
+            *filter(None, [busy_machine({r.variant: r.latency for r in results})]),
+        ),
         pruning=tuned.pruned.stats if tuned.pruned is not None else None,
         qat=tuned.qat.stats if tuned.qat is not None else None,
         clustering=tuned.clustered.stats if tuned.clustered is not None else None,
@@ -244,16 +259,30 @@ def _report(
         labelled=inputs.evaluation is None or inputs.labelled,
         class_mapping=inputs.evaluation.mapping if inputs.evaluation is not None else None,
         reference_warning=reference_problem(keras_accuracy, inputs.labels),
+        resize=config.resize,
     )
 
 
-def _write(report: ConvertReport, measured: dict[str, Measured], labels: list[str], config: ConvertConfig) -> None:
-    """Every variant's file and bundle, then the report files, each atomically."""
-    log.debug("writing into %s", config.output_dir)
+def _write(
+    report: ConvertReport, measured: dict[str, Measured], labels: list[str], inputs: Inputs, config: ConvertConfig
+) -> None:
+    """Every variant's file and bundle with its golden vectors (all computed first), then the report files, each
+    atomically."""
+    source = golden_source(inputs.evaluation, inputs.calibration)
+    golden = {
+        result.variant: golden_vectors(
+            measured[result.variant].file.content, source, app_input(result.pixel_input, config.preprocessing), labels
+        )
+        for result in report.variants
+        if source is not None
+    }
+    log.info("writing into %s", config.output_dir)
     for result in report.variants:
         content = measured[result.variant].file.content
         atomic_write_bytes(result.path, content, overwrite=config.overwrite)
-        write_bundle(report, result, content, labels, config.model_version, overwrite=True)
+        write_bundle(
+            report, result, content, labels, config.model_version, True, golden.get(result.variant), config.app_code
+        )
     write_report_files(report, overwrite=config.overwrite)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from tflite_opt.stages.data import (
     read_labels,
 )
 from tflite_opt.stages.load import ClassifierSpec, describe_classifier, load_keras_model
+
+log = logging.getLogger(__name__)
 
 
 def resolve_defaults(config: InputConfig) -> InputConfig:
@@ -116,7 +119,8 @@ def load_inputs(config: InputConfig, spec: ClassifierSpec) -> Inputs:
     Raises:
         DataError: unreadable data, labels that do not fit the model, or folders the labels do not name.
     """
-    size = ImageSize(spec.height, spec.width, spec.channels)
+    log.info("reading the data")
+    size = ImageSize(spec.height, spec.width, spec.channels, config.resize)
     labels = _model_labels(config, spec)
     warnings: list[str] = []
     calibration = train = evaluation = None
@@ -185,6 +189,23 @@ def _guess_warning(mapping: ClassMapping, spec: ClassifierSpec) -> str:
             "shifts every later one"
         )
     return text + ": pass --labels with the model's class names in its order"
+
+
+def unsaid_warnings(inputs: Inputs, num_classes: int) -> list[str]:
+    """What a run without --eval-data or without any class names cannot tell, said out loud."""
+    warnings = []
+    if inputs.evaluation is None:
+        warnings.append(
+            "no --eval-data: top-1 was not measured, so nothing here says whether the smaller models keep the float "
+            "model's accuracy; pass held-out images (class folders, or a flat folder for agreement with the float "
+            "model)"
+        )
+    if not inputs.labels:
+        warnings.append(
+            f"no --labels and no class folders: the bundle's labels are the class indices 0 to {num_classes - 1}, "
+            "so apps and MediaPipe Tasks will show numbers; pass --labels with the model's class names"
+        )
+    return warnings
 
 
 def labels_for(inputs: Inputs, num_classes: int) -> list[str]:

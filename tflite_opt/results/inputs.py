@@ -60,6 +60,7 @@ class PixelInputChoice:
         asked: what --raw-pixel-input said (None: nothing, the choice followed the ties).
         preprocessing: the normalization (inside the model when chosen).
         channels: the input's channels.
+        uint8_input: the models take uint8, which apps and MediaPipe Tasks fill with camera bytes as they are.
     """
 
     chosen: bool
@@ -67,6 +68,7 @@ class PixelInputChoice:
     asked: bool | None
     preprocessing: Preprocessing
     channels: int
+    uint8_input: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -74,4 +76,5 @@ class PixelInputChoice:
             "rounding_ties": self.ties,
             "of_pixel_values": 256 * self.channels,
             "asked": self.asked,
+            "uint8_input": self.uint8_input,
         }

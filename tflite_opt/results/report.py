@@ -9,6 +9,7 @@ from typing import Any
 
 from tflite_opt.core.interpreter import ROUNDING
 from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.core.shipping import Resize
 from tflite_opt.results.clients import Client
 from tflite_opt.results.files import Verification
 from tflite_opt.results.inputs import ClassMapping, PixelInputChoice
@@ -109,6 +110,7 @@ class ConvertReport:
     class_mapping: ClassMapping | None = None
     reference_warning: str | None = None
     pixel_input: PixelInputChoice | None = None
+    resize: Resize = Resize.STRETCH
 
     @property
     def report_path(self) -> Path:
@@ -251,6 +253,7 @@ class ConvertReport:
             "eval_samples": self.eval_samples,
             "calibration_samples": self.calibration_samples,
             "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None,
+            "resize": self.resize.value,
             "reference": self.reference,
             "variants": [self._variant_dict(v) for v in self.variants],
             "pruning": self._pruning_dict(),

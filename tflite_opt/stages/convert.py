@@ -209,20 +209,23 @@ def convert_pixel_input(
 
 def choose_pixel_input(
     asked: bool | None,
+    io_type: IoType,
     integer_io: bool,
     preprocessing: Preprocessing,
     calibration: np.ndarray | None,
     channels: int,
 ) -> PixelInputChoice:
-    """Whether the full-int8 models take pixels: as ``asked`` (--raw-pixel-input) says, else exactly when
-    quantizing the normalized input (``calibration``: the normalized calibration samples) of a model with integer
-    input (``integer_io``) would put pixel values on rounding ties."""
+    """Whether the full-int8 models take pixels: as ``asked`` (--raw-pixel-input) says, else for uint8 input
+    (camera bytes, as MediaPipe Tasks feeds them), else exactly when quantizing the normalized input
+    (``calibration``: the normalized calibration samples) of a model with integer input (``integer_io``) would
+    put pixel values on rounding ties."""
     ties = 0
     if integer_io and calibration is not None:
         scale, _ = predicted_input_quantization(calibration)
         ties = rounding_ties(preprocessing, scale, channels)
-    chosen = asked if asked is not None else (integer_io and ties > 0)
-    return PixelInputChoice(bool(chosen), ties, asked, preprocessing, channels)
+    uint8_bytes = integer_io and io_type is IoType.UINT8
+    chosen = asked if asked is not None else (uint8_bytes or (integer_io and ties > 0))
+    return PixelInputChoice(bool(chosen), ties, asked, preprocessing, channels, uint8_bytes)
 
 
 def predicted_input_quantization(calibration: np.ndarray) -> tuple[float, int]:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from tflite_opt.core.errors import DataError
 from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.core.shipping import Resize, center_box
 from tflite_opt.results.inputs import ClassMapping, MappingKind
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -27,9 +28,12 @@ _PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 @dataclass(frozen=True)
 class ImageSize:
+    """The model's input size, and how a picture of another shape is brought to it."""
+
     height: int
     width: int
     channels: int
+    resize: Resize = Resize.STRETCH
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,9 @@ def load_image(path: Path, size: ImageSize) -> np.ndarray:
                 mode = _PIL_MODES[size.channels]
                 if image.mode != mode:
                     image = image.convert(mode)
+                if size.resize is Resize.CENTER_CROP and image.size != (size.width, size.height):
+                    left, top, width, height = center_box(*image.size, size.width, size.height)
+                    image = image.crop((left, top, left + width, top + height))
                 if image.size != (size.width, size.height):
                     image = image.resize((size.width, size.height), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)

@@ -19,9 +19,9 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as tflite_schema
 
-from tflite_opt.core.config import ModelCard
 from tflite_opt.core.errors import ConversionError
 from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.core.shipping import ModelCard
 from tflite_opt.core.tflite_file import FILE_IDENTIFIER, Tensor, TfliteFile, read_tflite
 from tflite_opt.core.variant import VariantSpec
 from tflite_opt.core.version import __version__

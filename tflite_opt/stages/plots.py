@@ -25,12 +25,24 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def plot_tradeoff(report: ConvertReport) -> bytes:
-    """PNG: top-1 against gzip size and against p50 latency, one point per variant."""
+def plotted(report: ConvertReport) -> list[str]:
+    """The pictures a report gets: none of accuracy without evaluation data (empty axes tell nothing)."""
+    measured = any(v.top1 is not None for v in report.variants)
+    return [
+        *(["tradeoff.png"] if measured else []),
+        *(["confusion.png"] if report.chosen.accuracy is not None else []),
+        *(["search.png"] if report.search is not None else []),
+    ]
+
+
+def plot_tradeoff(report: ConvertReport) -> bytes | None:
+    """PNG: top-1 against gzip size and against p50 latency, one point per variant; None without any top-1."""
+    measured = [v for v in report.variants if v.top1 is not None]
+    if not measured:
+        return None
     plt = _pyplot()
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    measured = [v for v in report.variants if v.top1 is not None]
     for axis, label, value in (
         (axes[0], "gzip size (KiB)", lambda v: v.gzip_size_bytes / 1024),
         (axes[1], "p50 latency (ms)", lambda v: v.latency.p50),

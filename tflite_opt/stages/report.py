@@ -14,7 +14,7 @@ from tflite_opt.results.inputs import PixelInputChoice
 from tflite_opt.results.measures import Fidelity
 from tflite_opt.results.report import PRUNING_SIZE_NOTE, ConvertReport, VariantResult
 from tflite_opt.results.tuning import ClusterStats, FineTuningRecord, QatStats
-from tflite_opt.stages.plots import plot_confusion, plot_search, plot_tradeoff
+from tflite_opt.stages.plots import plot_confusion, plot_search, plot_tradeoff, plotted
 
 REPORT_FILES = ("report.json", "report.md", "tradeoff.png", "confusion.png", "search.png")
 
@@ -135,8 +135,7 @@ def format_table(report: ConvertReport) -> str:
     if report.search is not None:
         out += ["", *_search_lines(report)]
     out.extend(f"warning: {w}" for w in report.warnings)
-    plots = "tradeoff.png, confusion.png" + (", search.png" if report.search is not None else "")
-    out.append(f"report: {report.report_path} (also report.md, {plots})")
+    out.append(f"report: {report.report_path} (also {', '.join(['report.md', *plotted(report)])})")
     return "\n".join(out)
 
 
@@ -175,6 +174,8 @@ def pixel_input_note(choice: PixelInputChoice) -> str | None:
         why = (
             "as asked (--raw-pixel-input)"
             if choice.asked
+            else "because apps and MediaPipe Tasks fill a uint8 input with camera bytes as they are"
+            if choice.uint8_input
             else f"because quantizing the normalized input would put {choice.ties} of the {values} pixel values on "
             "a rounding tie, where phones round differently"
         )
@@ -323,13 +324,10 @@ def write_report_files(report: ConvertReport, overwrite: bool) -> None:
     """report.md and the plots first, report.json last, each written atomically."""
     directory = report.output_dir
     atomic_write_bytes(directory / "report.md", format_markdown(report).encode("utf-8"), overwrite=overwrite)
-    atomic_write_bytes(directory / "tradeoff.png", plot_tradeoff(report), overwrite=overwrite)
-    confusion = plot_confusion(report)
-    if confusion is not None:
-        atomic_write_bytes(directory / "confusion.png", confusion, overwrite=overwrite)
-    search = plot_search(report)
-    if search is not None:
-        atomic_write_bytes(directory / "search.png", search, overwrite=overwrite)
+    for name, plot in (("tradeoff.png", plot_tradeoff), ("confusion.png", plot_confusion), ("search.png", plot_search)):
+        content = plot(report)
+        if content is not None:
+            atomic_write_bytes(directory / name, content, overwrite=overwrite)
     atomic_write_json(report.report_path, report.to_dict(), overwrite=overwrite)
 
 

@@ -41,6 +41,7 @@ INDEX_KEYS = {
     "labels": ("labels", "labels_sha256"),
     "kotlin": ("kotlin", "kotlin_sha256"),
     "swift": ("swift", "swift_sha256"),
+    "golden": ("golden", "golden_sha256"),
 }
 _REQUIRED = ("model", "manifest")
 _HELPERS = ("kotlin", "swift")

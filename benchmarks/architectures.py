@@ -10,8 +10,10 @@ predictions are not constant, then run as a user runs it: ``python -m tflite_opt
 process (a native crash is an exit code here, not the end of the table). Per row: the exit code or the one-line
 refusal, the variant's verification, the least share of zeros in any pruned kernel and the most distinct values in
 one output channel of any clustered kernel (both read from the file), top-1 against plain int8 of the same run, and
-the fine-tuning seconds. The figures of models with random weights trained for one epoch say whether the tool
-holds, not how accurate such a model can be. The pretrained-like row is ``benchmarks/pretrained.py``.
+the fine-tuning seconds. A run that takes more than --timeout seconds is a "timeout" row; each run's stderr is kept
+beside its output (``<work>/<model>_<run>/stderr.txt``). The figures of models with random weights trained for one
+epoch say whether the tool holds, not how accurate such a model can be. The pretrained-like row is
+``benchmarks/pretrained.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -94,10 +97,19 @@ def write_data(work: Path, side: int, train: int) -> dict[str, Path]:
     return paths
 
 
-def run(args: list[str]) -> tuple[int, str, float]:
+def run(args: list[str], log: Path, timeout: float | None = None) -> tuple[int | str, str, float]:
+    """(exit code, or "timeout"; the last line of stderr; wall seconds) of one run, its whole stderr kept in
+    ``log``, so a crash or refusal can be read in full after the table."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_USE_LEGACY_KERAS")}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        stderr = expired.stderr.decode() if isinstance(expired.stderr, bytes) else expired.stderr or ""
+        log.write_text(stderr)
+        return "timeout", f"no result within {timeout:.0f} s (stderr: {log})", time.perf_counter() - started
+    log.write_text(done.stderr)
     last = (done.stderr.strip().splitlines() or [""])[-1]
     return done.returncode, last, time.perf_counter() - started
 
@@ -118,7 +130,10 @@ def row(report: dict) -> str:
         parts.append(f"least zeros in a pruned kernel {100 * zeros:.1f}% ({len(layers)} layers)")
     clustering = report.get("clustering")
     if clustering:
-        parts.append(f"{len(clustering['clustered_layers'])} layers clustered")
+        kept = [c for v in tuned for c in v.get("checks", []) if "clusters kept" in c]
+        most = [int(m.group(1)) for c in kept if (m := re.search(r"the most in one channel: (\d+)", c))]
+        values = f", at most {max(most)} distinct values in one channel" if most else ""
+        parts.append(f"{len(clustering['clustered_layers'])} layers clustered{values}")
     seconds = sum((report.get(step) or {}).get("seconds", 0.0) for step in ("pruning", "clustering", "qat"))
     parts.append(f"fine-tuning {seconds:.0f} s")
     return "; ".join(parts)
@@ -132,6 +147,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=256)
     parser.add_argument("--min-steps", type=int, default=60)
     parser.add_argument("--work", type=Path, default=Path("/tmp/tflite_opt_architectures"))
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds a row may take (default 1800)")
     args = parser.parse_args()
     print(f"{'model':<18}{'keras':<6}{'run':<19}{'exit':>5}{'wall s':>8}  result")
     for name in args.models.split(","):
@@ -140,7 +156,8 @@ def main() -> None:
         for keras_version in args.keras.split(","):
             model = args.work / f"{name}_k{keras_version}.{'h5' if keras_version == '2' else 'keras'}"
             if not model.exists():
-                code, last, _ = run(["-c", BUILD, keras_version, name, str(side), str(model), str(data["train"])])
+                build = ["-c", BUILD, keras_version, name, str(side), str(model), str(data["train"])]
+                code, last, _ = run(build, args.work / f"{model.stem}_build.stderr.txt", args.timeout)
                 if code != 0:
                     print(f"{name:<18}{keras_version:<6}{'build':<19}{code:>5}{'':>8}  {last}")
                     continue
@@ -150,7 +167,7 @@ def main() -> None:
                 command += ["--representative-data", str(data["calibration"]), "--eval-data", str(data["eval"])]
                 command += ["--train-data", str(data["train"]), "--mean", "127.5", "--std", "127.5"]
                 command += ["--output-dir", str(out), "--min-fine-tuning-steps", str(args.min_steps)]
-                code, last, wall = run([*command, *RUNS[run_name]])
+                code, last, wall = run([*command, *RUNS[run_name]], out / "stderr.txt", args.timeout)
                 result = row(json.loads((out / "report.json").read_text())) if code == 0 else last
                 print(f"{name:<18}{keras_version:<6}{run_name:<19}{code:>5}{wall:>8.0f}  {result}", flush=True)
 

@@ -13,12 +13,15 @@ from absl import flags
 
 from tflite_opt.command import (
     OUTPUT_GROUP,
+    TIMING_GROUP,
     define_overwrite_flag,
     define_preprocessing_flags,
+    define_timing_flags,
     define_unsafe_flag,
     path_flag,
     preprocessing_from_flags,
     run_cli,
+    timing_from_flags,
 )
 from tflite_opt.core.config import BenchmarkSettings
 from tflite_opt.jobs.benchmark import run_benchmark
@@ -45,18 +48,20 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
         **data,
     )
     flags.DEFINE_string("calibration-data", None, "The calibration data, refused if it overlaps --eval-data.", **data)
+    # convert calls the same data --representative-data: either name works in both commands.
+    flags.DEFINE_alias(
+        "representative-data", "calibration-data", flag_values=flag_values, module_name=data["module_name"]
+    )
     flags.DEFINE_string("train-data", None, "The training data, refused if it overlaps --eval-data.", **data)
     define_preprocessing_flags(flag_values)
-    default = BenchmarkSettings()
-    timing = {"flag_values": flag_values, "module_name": "Measurement"}
-    flags.DEFINE_integer("num-runs", default.num_runs, "Timed single-image invokes per variant.", **timing)
-    flags.DEFINE_integer("warmup-runs", default.warmup_runs, "Untimed invokes before timing.", **timing)
-    flags.DEFINE_integer("num-threads", default.num_threads, "Interpreter threads.", **timing)
-    flags.DEFINE_bool("xnnpack", True, "Use the XNNPACK delegate (--noxnnpack: built-in kernels only).", **timing)
-    flags.DEFINE_integer(
-        "eval-batch-size", default.batch_size, "Images per interpreter invoke in evaluation.", **timing
+    define_timing_flags(flag_values)
+    flags.DEFINE_float(
+        "accuracy-budget",
+        BenchmarkSettings().accuracy_budget,
+        "Top-1 points a 'good' variant may lose.",
+        flag_values=flag_values,
+        module_name=TIMING_GROUP,
     )
-    flags.DEFINE_float("accuracy-budget", default.accuracy_budget, "Top-1 points a 'good' variant may lose.", **timing)
     flags.DEFINE_string(
         "output-dir",
         "artifacts/benchmark",
@@ -68,14 +73,7 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
 
 
 def settings_from_flags(fv: flags.FlagValues) -> BenchmarkSettings:
-    return BenchmarkSettings(
-        num_runs=fv["num-runs"].value,
-        warmup_runs=fv["warmup-runs"].value,
-        num_threads=fv["num-threads"].value,
-        use_xnnpack=fv["xnnpack"].value,
-        batch_size=fv["eval-batch-size"].value,
-        accuracy_budget=fv["accuracy-budget"].value,
-    )
+    return timing_from_flags(fv, BenchmarkSettings(accuracy_budget=fv["accuracy-budget"].value))
 
 
 def _run(fv: flags.FlagValues) -> int:

@@ -15,12 +15,13 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from absl import flags
 
-from tflite_opt.core.config import ClusterConfig, PruneConfig, QatConfig, Schedule
+from tflite_opt.core.config import BenchmarkSettings, ClusterConfig, PruneConfig, QatConfig, Schedule
 from tflite_opt.core.errors import TfliteOptError, UsageError
 from tflite_opt.core.preprocessing import Preprocessing
 
@@ -198,8 +199,39 @@ def define_calibration_flags(flag_values: flags.FlagValues, group: str) -> None:
     flags.DEFINE_string(
         "representative-data", None, "Calibration images (folder, flat or per class) or .npy/.npz.", **data
     )
+    # benchmark calls the same data --calibration-data: either name works in both commands.
+    flags.DEFINE_alias("calibration-data", "representative-data", flag_values=flag_values, module_name=group)
     flags.DEFINE_integer("num-calibration-samples", 200, "Calibration samples to draw.", lower_bound=1, **data)
     flags.DEFINE_integer("seed", 0, "Seed of the calibration draw.", **data)
+
+
+TIMING_GROUP = "Measurement"
+
+
+def define_timing_flags(flag_values: flags.FlagValues) -> None:
+    """How latency and accuracy are measured: --num-runs, --warmup-runs, --num-threads, --[no]xnnpack and
+    --eval-batch-size (convert and benchmark alike)."""
+    default = BenchmarkSettings()
+    timing = {"flag_values": flag_values, "module_name": TIMING_GROUP}
+    flags.DEFINE_integer("num-runs", default.num_runs, "Timed single-image invokes per variant.", **timing)
+    flags.DEFINE_integer("warmup-runs", default.warmup_runs, "Untimed invokes before timing.", **timing)
+    flags.DEFINE_integer("num-threads", default.num_threads, "Interpreter threads.", **timing)
+    flags.DEFINE_bool("xnnpack", True, "Use the XNNPACK delegate (--noxnnpack: built-in kernels only).", **timing)
+    flags.DEFINE_integer(
+        "eval-batch-size", default.batch_size, "Images per interpreter invoke in evaluation.", **timing
+    )
+
+
+def timing_from_flags(fv: flags.FlagValues, settings: BenchmarkSettings | None = None) -> BenchmarkSettings:
+    """``settings`` (default: the defaults) with what :func:`define_timing_flags`' flags say."""
+    return replace(
+        settings or BenchmarkSettings(),
+        num_runs=fv["num-runs"].value,
+        warmup_runs=fv["warmup-runs"].value,
+        num_threads=fv["num-threads"].value,
+        use_xnnpack=fv["xnnpack"].value,
+        batch_size=fv["eval-batch-size"].value,
+    )
 
 
 def define_preprocessing_flags(flag_values: flags.FlagValues) -> None:

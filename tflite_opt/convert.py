@@ -21,11 +21,13 @@ from tflite_opt.command import (
     define_preprocessing_flags,
     define_pruning_flags,
     define_qat_flags,
+    define_timing_flags,
     path_flag,
     preprocessing_from_flags,
     prune_config_from_flags,
     qat_config_from_flags,
     run_cli,
+    timing_from_flags,
 )
 from tflite_opt.core.config import DEFAULT_SPARSITY_GRID, ConvertConfig, IoType, Mode, SearchConfig
 from tflite_opt.core.errors import UsageError
@@ -73,6 +75,7 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
         "train-data", None, "Labelled training data for pruning's fine-tuning (per-class folder or .npz).", **data
     )
     define_preprocessing_flags(flag_values)
+    define_timing_flags(flag_values)
     define_pruning_flags(flag_values)
     define_qat_flags(flag_values)
     flags.DEFINE_bool(
@@ -231,6 +234,7 @@ def config_from_flags(fv: flags.FlagValues) -> ConvertConfig:
         card=ModelCard(fv["model-description"].value, fv["author"].value, fv["license"].value),
         app_code=AppCode(fv["kotlin-package"].value, fv["class-prefix"].value),
         resize=Resize(fv["resize"].value),
+        benchmark=timing_from_flags(fv),
     )
 
 

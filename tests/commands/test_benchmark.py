@@ -70,6 +70,11 @@ def test_only_the_data_given_is_passed_as_seen(job):
     assert job.received["seen_data"] == {"training": Path("train.npz")}
 
 
+def test_convert_s_name_for_the_calibration_data_works_too(job):
+    assert main(["--model", "m.tflite", "--representative-data", "cal"]) == 0
+    assert job.received["seen_data"] == {"calibration": Path("cal")}
+
+
 def test_the_table_of_the_jobs_report_is_printed(stub, capsys):
     table = stub(benchmark, "format_table", result="the table")
     stub(benchmark, "run_benchmark", result=REPORT)

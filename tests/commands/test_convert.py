@@ -12,6 +12,7 @@ from helpers import mnist_digits, one_line_error, write_pngs
 from tflite_opt import convert
 from tflite_opt.convert import main
 from tflite_opt.core.config import (
+    BenchmarkSettings,
     ClusterConfig,
     ConvertConfig,
     IoType,
@@ -94,6 +95,11 @@ def test_no_flags_give_the_default_config_with_progress(job):
             {"app_code": AppCode("com.acme.vision", "Acme")},
         ),
         (["--resize", "center-crop"], {"resize": Resize.CENTER_CROP}),
+        (["--calibration-data", "cal"], {"representative_data": Path("cal")}),  # benchmark's name for it
+        (
+            ["--num-runs", "7", "--warmup-runs", "1", "--num-threads", "2", "--noxnnpack", "--eval-batch-size", "8"],
+            {"benchmark": BenchmarkSettings(num_runs=7, warmup_runs=1, num_threads=2, use_xnnpack=False, batch_size=8)},
+        ),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )

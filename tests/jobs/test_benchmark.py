@@ -75,7 +75,8 @@ def test_models_of_different_inputs_and_missing_files_are_refused(converted_dir,
 
 @pytest.fixture(scope="module")
 def faces_converted(faces, tmp_path_factory):
-    """The faces model converted by the convert job: its int8 file takes pixels (the ties made it so)."""
+    """The faces model converted by the convert job, its int8 file taking pixels (--raw-pixel-input: left to itself
+    the job measures both inputs and ships the better, which on this model is either by a single image)."""
     out = tmp_path_factory.mktemp("faces_out")
     config = ConvertConfig(
         model_path=faces["model"],
@@ -84,6 +85,7 @@ def faces_converted(faces, tmp_path_factory):
         preprocessing=Preprocessing.from_mean_std(127.5, 127.5),
         labels_file=faces["labels"],
         output_dir=out,
+        pixel_input=True,
     )
     return run_convert(config), out
 

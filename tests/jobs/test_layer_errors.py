@@ -33,8 +33,10 @@ def test_a_float_layer_the_model_lacks_is_refused(outlier_model, outlier_data):
 def test_the_embedded_default_is_measured_without_arguments():
     report = run_layer_errors(InputConfig(num_calibration_samples=20))
     assert report.model == "mnist_cnn" and report.samples == 20
-    # A convolution fused with its BatchNorm and ReLU is named after the layer that writes its output.
-    assert {e.layer for e in report.errors} >= {"relu1", "conv2", "relu3", "fc1", "probabilities"}
+    # A convolution fused with its BatchNorm and ReLU is named after the convolution, carrying the other two.
+    assert {e.layer for e in report.errors} >= {"conv1", "conv2", "conv3", "fc1", "probabilities"}
+    conv1 = next(e for e in report.errors if e.layer == "conv1")
+    assert set(conv1.carries) == {"bn1", "relu1"} and "relu1" not in {e.layer for e in report.errors}
     assert all(e.relative_error < 0.2 for e in report.errors)  # the default quantizes well
 
 

@@ -17,6 +17,7 @@ from tflite_opt.stages.convert import (
     convert_pixel_input,
     pixel_input_model,
     predicted_input_quantization,
+    prefer_pixel_input,
     quantize_calibrated,
     rounding_ties,
 )
@@ -160,6 +161,11 @@ def test_uint8_input_takes_pixels_unless_told_otherwise(asked, io_type, integer_
     choice = choose_pixel_input(asked, io_type, integer_io, Preprocessing(), samples, 3)
     assert choice.chosen is chosen and choice.ties == 0
     assert choice.uint8_input is (io_type is IoType.UINT8)
+
+
+def test_pixel_input_ships_unless_the_normalized_input_scored_better():
+    assert prefer_pixel_input(1.0, 1.0) and prefer_pixel_input(0.99, 0.98)
+    assert not prefer_pixel_input(0.98, 1.0)
 
 
 @pytest.mark.parametrize("io_type, zero_point", [(IoType.INT8, -128), (IoType.UINT8, 0)])

@@ -1,7 +1,9 @@
 """Per-layer int8 error: the layer that quantizes badly is ranked first, and named by its Keras layer."""
 
+import numpy as np
 import pytest
 
+from tflite_opt.core import keras2
 from tflite_opt.core.errors import ConversionError
 from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
@@ -59,3 +61,22 @@ def test_the_layer_error_table_lists_layers_worst_first_aligned():
     assert lines[3].split() == ["squash", "FULLY_CONNECTED,TANH", "100.00%", "0.180", "40"]
     assert lines[4].split() == ["conv", "CONV_2D", "0.57%", "0.290", "0.02"]
     assert len({len(line) for line in lines[1:5]}) == 1  # aligned columns
+
+
+def test_a_convolution_fused_with_the_next_layers_activation_is_named_after_both_the_convolution_first():
+    """The converter folds Activation("relu") into the CONV_2D before it: the operator carries both layers; the
+    table names the convolution (whose weights it holds), and either name keeps it in float."""
+    keras = keras2.keras
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Activation("relu", name="activation_1")(keras.layers.Conv2D(4, 3, name="conv2d_1")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="scores")(keras.layers.Flatten(name="flatten")(x)))
+    samples = np.random.default_rng(0).uniform(0, 1, (8, 12, 12, 1)).astype(np.float32)
+    calibrated = calibrate_keras(model, samples, False)
+    names = [layer.name for layer in model.layers]
+    errors = quantization_errors(calibrated, samples, names)
+    conv = next(e for e in errors if "CONV_2D" in e.operators)
+    assert (conv.layer, conv.carries) == ("conv2d_1", ("activation_1",))
+    assert "conv2d_1 (+activation_1)" in format_error_table(errors, "fused", 8)
+    nodes = layer_nodes(read_tflite(calibrated), names)
+    assert float_nodes(nodes, ["activation_1"]) == float_nodes(nodes, ["conv2d_1"])
+    assert [op for op, _ in nodes["conv2d_1"]] == ["CONV_2D"]

@@ -54,9 +54,11 @@ def test_each_fine_tuning_epoch_is_logged_and_the_record_says_what_was_kept(digi
     record = result.stats.tuning
     lines = [r.getMessage() for r in caplog.records if r.name == "tflite_opt.stages.fine_tune"]
     epochs = [line for line in lines if ", epoch " in line and "loss" in line]
-    assert [line.split(", epoch ")[1].split(":")[0] for line in epochs] == [
+    assert [line.split(", epoch ")[1].split(" (")[0] for line in epochs] == [
         f"{e}/{record.epochs}" for e in range(1, record.epochs + 1)
     ]
+    assert all(" s left): loss " in line for line in epochs) and "about 0 s left" in epochs[-1]
+    assert lines[0].startswith(f"pruning: fine-tuning at learning rate 0.001, {record.epochs} epoch(s) of ")
     assert all(line.startswith("pruning: learning rate 0.001") for line in epochs)
     # The held-out part is scored once the schedule has reached the target: in the last epochs only.
     assert "held-out top-1" in epochs[-1] and "held-out top-1" not in epochs[0]

@@ -21,6 +21,7 @@ from tflite_opt.stages.benchmark import accuracy_stats
 from tflite_opt.stages.report import (
     format_markdown,
     format_table,
+    latency_spike,
     pixel_input_note,
     write_report_files,
 )
@@ -192,6 +193,13 @@ def test_the_class_mapping_and_the_pixel_input_choice_are_said():
     off = PixelInputChoice(False, 256, False, Preprocessing.from_mean_std(127.5, 127.5), 1)
     assert "pixel input: off (--noraw-pixel-input): 256 of the 256 pixel values" in pixel_input_note(off)
     assert pixel_input_note(PixelInputChoice(False, 0, None, Preprocessing(), 1)) is None
+    measured = PixelInputChoice(False, 256, None, Preprocessing.from_mean_std(127.5, 127.5), 1, compared=(0.98, 1.0))
+    assert pixel_input_note(measured) == (
+        "pixel input: 256 of the 256 pixel values sit on a rounding tie, so both int8 inputs were measured: taking "
+        "pixels 98.00%, taking the normalized input 100.00%; the normalized-input files ship (the app rounds half "
+        "away from zero, in float32, as the manifest says)"
+    )
+    assert measured.to_dict()["measured"] == {"pixels": 0.98, "normalized": 1.0}
     uint8 = PixelInputChoice(True, 0, None, Preprocessing(), 3, uint8_input=True)
     assert "MediaPipe Tasks fill a uint8 input with camera bytes as they are" in pixel_input_note(uint8)
 
@@ -257,3 +265,23 @@ def test_each_variant_says_which_app_runtimes_take_it_in_the_table_markdown_and_
     saved = with_clients.to_dict()["variants"][1]["clients"]
     assert saved["mediapipe_tasks"] == {"name": "MediaPipe Tasks ImageClassifier", "runs": False, "why": refused}
     assert saved["interpreter"]["runs"] and with_clients.to_dict()["variants"][0]["clients"] == {}
+
+
+def test_report_md_lists_each_files_checks_tensors_feed_operators_and_bundle():
+    int8 = replace(INT8, operators=(("CONV_2D", 3), ("SOFTMAX", 1)))
+    text = format_markdown(report(FLOAT, int8))
+    section = text[text.index("### int8: `m.int8.tflite`") :]
+    assert "- ✓ input dtype: INT8" in section
+    assert "- input: int8 [1, 28, 28, 1], scale 0.004" in section
+    assert "- the app feeds it: x = (pixel - 0) / 255, then q = round(x / 0.004)" in section
+    assert "- operators: CONV_2D x3, SOFTMAX x1" in section
+    assert "`m.int8.golden.json`, `m.int8.kt`, `m.int8.swift`" in section
+    assert "## Files" in text and "latency spikes" not in text
+    assert text.rstrip().endswith("![confusion matrix of int8](confusion.png)")
+
+
+def test_a_latency_spike_is_flagged_where_p99_or_the_mean_runs_far_from_the_p50():
+    spiky = replace(INT8.latency, mean=0.63, p50=0.09, p99=14.9)
+    assert latency_spike(spiky).startswith("latency spikes: p99 14.900 ms and mean 0.630 ms against a p50 of 0.090")
+    assert latency_spike(INT8.latency) is None
+    assert "- **int8**: latency spikes" in format_markdown(report(FLOAT, replace(INT8, latency=spiky)))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tflite_opt.core.config import BenchmarkSettings, ConvertConfig
+from tflite_opt.core.config import BenchmarkSettings, ConvertConfig, Mode
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.fileio import atomic_write_bytes, refuse_existing
 from tflite_opt.core.variant import VariantSpec, first_int8, plan_variants
@@ -35,7 +35,7 @@ from tflite_opt.results.search import SearchOutcome
 from tflite_opt.results.tuning import FineTuned
 from tflite_opt.stages.benchmark import busy_machine
 from tflite_opt.stages.cluster import clustered_with
-from tflite_opt.stages.convert import choose_pixel_input
+from tflite_opt.stages.convert import choose_pixel_input, prefer_pixel_input
 from tflite_opt.stages.golden import app_input, golden_source, golden_vectors
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.metadata import MetadataSpec
@@ -83,15 +83,15 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
         raise UsageError("--max-accuracy-drop judges every candidate on held-out data: pass --eval-data")
     tuned = _fine_tuned(config, model, inputs)
     calibration = Calibration.of(inputs.calibration, config.preprocessing) if inputs.calibration is not None else None
-    pixel_input = _pixel_input(config, calibration, classifier)
-    plan = plan.with_pixel_input(pixel_input.chosen)
-    log.info("converting %s", ", ".join(plan.names))
     labels = labels_for(inputs, classifier.num_classes)
     target = Target(config.io_type, classifier, progress, _metadata_spec(config, labels))
+    bench = _bench(config, model, inputs, classifier, progress)
+    pixel_input = _pixel_input(config, calibration, classifier, _Compare(model, target, bench))
+    plan = plan.with_pixel_input(pixel_input.chosen)
+    log.info("converting %s", ", ".join(plan.names))
     files = {
         spec.name: realize(spec, source_model(spec, model, tuned), calibration, target, tuned) for spec in plan.specs
     }
-    bench = _bench(config, model, inputs, classifier, progress)
     log.info("measuring %s", ", ".join(files))
     pruned_keras = {PRUNED_KERAS: tuned.pruned.model} if tuned.pruned is not None else {}
     scores, measured = bench.measure(files, pruned_keras)
@@ -141,14 +141,35 @@ def _searched(run: _Run, builder: CandidateBuilder, config: ConvertConfig) -> _R
     return _Run(measured, paths, scores, chosen.tuned, chosen.spec, outcome)
 
 
+@dataclass(frozen=True)
+class _Compare:
+    """What measuring both int8 inputs takes: the model, the files' target and the bench."""
+
+    model: Any
+    target: Target
+    bench: Bench
+
+
 def _pixel_input(
-    config: ConvertConfig, calibration: Calibration | None, classifier: ClassifierSpec
+    config: ConvertConfig, calibration: Calibration | None, classifier: ClassifierSpec, compare: _Compare
 ) -> PixelInputChoice:
-    """Whether the full-int8 variants take pixels, as asked or as the calibration samples' rounding ties say."""
+    """Whether the full-int8 variants take pixels: as asked, for uint8 input, else where the calibration samples'
+    rounding ties say so, and then only if the plain int8 file scores no worse so on the held-out data than taking
+    the normalized input (both measured here, side by side)."""
     samples = calibration.model_input if calibration is not None else None
-    return choose_pixel_input(
+    choice = choose_pixel_input(
         config.pixel_input, config.io_type, config.integer_io, config.preprocessing, samples, classifier.channels
     )
+    if not choice.chosen or choice.asked is not None or choice.uint8_input or compare.bench.evaluation is None:
+        return choice
+    log.info("measuring int8 taking pixels and taking the normalized input (their values sit on rounding ties)")
+    specs = {"pixels": VariantSpec(Mode.FULL_INT8, pixel_input=True), "normalized": VariantSpec(Mode.FULL_INT8)}
+    files = {
+        name: realize(spec, compare.model, calibration, compare.target, FineTuned()) for name, spec in specs.items()
+    }
+    scores = compare.bench.accuracy(files)
+    compared = (scores["pixels"].top1, scores["normalized"].top1)
+    return replace(choice, chosen=prefer_pixel_input(*compared), compared=compared)
 
 
 def _metadata_spec(config: ConvertConfig, labels: list[str]) -> MetadataSpec:

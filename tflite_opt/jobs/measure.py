@@ -3,6 +3,7 @@ latency, size, and each variant's result with its verdict."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,14 +67,9 @@ class Bench:
             (the accuracy of the Keras model, under :data:`KERAS`, and of ``keras_models``; each variant measured).
         """
         inputs = {name: PIXELS if file.pixel_input else self.preprocessing for name, file in files.items()}
-        keras_accuracy, accuracy = {}, {}
-        if self.evaluation is not None:
-            scorers = {name: Scorer.tflite(file.content, inputs[name], self.settings) for name, file in files.items()}
-            models = {**({KERAS: self.keras_model} if self.keras_model is not None else {}), **(keras_models or {})}
-            scorers.update({name: Scorer.keras(model, self.preprocessing) for name, model in models.items()})
-            reference = KERAS if self.keras_model is not None else self.reference
-            accuracy = evaluate(self.evaluation, scorers, reference, self.settings, self.seen, self.progress)
-            keras_accuracy = {name: accuracy.pop(name) for name in models}
+        models = {**({KERAS: self.keras_model} if self.keras_model is not None else {}), **(keras_models or {})}
+        accuracy = self.accuracy(files, models)
+        keras_accuracy = {name: accuracy.pop(name) for name in models if name in accuracy}
         samples = {name: apply_preprocessing(self.pixels[np.newaxis], prep)[0] for name, prep in inputs.items()}
         latency = measure_latencies({name: file.content for name, file in files.items()}, samples, self.settings)
         measured = {
@@ -81,6 +77,21 @@ class Bench:
             for name, file in files.items()
         }
         return keras_accuracy, measured
+
+    def accuracy(self, files: dict[str, Verified], keras_models: Mapping[str, Any] | None = None) -> dict:
+        """The accuracy of every file and Keras model, by name, in one streamed pass; empty without evaluation
+        data. A file that takes pixels as they are gets them."""
+        if self.evaluation is None:
+            return {}
+        scorers = {
+            name: Scorer.tflite(file.content, PIXELS if file.pixel_input else self.preprocessing, self.settings)
+            for name, file in files.items()
+        }
+        scorers.update({name: Scorer.keras(model, self.preprocessing) for name, model in (keras_models or {}).items()})
+        reference = KERAS if self.keras_model is not None else self.reference
+        if reference == KERAS and KERAS not in scorers:
+            scorers[KERAS] = Scorer.keras(self.keras_model, self.preprocessing)
+        return evaluate(self.evaluation, scorers, reference, self.settings, self.seen, self.progress)
 
 
 def latency_pixels(
@@ -154,6 +165,7 @@ def assemble_results(
                 layer_sparsity={name: 1.0 - kept / weights for name, (weights, kept) in layers.items()},
                 pixel_input=result.file.pixel_input,
                 clients=clients(parsed),
+                operators=tuple(Counter(op.name for op in parsed.operators).most_common()),
             )
         )
     return results

@@ -61,6 +61,8 @@ class PixelInputChoice:
         preprocessing: the normalization (inside the model when chosen).
         channels: the input's channels.
         uint8_input: the models take uint8, which apps and MediaPipe Tasks fill with camera bytes as they are.
+        compared: where the ties alone chose, the plain int8 file's held-out score taking pixels and taking the
+            normalized input, measured side by side (the better ships; pixels on a tie).
     """
 
     chosen: bool
@@ -69,6 +71,7 @@ class PixelInputChoice:
     preprocessing: Preprocessing
     channels: int
     uint8_input: bool = False
+    compared: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -77,4 +80,5 @@ class PixelInputChoice:
             "of_pixel_values": 256 * self.channels,
             "asked": self.asked,
             "uint8_input": self.uint8_input,
+            "measured": {"pixels": self.compared[0], "normalized": self.compared[1]} if self.compared else None,
         }

@@ -73,6 +73,8 @@ class VariantResult:
     layer_sparsity: dict[str, float] = field(default_factory=dict)
     pixel_input: bool = False
     clients: tuple[Client, ...] = ()
+    # How many of each operator the file holds, most frequent first.
+    operators: tuple[tuple[str, int], ...] = ()
 
     @property
     def size_bytes(self) -> int:
@@ -224,6 +226,7 @@ class ConvertReport:
             "fidelity": v.accuracy.fidelity.to_dict() if v.accuracy and v.accuracy.fidelity else None,
             "pixel_input": v.pixel_input,
             "clients": {client.kind.value: client.to_dict() for client in v.clients},
+            "operators": dict(v.operators),
             "cpu_ms": v.latency.cpu_dict(),
             "latency_ms": v.latency.to_dict(),
             "init_ms": round(v.latency.init_ms, 2),

@@ -25,10 +25,13 @@ class LayerError:
     scale: float
     elements: int
     position: int
+    # Other layers the converter fused into this layer's operators (a following activation).
+    carries: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "layer": self.layer,
+            "carries": list(self.carries),
             "operators": list(self.operators),
             "rmse_over_scale": round(self.rmse_over_scale, 4),
             "relative_error": round(self.relative_error, 4),

@@ -228,6 +228,12 @@ def choose_pixel_input(
     return PixelInputChoice(bool(chosen), ties, asked, preprocessing, channels, uint8_bytes)
 
 
+def prefer_pixel_input(pixels_score: float, normalized_score: float) -> bool:
+    """Ship pixel input unless taking the normalized input scored better on the held-out data: on a tie, pixels,
+    since an app that copies bytes rounds nothing."""
+    return pixels_score >= normalized_score
+
+
 def predicted_input_quantization(calibration: np.ndarray) -> tuple[float, int]:
     """The int8 (scale, zero point) the converter gives an input whose calibration samples are
     ``calibration``: the range, widened to include 0, over 255 steps, the zero point rounded half away from

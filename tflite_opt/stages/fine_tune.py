@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -259,6 +259,14 @@ def _trial(
         .batch(batch_size)
     )
     best = _BestEpoch(wrapped.model, split, steps_per_epoch, wrapped.ready_after_step, settings.what, epochs, rate)
+    log.info(
+        "%s: fine-tuning at learning rate %g, %d epoch(s) of %d steps on %d samples",
+        settings.what,
+        rate,
+        epochs,
+        steps_per_epoch,
+        len(split.fit_x),
+    )
     wrapped.model.fit(dataset, epochs=epochs, verbose=0, callbacks=[*wrapped.callbacks, best.callback()])
     if best.weights is not None:
         wrapped.model.set_weights(best.weights)
@@ -281,6 +289,7 @@ class _BestEpoch:
     score: HeldOutScore | None = None
     epoch: int | None = None
     weights: list | None = None
+    started: float = field(default_factory=time.monotonic)
 
     def callback(self) -> Any:
         return keras2.keras.callbacks.LambdaCallback(on_epoch_end=self._on_epoch_end)
@@ -292,12 +301,16 @@ class _BestEpoch:
         score = held_out_score(model, self.split) if ready else None
         if score is not None and score.better_than(self.score):
             self.score, self.epoch, self.weights = score, epoch + 1, model.get_weights()
+        elapsed = time.monotonic() - self.started
+        left = elapsed / (epoch + 1) * (self.epochs - epoch - 1)
         log.info(
-            "%s: learning rate %g, epoch %d/%d: loss %.4f, accuracy %.4f%s",
+            "%s: learning rate %g, epoch %d/%d (%.0f s, about %.0f s left): loss %.4f, accuracy %.4f%s",
             self.what,
             self.rate,
             epoch + 1,
             self.epochs,
+            elapsed,
+            left,
             logs.get("loss", float("nan")),
             logs.get("accuracy", float("nan")),
             f", held-out top-1 {100 * score.top1:.1f}%" if score is not None else "",

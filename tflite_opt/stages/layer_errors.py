@@ -20,7 +20,7 @@ Layers are ranked by relative error; the search keeps the worst in float.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -34,24 +34,34 @@ from tflite_opt.core.text import aligned
 from tflite_opt.core.tflite_file import TfliteFile, read_tflite
 from tflite_opt.results.search import LayerError
 from tflite_opt.stages.convert import quantize_calibrated
-from tflite_opt.stages.verify import layer_for_operator, layer_for_tensor_name
+from tflite_opt.stages.verify import layer_for_tensor_name, layers_for_operator
 
 # Values this close to zero have no meaningful relative error.
 _TINY = 1e-6
 
 
-def layer_nodes(calibrated: TfliteFile, layer_names: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-    """(operator, output tensor name) of each Keras layer's operators in a calibrated model.
-
-    An operator no layer name matches is listed under its output tensor's name.
-    """
-    nodes: dict[str, list[tuple[str, str]]] = {}
+def operator_layers(calibrated: TfliteFile, layer_names: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+    """Each operator of a calibrated model by its output tensor's name: (the operator, the Keras layers it carries,
+    the one owning its weights first); an operator no layer name matches carries its output's name."""
+    found = {}
     for op in calibrated.operators:
         if not op.outputs or op.outputs[0] < 0:
             continue
         output = calibrated.tensors[op.outputs[0]].name
-        layer = layer_for_operator(calibrated, op, layer_names) or output
-        nodes.setdefault(layer, []).append((op.name, output))
+        found[output] = (op.name, layers_for_operator(calibrated, op, layer_names) or [output])
+    return found
+
+
+def layer_nodes(calibrated: TfliteFile, layer_names: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """(operator, output tensor name) of each Keras layer's operators in a calibrated model: an operator fused
+    from several layers (a convolution and the next layer's activation) is listed under each.
+
+    An operator no layer name matches is listed under its output tensor's name.
+    """
+    nodes: dict[str, list[tuple[str, str]]] = {}
+    for output, (op_name, layers) in operator_layers(calibrated, layer_names).items():
+        for layer in layers:
+            nodes.setdefault(layer, []).append((op_name, output))
     return nodes
 
 
@@ -132,9 +142,10 @@ def quantization_errors(
     Raises:
         ConversionError: the debugger could not build or run the instrumented model.
     """
-    nodes = layer_nodes(read_tflite(calibrated, source="the calibrated model"), layer_names)
-    layer_of_node = {output: layer for layer, pairs in nodes.items() for _, output in pairs}
-    keep = float_nodes(nodes, float_layers)
+    parsed = read_tflite(calibrated, source="the calibrated model")
+    carried = {output: layers for output, (_, layers) in operator_layers(parsed, layer_names).items()}
+    layer_of_node = {output: layers[0] for output, layers in carried.items()}
+    keep = float_nodes(layer_nodes(parsed, layer_names), float_layers)
     debug_model = quantize_calibrated(calibrated, IoType.FLOAT32, per_tensor, keep, numeric_verify=True)
     debugger, compared, channel_errors = _run_debugger(debug_model, samples)
     by_layer: dict[str, LayerError] = {}
@@ -147,6 +158,7 @@ def quantization_errors(
         measured = LayerError(
             layer=_layer_of(tensor["name"], layer_of_node, layer_names, _input_names(debugger, op_index)),
             operators=(debugger._quant_interpreter._get_op_details(op_index)["op_name"],),
+            carries=tuple(carried.get(_calibrated_name(tensor["name"], carried), [])[1:]),
             rmse_over_scale=rmse_over_scale,
             relative_error=relative,
             scale=channel_errors.scale[position],
@@ -187,6 +199,7 @@ def _merged(before: LayerError | None, measured: LayerError) -> LayerError:
     return replace(
         worst,
         operators=before.operators + measured.operators,
+        carries=tuple(dict.fromkeys(before.carries + measured.carries)),
         rmse_over_scale=max(before.rmse_over_scale, measured.rmse_over_scale),
         position=min(before.position, measured.position),
     )
@@ -204,10 +217,20 @@ def _layer_of(
 ) -> str:
     """The layer an operator belongs to: told from its output, else from its inputs, weights first (the model's
     last output is named after the signature, StatefulPartitionedCall:0)."""
-    found = layer_of_node.get(tensor_name) or layer_for_tensor_name(tensor_name, layer_names)
+    found = layer_of_node.get(_calibrated_name(tensor_name, layer_of_node)) or layer_for_tensor_name(
+        tensor_name, layer_names
+    )
     for name in reversed(input_names):
         found = found or layer_for_tensor_name(name, layer_names)
     return found or tensor_name
+
+
+def _calibrated_name(debug_name: str, calibrated_names: Mapping[str, Any]) -> str:
+    """The calibrated model's name of a tensor of the debug model: the quantized copy the debugger compares is
+    named after the original with a "1" appended (``.../Conv2D`` → ``.../Conv2D1``)."""
+    if debug_name not in calibrated_names and debug_name.endswith("1") and debug_name[:-1] in calibrated_names:
+        return debug_name[:-1]
+    return debug_name
 
 
 def _input_names(debugger: Any, op_index: int) -> list[str]:
@@ -222,7 +245,7 @@ def format_error_table(errors: Sequence[LayerError], model_name: str, samples: i
     header = ("layer", "operators", "relative error", "rmse/scale", "scale")
     rows = [
         (
-            e.layer,
+            e.layer + (f" (+{', '.join(e.carries)})" if e.carries else ""),
             ",".join(dict.fromkeys(e.operators)),
             f"{100 * e.relative_error:.2f}%" if np.isfinite(e.relative_error) else "n/a",
             f"{e.rmse_over_scale:.3f}",
@@ -238,6 +261,9 @@ def format_error_table(errors: Sequence[LayerError], model_name: str, samples: i
             "relative error: rms(int8 - float) / rms(float) per output channel, median over channels;",
             "rmse/scale: error in quantization steps (0.29 is plain rounding; far above means the layer computes "
             "badly in int8).",
+            "Equal relative errors (to 0.1%): the earlier layer first, since a layer fed an earlier one's error shows "
+            "it too. (+name): a layer the converter fused into this one's operator; either name is accepted by "
+            "--float-layers.",
             "A layer far above the others is the one to keep in float (convert --max-accuracy-drop does it).",
         ]
     )

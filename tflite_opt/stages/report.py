@@ -8,10 +8,11 @@ from pathlib import Path
 
 from tflite_opt.core.fileio import atomic_write_bytes, atomic_write_json
 from tflite_opt.core.interpreter import ROUNDING
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.text import aligned
 from tflite_opt.results.clients import Client
 from tflite_opt.results.inputs import PixelInputChoice
-from tflite_opt.results.measures import Fidelity
+from tflite_opt.results.measures import Fidelity, LatencyStats
 from tflite_opt.results.report import PRUNING_SIZE_NOTE, ConvertReport, VariantResult
 from tflite_opt.results.tuning import ClusterStats, FineTuningRecord, QatStats
 from tflite_opt.stages.plots import plot_confusion, plot_search, plot_tradeoff, plotted
@@ -170,6 +171,18 @@ def _notes(report: ConvertReport) -> list[str]:
 def pixel_input_note(choice: PixelInputChoice) -> str | None:
     """A line on what the int8 model takes, where the choice matters."""
     values = 256 * choice.channels
+    if choice.compared is not None:
+        pixels, normalized = choice.compared
+        return (
+            f"pixel input: {choice.ties} of the {values} pixel values sit on a rounding tie, so both int8 inputs "
+            f"were measured: taking pixels {100 * pixels:.2f}%, taking the normalized input {100 * normalized:.2f}%; "
+            + (
+                f"the pixel-input files ship (the model normalizes {choice.preprocessing.describe()} itself; an app "
+                "copies bytes)"
+                if choice.chosen
+                else f"the normalized-input files ship (the app rounds {ROUNDING}, in float32, as the manifest says)"
+            )
+        )
     if choice.chosen:
         why = (
             "as asked (--raw-pixel-input)"
@@ -303,17 +316,65 @@ def format_markdown(report: ConvertReport) -> str:
             f"| {v.variant} | {t.mean:.3f} | {t.std:.3f} | {t.min:.3f} | {t.p50:.3f} | {t.p90:.3f} | {t.p99:.3f} "
             f"| {t.init_ms:.1f} | {t.delegate} |"
         )
+    out += _latency_spikes(report)
+    out += _markdown_files(report)
     if report.pruning is not None:
         out += ["", "## Pruning", "", *(f"    {line}" for line in _pruning_lines(report))]
     if report.search is not None:
         out += ["", "## Search", "", *(f"    {line}" for line in _search_lines(report))]
-        out += ["", "![candidates: top-1 against size and latency](search.png)"]
     if report.warnings:
         out += ["", "## Warnings", "", *(f"- {w}" for w in report.warnings)]
-    out += ["", "![top-1 against size and latency](tradeoff.png)"]
-    if report.chosen.accuracy is not None:
-        out += ["", f"![confusion matrix of {report.chosen.variant}](confusion.png)"]
+    pictures = {"tradeoff.png": "top-1 against size and latency", "search.png": "search candidates"}
+    pictures["confusion.png"] = f"confusion matrix of {report.chosen.variant}"
+    out += [line for name in plotted(report) for line in ("", f"![{pictures[name]}]({name})")]
     return "\n".join(out) + "\n"
+
+
+# A p99 this many times the p50, or a mean this many times, means other work interrupted the timing.
+SPIKE_P99, SPIKE_MEAN = 5.0, 1.5
+
+
+def latency_spike(latency: LatencyStats) -> str | None:
+    """A line where the timing was interrupted: a p99 or mean far from the p50 the verdicts use."""
+    if latency.p50 <= 0 or (latency.p99 < SPIKE_P99 * latency.p50 and latency.mean < SPIKE_MEAN * latency.p50):
+        return None
+    return (
+        f"latency spikes: p99 {latency.p99:.3f} ms and mean {latency.mean:.3f} ms against a p50 of "
+        f"{latency.p50:.3f} ms; the p50 is what the verdicts use, but on a quiet machine rerun to be sure"
+    )
+
+
+def _latency_spikes(report: ConvertReport) -> list[str]:
+    lines = [f"- **{v.variant}**: {spike}" for v in report.variants if (spike := latency_spike(v.latency))]
+    return ["", *lines] if lines else []
+
+
+def _markdown_files(report: ConvertReport) -> list[str]:
+    """Each file's checks, tensors, what the app feeds it, and its operators."""
+    out = ["", "## Files", ""]
+    for v in report.variants:
+        stem = v.path.name.removesuffix(".tflite")
+        out += [f"### {v.variant}: `{v.path.name}`", ""]
+        out += [f"- {check.line()}" for check in v.verification.checks]
+        for which, tensor in (("input", v.input), ("output", v.output)):
+            quantized = f", scale {tensor.scale:.6g}, zero point {tensor.zero_point}" if tensor.scale else ""
+            out.append(f"- {which}: {tensor.dtype.lower()} {list(tensor.shape)}{quantized}")
+        feeds = "pixels as they are (it normalizes them itself)" if v.pixel_input else _app_formula(report, v)
+        out.append(f"- the app feeds it: {feeds}")
+        out.append("- operators: " + ", ".join(f"{name} x{count}" for name, count in v.operators))
+        out.append(
+            f"- bundle beside it: `{stem}.manifest.json`, `{report.model}.labels.txt`, `{stem}.golden.json`, "
+            f"`{stem}.kt`, `{stem}.swift`"
+        )
+        out.append("")
+    return out[:-1]
+
+
+def _app_formula(report: ConvertReport, v: VariantResult) -> str:
+    formula = (report.preprocessing or Preprocessing()).describe()
+    if v.input.dtype.lower() in ("int8", "uint8"):
+        return f"{formula}, then q = round(x / {v.input.scale:.6g}) + {v.input.zero_point}, rounding {ROUNDING}"
+    return formula
 
 
 def report_paths(output_dir: Path) -> list[Path]:

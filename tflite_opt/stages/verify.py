@@ -31,14 +31,23 @@ def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping
     of layer ``conv``, and the layers ``act_plus3`` .. ``act_hard_silu`` the translation of a Keras 3
     model computes the hard-swish of layer ``act`` in.
     """
+    found = layers_for_tensor_name(tensor_name, layer_names)
+    return found[0] if found else None
+
+
+def layers_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping[str, str]) -> list[str]:
+    """Every Keras layer a converted tensor's name mentions, in its order: a fused tensor
+    (``model/activation_1/Relu;model/conv2d_1/Conv2D``) names each layer it carries."""
     scopes = layer_names if isinstance(layer_names, Mapping) else {name: name for name in layer_names}
     layers = set(scopes.values())
+    found: list[str] = []
     for part in tensor_name.split(";"):
         for component in part.split("/"):
             layer = _layer_for_scope(component, scopes, layers)
-            if layer is not None:
-                return layer
-    return None
+            if layer is not None and layer not in found:
+                found.append(layer)
+                break  # one layer per fused part: the scopes below it are the layer's own
+    return found
 
 
 def _layer_for_scope(scope: str, scopes: Mapping[str, str], layers: set[str]) -> str | None:
@@ -58,17 +67,26 @@ def _layer_for_scope(scope: str, scopes: Mapping[str, str], layers: set[str]) ->
 
 
 def layer_for_operator(model: TfliteFile, op: Operator, layer_names: Iterable[str]) -> str | None:
-    """The Keras layer an operator came from: told from its output's name, else its weights'
-    (the last operator's output is named after the model's signature), else its input's."""
+    """The Keras layer an operator came from: the first of :func:`layers_for_operator`."""
+    layers = layers_for_operator(model, op, layer_names)
+    return layers[0] if layers else None
+
+
+def layers_for_operator(model: TfliteFile, op: Operator, layer_names: Iterable[str]) -> list[str]:
+    """Every Keras layer an operator carries, the layer that owns its weights first: a CONV_2D the converter fused
+    with the next layer's activation carries both, and is the convolution's. Told from its weights' names and its
+    output's, else (the last operator's output is named after the model's signature) from its input's."""
     names = layer_names if isinstance(layer_names, Mapping) else list(layer_names)
     valid_inputs = [i for i in op.inputs if i >= 0]
     constants = [i for i in valid_inputs if model.tensors[i].is_constant]
     activations = [i for i in valid_inputs if not model.tensors[i].is_constant]
-    for index in (*[i for i in op.outputs if i >= 0], *constants, *activations):
-        layer = layer_for_tensor_name(model.tensors[index].name, names)
-        if layer is not None:
-            return layer
-    return None
+    found: list[str] = []
+    for index in (*constants, *[i for i in op.outputs if i >= 0]):
+        found += [layer for layer in layers_for_tensor_name(model.tensors[index].name, names) if layer not in found]
+    for index in activations:
+        if not found:
+            found = layers_for_tensor_name(model.tensors[index].name, names)[:1]
+    return found
 
 
 def float_operators(model: TfliteFile) -> list[Operator]:
@@ -91,7 +109,9 @@ def float_operators(model: TfliteFile) -> list[Operator]:
 def _kept_in_float(model: TfliteFile, op: Operator, layer_names: Sequence[str], float_layers: Sequence[str]) -> bool:
     if not float_layers:
         return False
-    return op.name in _BOUNDARY_OPS or layer_for_operator(model, op, layer_names) in float_layers
+    return op.name in _BOUNDARY_OPS or any(
+        layer in float_layers for layer in layers_for_operator(model, op, layer_names)
+    )
 
 
 def _io_check(model: TfliteFile, which: str, expected: str) -> Check:

@@ -64,7 +64,8 @@ model: install
 	$(BIN)/python -m tflite_opt.default_model train mnist_mobilenet
 
 ## Benchmarks (scripts that print figures, not tests): the grid, evaluation speed, agreement with LiteRT, timing under load,
-## Keras 3 MobileNets converted and pruned, PTQ / QAT / PQAT / PCQAT on both reference models.
+## Keras 3 MobileNets converted and pruned, PTQ / QAT / PQAT / PCQAT on both reference models, the cost of uint8 input,
+## and int8 against float32 on the common mobile backbones with XNNPACK's partitions.
 bench: install
 	$(BIN)/python benchmarks/grid.py
 	$(BIN)/python benchmarks/eval_speed.py
@@ -72,6 +73,8 @@ bench: install
 	$(BIN)/python benchmarks/busy_machine.py --mobilenet
 	$(BIN)/python benchmarks/keras3_models.py
 	$(BIN)/python benchmarks/collaborative.py
+	$(BIN)/python benchmarks/io_types.py
+	$(BIN)/python benchmarks/backbones.py
 
 clean:
 	rm -rf artifacts .pytest_cache build *.egg-info

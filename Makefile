@@ -6,14 +6,18 @@ BIN := $(VENV)/bin
 .PHONY: run test lint install install-test kotlin clean data model bench
 
 $(BIN)/python:
+	@echo "creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 
 $(VENV)/.installed: $(BIN)/python setup.cfg setup.py
+	@echo "installing tflite_opt and its dependencies into $(VENV): TensorFlow, tf-keras, tfmot, LiteRT (TensorFlow alone is about 1.9 GB;"
+	@echo "a few minutes the first time, pip prints nothing meanwhile)"
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
+	@echo "installing the test tools (pytest, pytest-xdist, ruff, import-linter)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
@@ -24,6 +28,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 MEDIAPIPE := mediapipe>=1.2.3,<1.3
 
 $(VENV)/.installed-mediapipe: $(VENV)/.installed-test
+	@echo "installing MediaPipe, a real app runtime the tests run the converted files in"
 	$(BIN)/python -m pip install --quiet "$(MEDIAPIPE)"
 	touch $@
 

@@ -235,6 +235,7 @@ def test_an_app_following_only_the_manifest_gets_the_reported_top1_image_by_imag
     assert (compared is None) is (pixel_input is not None or io_type is IoType.UINT8)
     if compared is not None:
         assert int8.pixel_input is (compared[0] >= compared[1]) and int8.top1 == max(compared)
+        assert report.pixel_input.compared_on == report.eval_samples
     bundle = tmp_path / "app"
     bundle.mkdir()
     for name in ("faces.int8.tflite", "faces.int8.manifest.json", "faces.labels.txt", "faces.int8.golden.json"):

@@ -193,13 +193,14 @@ def test_the_class_mapping_and_the_pixel_input_choice_are_said():
     off = PixelInputChoice(False, 256, False, Preprocessing.from_mean_std(127.5, 127.5), 1)
     assert "pixel input: off (--noraw-pixel-input): 256 of the 256 pixel values" in pixel_input_note(off)
     assert pixel_input_note(PixelInputChoice(False, 0, None, Preprocessing(), 1)) is None
-    measured = PixelInputChoice(False, 256, None, Preprocessing.from_mean_std(127.5, 127.5), 1, compared=(0.98, 1.0))
+    prep = Preprocessing.from_mean_std(127.5, 127.5)
+    measured = PixelInputChoice(False, 256, None, prep, 1, compared=(0.98, 1.0), compared_on=50)
     assert pixel_input_note(measured) == (
         "pixel input: 256 of the 256 pixel values sit on a rounding tie, so both int8 inputs were measured: taking "
-        "pixels 98.00%, taking the normalized input 100.00%; the normalized-input files ship (the app rounds half "
-        "away from zero, in float32, as the manifest says)"
+        "pixels 98.00%, taking the normalized input 100.00% (1 image of 50 apart); the normalized-input files ship "
+        "(the app rounds half away from zero, in float32, as the manifest says)"
     )
-    assert measured.to_dict()["measured"] == {"pixels": 0.98, "normalized": 1.0}
+    assert measured.to_dict()["measured"] == {"pixels": 0.98, "normalized": 1.0, "images": 50}
     uint8 = PixelInputChoice(True, 0, None, Preprocessing(), 3, uint8_input=True)
     assert "MediaPipe Tasks fill a uint8 input with camera bytes as they are" in pixel_input_note(uint8)
 

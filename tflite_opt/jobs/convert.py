@@ -169,7 +169,8 @@ def _pixel_input(
     }
     scores = compare.bench.accuracy(files)
     compared = (scores["pixels"].top1, scores["normalized"].top1)
-    return replace(choice, chosen=prefer_pixel_input(*compared), compared=compared)
+    on = scores["pixels"].samples
+    return replace(choice, chosen=prefer_pixel_input(*compared), compared=compared, compared_on=on)
 
 
 def _metadata_spec(config: ConvertConfig, labels: list[str]) -> MetadataSpec:

@@ -72,6 +72,8 @@ class PixelInputChoice:
     channels: int
     uint8_input: bool = False
     compared: tuple[float, float] | None = None
+    # Held-out images the compared scores were counted on.
+    compared_on: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -80,5 +82,9 @@ class PixelInputChoice:
             "of_pixel_values": 256 * self.channels,
             "asked": self.asked,
             "uint8_input": self.uint8_input,
-            "measured": {"pixels": self.compared[0], "normalized": self.compared[1]} if self.compared else None,
+            "measured": (
+                {"pixels": self.compared[0], "normalized": self.compared[1], "images": self.compared_on}
+                if self.compared
+                else None
+            ),
         }

@@ -173,9 +173,12 @@ def pixel_input_note(choice: PixelInputChoice) -> str | None:
     values = 256 * choice.channels
     if choice.compared is not None:
         pixels, normalized = choice.compared
+        apart = round(abs(pixels - normalized) * choice.compared_on)
+        gap = f" ({apart} image{'s' if apart != 1 else ''} of {choice.compared_on} apart)" if choice.compared_on else ""
         return (
             f"pixel input: {choice.ties} of the {values} pixel values sit on a rounding tie, so both int8 inputs "
-            f"were measured: taking pixels {100 * pixels:.2f}%, taking the normalized input {100 * normalized:.2f}%; "
+            f"were measured: taking pixels {100 * pixels:.2f}%, taking the normalized input {100 * normalized:.2f}%"
+            f"{gap}; "
             + (
                 f"the pixel-input files ship (the model normalizes {choice.preprocessing.describe()} itself; an app "
                 "copies bytes)"

@@ -21,10 +21,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from litert_compare import litert_median_ms  # benchmarks/ is the script's folder, so on sys.path
 from PIL import Image
 
 from tflite_opt.core.interpreter import TfliteRunner
@@ -72,16 +72,6 @@ def pixels(folder: Path, side: int, count: int = 24) -> Path:
     for k in range(count):
         Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"p{k:02d}.png")
     return folder
-
-
-def litert_median_ms(path: Path, runs: int = 50) -> float:
-    with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        command = [
-            sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model", "--model", str(path),
-            "--num_threads", "1", "--num_runs", str(runs), "--warmup_runs", "5", "--result_json", result.name,
-        ]  # fmt: skip
-        subprocess.run(command, check=True, capture_output=True)
-        return float(json.loads(Path(result.name).read_text())["latency"]["median_ms"])
 
 
 def delegation(path: Path) -> str:
@@ -134,7 +124,7 @@ def main() -> None:
             medians: dict[str, list[float]] = {label: [] for label in files}
             for _ in range(args.rounds):
                 for label, path in files.items():
-                    medians[label].append(litert_median_ms(path))
+                    medians[label].append(litert_median_ms(path, threads=1, runs=50, warmup=5))
             reference = float(np.median(medians["float32"]))
             print(f"{title}: LiteRT benchmark tool, 1 thread, {args.rounds} interleaved rounds", flush=True)
             print(f"  {'file':<18}{'KiB':>8}{'tool p50':>10}{'LiteRT':>9}{'vs f32':>8}  XNNPACK")

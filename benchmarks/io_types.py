@@ -13,14 +13,12 @@ backbone, and the ratio to the int8 file measured in the same rounds.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from litert_compare import litert_median_ms  # benchmarks/ is the script's folder, so on sys.path
 
 from tflite_opt.core.config import IoType, Mode
 from tflite_opt.core.preprocessing import Preprocessing
@@ -56,16 +54,6 @@ def variants(model, size: int, folder: Path, name: str) -> dict[str, Path]:
     return paths
 
 
-def litert_median_ms(path: Path, runs: int) -> float:
-    with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        command = [
-            sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model", "--model", str(path),
-            "--num_threads", "1", "--num_runs", str(runs), "--warmup_runs", "5", "--result_json", result.name,
-        ]  # fmt: skip
-        subprocess.run(command, check=True, capture_output=True)
-        return float(json.loads(Path(result.name).read_text())["latency"]["median_ms"])
-
-
 def edge_operators(path: Path) -> str:
     """The operators before the first and after the last CONV_2D: where the I/O conversions sit."""
     ops = [op.name for op in read_tflite(path.read_bytes()).operators]
@@ -86,7 +74,7 @@ def main() -> None:
             medians: dict[str, list[float]] = {label: [] for label in paths}
             for _ in range(args.rounds):
                 for label, path in paths.items():
-                    medians[label].append(litert_median_ms(path, args.runs))
+                    medians[label].append(litert_median_ms(path, threads=1, runs=args.runs, warmup=5))
             base = medians["int8 io, normalized input"]
             print(f"\n{name} at {args.size}x{args.size}, LiteRT benchmark tool, 1 thread, {args.rounds} rounds")
             print(f"{'file':28} {'median ms':>9} {'ratio':>6}  operators outside the backbone")

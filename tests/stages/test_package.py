@@ -7,7 +7,8 @@ import pytest
 
 from tflite_opt.core.errors import DataError
 from tflite_opt.core.tflite_file import read_tflite
-from tflite_opt.stages.package import BundlePaths, read_manifest
+from tflite_opt.results.files import BundlePaths
+from tflite_opt.stages.package import read_manifest
 
 pytestmark = pytest.mark.slow
 

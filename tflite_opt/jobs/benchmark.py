@@ -18,13 +18,13 @@ from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.core.variant import split_file_names
 from tflite_opt.jobs.inputs import seen_digests
 from tflite_opt.jobs.measure import KERAS, Bench, assemble_results, latency_pixels
-from tflite_opt.results.files import Verification, Verified
+from tflite_opt.results.files import BundlePaths, Verification, Verified
 from tflite_opt.results.measures import AccuracyStats, Measured
 from tflite_opt.results.report import ConvertReport
 from tflite_opt.stages.benchmark import busy_machine
 from tflite_opt.stages.data import ImageSize, load_dataset, open_source, read_labels
 from tflite_opt.stages.load import describe_classifier, load_keras_model
-from tflite_opt.stages.package import BundlePaths, read_manifest, sha256_of
+from tflite_opt.stages.package import read_manifest, sha256_of
 from tflite_opt.stages.report import report_paths, write_report_files
 from tflite_opt.stages.verdict import DEFAULT_SETTINGS, reference_problem
 

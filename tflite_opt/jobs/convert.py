@@ -28,6 +28,7 @@ from tflite_opt.jobs.inputs import (
 from tflite_opt.jobs.measure import KERAS, Bench, assemble_results, latency_pixels
 from tflite_opt.jobs.search import CandidateBuilder, run_search
 from tflite_opt.jobs.version_check import preflight
+from tflite_opt.results.files import BundlePaths
 from tflite_opt.results.inputs import PixelInputChoice
 from tflite_opt.results.measures import AccuracyStats, Measured
 from tflite_opt.results.report import ConvertReport, VariantResult
@@ -39,7 +40,7 @@ from tflite_opt.stages.convert import choose_pixel_input, prefer_pixel_input
 from tflite_opt.stages.golden import app_input, golden_source, golden_vectors
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.metadata import MetadataSpec
-from tflite_opt.stages.package import BundlePaths, write_bundle
+from tflite_opt.stages.package import write_bundle
 from tflite_opt.stages.prune import prune_model
 from tflite_opt.stages.qat import quantization_aware
 from tflite_opt.stages.realize import Calibration, Target, realize, source_model

@@ -1,8 +1,9 @@
-"""A converted file and the checks run on it."""
+"""A converted file, the checks run on it, and the files of its bundle."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from tflite_opt.core.errors import VerificationError
 from tflite_opt.core.tflite_file import TfliteFile
@@ -52,3 +53,36 @@ class Verified:
     parsed: TfliteFile
     verification: Verification
     pixel_input: bool = False
+
+
+def labels_file_name(model: str) -> str:
+    """The labels file of a model's bundle, and its name inside each of the model's files."""
+    return f"{model}.labels.txt"
+
+
+@dataclass(frozen=True)
+class BundlePaths:
+    """The files of one variant's bundle (labels are shared by a model's variants)."""
+
+    model: Path
+    manifest: Path
+    labels: Path
+    kotlin: Path
+    swift: Path
+    golden: Path
+
+    @classmethod
+    def beside(cls, tflite: Path) -> BundlePaths:
+        stem = tflite.name[: -len(".tflite")]
+        model_name = stem.split(".")[0]
+        return cls(
+            model=tflite,
+            manifest=tflite.with_name(f"{stem}.manifest.json"),
+            labels=tflite.with_name(labels_file_name(model_name)),
+            kotlin=tflite.with_name(f"{stem}.kt"),
+            swift=tflite.with_name(f"{stem}.swift"),
+            golden=tflite.with_name(f"{stem}.golden.json"),
+        )
+
+    def extras(self) -> list[Path]:
+        return [self.manifest, self.labels, self.kotlin, self.swift, self.golden]

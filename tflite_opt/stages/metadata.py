@@ -26,7 +26,7 @@ from tflite_opt.core.tflite_file import FILE_IDENTIFIER, Tensor, TfliteFile, rea
 from tflite_opt.core.variant import VariantSpec
 from tflite_opt.core.version import __version__
 from tflite_opt.results.clients import Client, ClientKind
-from tflite_opt.results.files import Check
+from tflite_opt.results.files import Check, labels_file_name
 from tflite_opt.vendor import tflite_metadata_schema as md
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -38,11 +38,6 @@ _COLOR_SPACES = {1: md.ColorSpaceType.GRAYSCALE, 3: md.ColorSpaceType.RGB}
 _COLOR_SPACE_NAMES = {md.ColorSpaceType.GRAYSCALE: "GRAYSCALE", md.ColorSpaceType.RGB: "RGB"}
 _CHANNEL_WORDS = {1: "grayscale", 3: "RGB", 4: "RGBA"}
 _CLIENT_TYPES = ("UINT8", "FLOAT32")
-
-
-def labels_file_name(model: str) -> str:
-    """The labels file of a model's bundle, and its name inside each of the model's files."""
-    return f"{model}.labels.txt"
 
 
 def labels_text(labels: Iterable[str]) -> bytes:

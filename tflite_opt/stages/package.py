@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,41 +22,14 @@ from tflite_opt.core.preprocessing import PIXELS, Preprocessing
 from tflite_opt.core.shipping import AppCode, Resize
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.core.version import __version__
+from tflite_opt.results.files import BundlePaths
 from tflite_opt.results.report import ConvertReport, VariantResult
 from tflite_opt.stages.app_code import DEFAULT_NAMES
 from tflite_opt.stages.kotlin_code import kotlin_source
-from tflite_opt.stages.metadata import clients, file_metadata, labels_file_name, labels_text
+from tflite_opt.stages.metadata import clients, file_metadata, labels_text
 from tflite_opt.stages.swift_code import swift_source
 
 MANIFEST_SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class BundlePaths:
-    """The files of one variant's bundle (labels are shared by a model's variants)."""
-
-    model: Path
-    manifest: Path
-    labels: Path
-    kotlin: Path
-    swift: Path
-    golden: Path
-
-    @classmethod
-    def beside(cls, tflite: Path) -> BundlePaths:
-        stem = tflite.name[: -len(".tflite")]
-        model_name = stem.split(".")[0]
-        return cls(
-            model=tflite,
-            manifest=tflite.with_name(f"{stem}.manifest.json"),
-            labels=tflite.with_name(labels_file_name(model_name)),
-            kotlin=tflite.with_name(f"{stem}.kt"),
-            swift=tflite.with_name(f"{stem}.swift"),
-            golden=tflite.with_name(f"{stem}.golden.json"),
-        )
-
-    def extras(self) -> list[Path]:
-        return [self.manifest, self.labels, self.kotlin, self.swift, self.golden]
 
 
 def sha256_of(content: bytes) -> str:

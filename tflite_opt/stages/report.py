@@ -11,6 +11,7 @@ from tflite_opt.core.interpreter import ROUNDING
 from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.text import aligned
 from tflite_opt.results.clients import Client
+from tflite_opt.results.files import BundlePaths
 from tflite_opt.results.inputs import PixelInputChoice
 from tflite_opt.results.measures import Fidelity, LatencyStats
 from tflite_opt.results.report import PRUNING_SIZE_NOTE, ConvertReport, VariantResult
@@ -356,7 +357,6 @@ def _markdown_files(report: ConvertReport) -> list[str]:
     """Each file's checks, tensors, what the app feeds it, and its operators."""
     out = ["", "## Files", ""]
     for v in report.variants:
-        stem = v.path.name.removesuffix(".tflite")
         out += [f"### {v.variant}: `{v.path.name}`", ""]
         out += [f"- {check.line()}" for check in v.verification.checks]
         for which, tensor in (("input", v.input), ("output", v.output)):
@@ -365,10 +365,9 @@ def _markdown_files(report: ConvertReport) -> list[str]:
         feeds = "pixels as they are (it normalizes them itself)" if v.pixel_input else _app_formula(report, v)
         out.append(f"- the app feeds it: {feeds}")
         out.append("- operators: " + ", ".join(f"{name} x{count}" for name, count in v.operators))
-        out.append(
-            f"- bundle beside it: `{stem}.manifest.json`, `{report.model}.labels.txt`, `{stem}.golden.json`, "
-            f"`{stem}.kt`, `{stem}.swift`"
-        )
+        bundle = BundlePaths.beside(v.path)
+        beside = (bundle.manifest, bundle.labels, bundle.golden, bundle.kotlin, bundle.swift)
+        out.append("- bundle beside it: " + ", ".join(f"`{path.name}`" for path in beside))
         out.append("")
     return out[:-1]
 

@@ -26,7 +26,8 @@ from typing import IO, Any
 
 from tflite_opt.core.errors import DataError, OutputExistsError, UsageError
 from tflite_opt.core.fileio import atomic_write_json, identical_or_refused, replace_all, staging_folder
-from tflite_opt.stages.package import BundlePaths, sha256_of
+from tflite_opt.results.files import BundlePaths
+from tflite_opt.stages.package import sha256_of
 
 INDEX_SCHEMA_VERSION = 1
 MAX_DOWNLOAD_BYTES = 2 * 1024**3

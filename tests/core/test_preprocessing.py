@@ -3,7 +3,7 @@
 import pytest
 
 from tflite_opt.core.errors import UsageError
-from tflite_opt.core.preprocessing import Preprocessing
+from tflite_opt.core.preprocessing import PIXELS, Preprocessing, app_input
 
 
 def test_mean_std_becomes_scale_and_offset():
@@ -39,3 +39,9 @@ def test_preprocessing_round_trips_through_dict():
 def test_the_formula_in_words_never_says_minus_zero():
     assert Preprocessing().describe() == "x = (pixel - 0) / 255"
     assert Preprocessing.from_mean_std(127.5, 127.5).describe() == "x = (pixel - 127.5) / 127.5"
+
+
+def test_an_app_feeds_a_pixel_input_model_the_pixels_and_any_other_the_normalization():
+    normalization = Preprocessing.from_mean_std(127.5, 127.5)
+    assert app_input(True, normalization) is PIXELS and app_input(False, normalization) is normalization
+    assert app_input(False, None) is PIXELS

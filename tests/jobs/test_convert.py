@@ -16,6 +16,7 @@ from tflite_opt.core.errors import OutputExistsError, UsageError
 from tflite_opt.core.interpreter import TfliteRunner, quantize
 from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.jobs import convert as jobs_convert
 from tflite_opt.jobs.convert import run_convert
 from tflite_opt.reference_runner import BundleClassifier, top1_on_folder
 from tflite_opt.stages.benchmark import gzip_size
@@ -23,6 +24,7 @@ from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.data import ImageSize, apply_preprocessing, load_dataset, open_source
 from tflite_opt.stages.load import load_keras_model
 from tflite_opt.stages.metadata import associated_files
+from tflite_opt.stages.realize import realize
 from tflite_opt.stages.report import format_table
 from tflite_opt.stages.translate import translate_for_tfmot
 from tflite_opt.stages.verify import float_operators
@@ -219,14 +221,18 @@ def test_an_unlabelled_folder_gives_fidelity_figures_and_a_verdict(faces, tmp_pa
     ids=["int8-pixels", "uint8-pixels", "int8-rounded", "uint8-rounded"],
 )
 def test_an_app_following_only_the_manifest_gets_the_reported_top1_image_by_image(
-    faces, tmp_path, io_type, pixel_input
+    faces, tmp_path, io_type, pixel_input, monkeypatch
 ):
     """Done-when 2: with (pixel - 127.5) / 127.5 every pixel sits on a rounding tie. The reference runner, reading
     nothing but the bundle, must predict what the benchmark predicted on every image."""
     config = faces_config(
         faces, tmp_path / "out", labels_file=faces["labels"], io_type=io_type, pixel_input=pixel_input
     )
+    realized = []
+    monkeypatch.setattr(jobs_convert, "realize", lambda spec, *args: realized.append(spec) or realize(spec, *args))
     report = run_convert(config)
+    # float32 and int8; where both int8 inputs were measured, the one that ships is not converted again.
+    assert len(realized) == 2 + (report.pixel_input.compared is not None)
     int8 = report.variant("int8")
     assert report.pixel_input.ties == 256
     # The ties make both int8 inputs measured where nothing was asked (uint8 takes pixels: apps feed it camera

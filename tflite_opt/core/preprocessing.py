@@ -97,3 +97,8 @@ class Preprocessing:
 
 # Model input that is the pixels themselves (x = pixel): a model that normalizes inside takes it.
 PIXELS = Preprocessing(scale=(1.0,), offset=(0.0,))
+
+
+def app_input(pixel_input: bool, preprocessing: Preprocessing | None) -> Preprocessing:
+    """What an app computes from pixels before quantizing: nothing for a model that normalizes inside."""
+    return PIXELS if pixel_input or preprocessing is None else preprocessing

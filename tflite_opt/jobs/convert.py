@@ -16,6 +16,7 @@ from typing import Any
 from tflite_opt.core.config import BenchmarkSettings, ConvertConfig, Mode
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.fileio import atomic_write_bytes, refuse_existing
+from tflite_opt.core.preprocessing import app_input
 from tflite_opt.core.variant import VariantSpec, first_int8, plan_variants
 from tflite_opt.jobs.inputs import (
     Inputs,
@@ -28,7 +29,7 @@ from tflite_opt.jobs.inputs import (
 from tflite_opt.jobs.measure import KERAS, Bench, assemble_results, latency_pixels
 from tflite_opt.jobs.search import CandidateBuilder, run_search
 from tflite_opt.jobs.version_check import preflight
-from tflite_opt.results.files import BundlePaths
+from tflite_opt.results.files import BundlePaths, Verified
 from tflite_opt.results.inputs import PixelInputChoice
 from tflite_opt.results.measures import AccuracyStats, Measured
 from tflite_opt.results.report import ConvertReport, VariantResult
@@ -37,7 +38,7 @@ from tflite_opt.results.tuning import FineTuned
 from tflite_opt.stages.benchmark import busy_machine
 from tflite_opt.stages.cluster import clustered_with
 from tflite_opt.stages.convert import choose_pixel_input, prefer_pixel_input
-from tflite_opt.stages.golden import app_input, golden_source, golden_vectors
+from tflite_opt.stages.golden import golden_source, golden_vectors
 from tflite_opt.stages.load import ClassifierSpec
 from tflite_opt.stages.metadata import MetadataSpec
 from tflite_opt.stages.package import write_bundle
@@ -87,12 +88,10 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     labels = labels_for(inputs, classifier.num_classes)
     target = Target(config.io_type, classifier, progress, _metadata_spec(config, labels))
     bench = _bench(config, model, inputs, classifier, progress)
-    pixel_input = _pixel_input(config, calibration, classifier, _Compare(model, target, bench))
+    pixel_input, compared = _pixel_input(config, calibration, classifier, _Compare(model, target, bench))
     plan = plan.with_pixel_input(pixel_input.chosen)
     log.info("converting %s", ", ".join(plan.names))
-    files = {
-        spec.name: realize(spec, source_model(spec, model, tuned), calibration, target, tuned) for spec in plan.specs
-    }
+    files = {spec.name: compared.get(spec) or _realized(spec, model, tuned, calibration, target) for spec in plan.specs}
     log.info("measuring %s", ", ".join(files))
     pruned_keras = {PRUNED_KERAS: tuned.pruned.model} if tuned.pruned is not None else {}
     scores, measured = bench.measure(files, pruned_keras)
@@ -151,27 +150,36 @@ class _Compare:
     bench: Bench
 
 
+def _realized(
+    spec: VariantSpec, model: Any, tuned: FineTuned, calibration: Calibration | None, target: Target
+) -> Verified:
+    """``spec``'s file, from the model it is converted from."""
+    return realize(spec, source_model(spec, model, tuned), calibration, target, tuned)
+
+
 def _pixel_input(
     config: ConvertConfig, calibration: Calibration | None, classifier: ClassifierSpec, compare: _Compare
-) -> PixelInputChoice:
+) -> tuple[PixelInputChoice, dict[VariantSpec, Verified]]:
     """Whether the full-int8 variants take pixels: as asked, for uint8 input, else where the calibration samples'
     rounding ties say so, and then only if the plain int8 file scores no worse so on the held-out data than taking
-    the normalized input (both measured here, side by side)."""
+    the normalized input (both measured here, side by side). Also the files measured to decide, by their recipe, so
+    that the plain int8 file is not converted twice."""
     samples = calibration.model_input if calibration is not None else None
     choice = choose_pixel_input(
         config.pixel_input, config.io_type, config.integer_io, config.preprocessing, samples, classifier.channels
     )
     if not choice.chosen or choice.asked is not None or choice.uint8_input or compare.bench.evaluation is None:
-        return choice
+        return choice, {}
     log.info("measuring int8 taking pixels and taking the normalized input (their values sit on rounding ties)")
     specs = {"pixels": VariantSpec(Mode.FULL_INT8, pixel_input=True), "normalized": VariantSpec(Mode.FULL_INT8)}
     files = {
-        name: realize(spec, compare.model, calibration, compare.target, FineTuned()) for name, spec in specs.items()
+        name: _realized(spec, compare.model, FineTuned(), calibration, compare.target) for name, spec in specs.items()
     }
     scores = compare.bench.accuracy(files)
     compared = (scores["pixels"].top1, scores["normalized"].top1)
     on = scores["pixels"].samples
-    return replace(choice, chosen=prefer_pixel_input(*compared), compared=compared, compared_on=on)
+    choice = replace(choice, chosen=prefer_pixel_input(*compared), compared=compared, compared_on=on)
+    return choice, {spec: files[name] for name, spec in specs.items()}
 
 
 def _metadata_spec(config: ConvertConfig, labels: list[str]) -> MetadataSpec:

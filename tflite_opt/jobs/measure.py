@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from tflite_opt.core.config import BenchmarkSettings
-from tflite_opt.core.preprocessing import PIXELS, Preprocessing
+from tflite_opt.core.preprocessing import Preprocessing, app_input
 from tflite_opt.core.tflite_file import Tensor
 from tflite_opt.results.files import Verified
 from tflite_opt.results.measures import AccuracyStats, Measured, Verdict, VerdictLabel, drop_points, paired_drop_of
@@ -66,7 +66,7 @@ class Bench:
         Returns:
             (the accuracy of the Keras model, under :data:`KERAS`, and of ``keras_models``; each variant measured).
         """
-        inputs = {name: PIXELS if file.pixel_input else self.preprocessing for name, file in files.items()}
+        inputs = {name: app_input(file.pixel_input, self.preprocessing) for name, file in files.items()}
         models = {**({KERAS: self.keras_model} if self.keras_model is not None else {}), **(keras_models or {})}
         accuracy = self.accuracy(files, models)
         keras_accuracy = {name: accuracy.pop(name) for name in models if name in accuracy}
@@ -84,7 +84,7 @@ class Bench:
         if self.evaluation is None:
             return {}
         scorers = {
-            name: Scorer.tflite(file.content, PIXELS if file.pixel_input else self.preprocessing, self.settings)
+            name: Scorer.tflite(file.content, app_input(file.pixel_input, self.preprocessing), self.settings)
             for name, file in files.items()
         }
         scorers.update({name: Scorer.keras(model, self.preprocessing) for name, model in (keras_models or {}).items()})

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from tflite_opt.core.interpreter import TfliteRunner, dequantize
-from tflite_opt.core.preprocessing import PIXELS, Preprocessing
+from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.stages.data import Dataset, DataSource, apply_preprocessing
 
 GOLDEN_SCHEMA_VERSION = 1
@@ -70,11 +70,6 @@ def _relative(name: str, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else name
 
 
-def app_input(pixel_input: bool, preprocessing: Preprocessing | None) -> Preprocessing:
-    """What an app computes from pixels before quantizing: nothing for a model that normalizes inside."""
-    return PIXELS if pixel_input or preprocessing is None else preprocessing
-
-
 def png_base64(pixels: np.ndarray) -> str:
     """One image's pixels (H, W, C), 0..255, as a base64 PNG."""
     channels = pixels.shape[-1]
@@ -85,12 +80,6 @@ def png_base64(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def pixels_from_png(encoded: str, channels: int) -> np.ndarray:
-    """The pixels (H, W, C) of a base64 PNG written by :func:`png_base64`."""
-    with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
-        return np.asarray(image.convert(_PNG_MODES[channels]), dtype=np.uint8).reshape(image.height, image.width, -1)
 
 
 def golden_vectors(content: bytes, source: GoldenSource, app_input: Preprocessing, labels: Sequence[str]) -> dict:

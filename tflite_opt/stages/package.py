@@ -18,7 +18,7 @@ from typing import Any
 from tflite_opt.core.errors import DataError
 from tflite_opt.core.fileio import atomic_write_bytes, atomic_write_json
 from tflite_opt.core.interpreter import INTEGER_RANGES, ROUNDING
-from tflite_opt.core.preprocessing import PIXELS, Preprocessing
+from tflite_opt.core.preprocessing import PIXELS, Preprocessing, app_input
 from tflite_opt.core.shipping import AppCode, Resize
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.core.version import __version__
@@ -102,7 +102,7 @@ def _preprocessing(
     """What an app does to a picture before the model sees it, every constant read from the file."""
     channels = variant.input.shape[-1]
     normalization = prep or PIXELS
-    app = PIXELS if variant.pixel_input else normalization  # a pixel-input model normalizes inside
+    app = app_input(variant.pixel_input, normalization)
     scale, offset = (list(values) for values in app.per_channel())
     steps = {
         "layout": "NHWC",

@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image
 
 from tflite_opt.core import default_data, keras2
+from tflite_opt.core.config import ConvertConfig, Mode
+from tflite_opt.core.preprocessing import Preprocessing
 
 INPUT_SIZE = 12
 CORPUS = Path(__file__).parent / "corpus"
@@ -49,6 +51,21 @@ def build_functional(channels: int = 1, seed: int = 0):
     x = layers.Dense(160, activation="relu", name="hidden")(x)
     outputs = layers.Dense(10, name="logits")(x)
     return keras.Model(inputs, outputs, name="tiny_functional")
+
+
+def outlier_run(data: Path, model_path: Path, output: Path, **kwargs):
+    """A full-int8 run of ``model_path`` on the outlier data set (calibration, eval, train.npz), with ``kwargs`` as
+    further ConvertConfig fields (a search, a fine-tuning step)."""
+    return ConvertConfig(
+        modes=(Mode.FULL_INT8,),
+        model_path=model_path,
+        representative_data=data / "calibration",
+        eval_data=data / "eval",
+        train_data=data / "train.npz",
+        output_dir=output,
+        preprocessing=Preprocessing(),
+        **kwargs,
+    )
 
 
 def build_outlier_model(images: np.ndarray, labels: np.ndarray, outlier: str = "activation"):

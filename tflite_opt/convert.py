@@ -29,7 +29,7 @@ from tflite_opt.command import (
     run_cli,
     timing_from_flags,
 )
-from tflite_opt.core.config import DEFAULT_SPARSITY_GRID, ConvertConfig, IoType, Mode, SearchConfig
+from tflite_opt.core.config import DEFAULT_SPARSITY_GRID, ConvertConfig, IoType, Mode, SearchConfig, SearchSchedule
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.shipping import AppCode, ModelCard, Resize
 from tflite_opt.jobs.convert import run_convert
@@ -104,7 +104,32 @@ def _define_search_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_list(
         "sparsity-grid",
         [str(s) for s in DEFAULT_SPARSITY_GRID],
-        "Sparsities the search tries, ascending, each continuing from the last.",
+        "Sparsities the search tries, ascending: chained, each continuing from the last; parallel, each from the "
+        "float model.",
+        **search,
+    )
+    flags.DEFINE_string(
+        "ray-address",
+        None,
+        "Build the search's candidates as Ray tasks on this cluster: local (a new instance on this machine for the "
+        "run), auto (the cluster this machine is part of), host:port or ray://host:10001. Needs "
+        "pip install 'tflite-opt[ray]'. Default: in this process.",
+        **search,
+    )
+    flags.DEFINE_enum(
+        "search-schedule",
+        None,
+        [s.value for s in SearchSchedule],
+        "chained: each sparsity fine-tuned from the previous level's model, one after the other, stopping after two "
+        "misses; parallel: each from the float model, all at once. Default: parallel with --ray-address, chained "
+        "otherwise.",
+        **search,
+    )
+    flags.DEFINE_bool(
+        "resume",
+        False,
+        "Continue an interrupted search into the same --output-dir: every candidate it finished (kept in "
+        "<output-dir>/search/) is taken as it is, not built again.",
         **search,
     )
     flags.DEFINE_integer("max-float-layers", 3, "At most this many layers kept in float.", lower_bound=0, **search)
@@ -192,6 +217,9 @@ def _define_output_flags(flag_values: flags.FlagValues) -> None:
 
 def _search_config(fv: flags.FlagValues) -> SearchConfig | None:
     if fv["max-accuracy-drop"].value is None:
+        given = [f"--{name}" for name in ("ray-address", "search-schedule", "resume") if fv[name].present]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to the search: pass --max-accuracy-drop")
         return None
     try:
         grid = tuple(float(level) for level in fv["sparsity-grid"].value)
@@ -202,6 +230,9 @@ def _search_config(fv: flags.FlagValues) -> SearchConfig | None:
         sparsities=grid,
         max_float_layers=fv["max-float-layers"].value,
         refine=fv["refine"].value,
+        schedule=SearchSchedule(fv["search-schedule"].value) if fv["search-schedule"].value else None,
+        ray_address=fv["ray-address"].value,
+        resume=fv["resume"].value,
     )
 
 

@@ -22,6 +22,7 @@ from tflite_opt.core.config import (
     QatConfig,
     Schedule,
     SearchConfig,
+    SearchSchedule,
 )
 from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.shipping import AppCode, Resize
@@ -87,6 +88,14 @@ def test_no_flags_give_the_default_config_with_progress(job):
             {"search": SearchConfig(0.5, (0.5, 0.9), max_float_layers=1, refine=False)},
         ),
         (["--max-accuracy-drop", "1", "--prune"], {"search": SearchConfig(1.0), "prune": PruneConfig()}),
+        (
+            ["--max-accuracy-drop", "1", "--prune", "--ray-address", "local", "--resume"],
+            {"search": SearchConfig(1.0, ray_address="local", resume=True), "prune": PruneConfig()},
+        ),
+        (
+            ["--max-accuracy-drop", "1", "--search-schedule", "parallel"],
+            {"search": SearchConfig(1.0, schedule=SearchSchedule.PARALLEL)},
+        ),
         (["--per-tensor"], {"per_tensor": True}),
         (["--io-type", "uint8", "--raw-pixel-input"], {"io_type": IoType.UINT8, "pixel_input": True}),
         (["--io-type", "float32", "--noraw-pixel-input"], {"io_type": IoType.FLOAT32, "pixel_input": False}),
@@ -146,6 +155,8 @@ def test_a_typed_error_from_the_job_is_one_line_and_its_exit_code(stub, typed_er
         (["--max-accuracy-drop", "1", "--float16"], "--max-accuracy-drop and --per-tensor apply to --full-int8"),
         (["--max-accuracy-drop", "1", "--full-int8", "--float16"], "--max-accuracy-drop searches full-int8"),
         (["--float16", "--qat"], "it needs --full-int8"),
+        (["--ray-address", "local", "--resume"], "--ray-address, --resume apply to the search"),
+        (["--max-accuracy-drop", "1", "--ray-address", " "], "--ray-address needs an address"),
         (["--prune", "--target-sparsity", "1"], "--target-sparsity must be between 0 and 1"),
         (["--float16", "--raw-pixel-input"], "--raw-pixel-input applies to --full-int8 models with --io-type int8"),
         (["--io-type", "float32", "--raw-pixel-input"], "--raw-pixel-input applies"),

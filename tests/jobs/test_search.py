@@ -4,11 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from helpers import build_outlier_model
+from helpers import build_outlier_model, outlier_run
 
-from tflite_opt.core.config import ClusterConfig, ConvertConfig, Mode, PruneConfig, QatConfig, SearchConfig
+from tflite_opt.core.config import ClusterConfig, ConvertConfig, PruneConfig, QatConfig, SearchConfig
 from tflite_opt.core.errors import VerificationError
-from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import read_tflite
 from tflite_opt.jobs import search as jobs_search
 from tflite_opt.jobs.convert import run_convert
@@ -20,23 +19,10 @@ pytestmark = pytest.mark.slow
 # policy has its own (tests/stages/test_fine_tune.py).
 
 
-def search_config(data, model_path, output, **kwargs):
-    return ConvertConfig(
-        modes=(Mode.FULL_INT8,),
-        model_path=model_path,
-        representative_data=data / "calibration",
-        eval_data=data / "eval",
-        train_data=data / "train.npz",
-        output_dir=output,
-        preprocessing=Preprocessing(),
-        **kwargs,
-    )
-
-
 def test_selective_quantization_keeps_the_outlier_layer_in_float_and_restores_accuracy(
     outlier_model, outlier_data, tmp_path
 ):
-    report = run_convert(search_config(outlier_data, outlier_model, tmp_path, search=SearchConfig(1.0)))
+    report = run_convert(outlier_run(outlier_data, outlier_model, tmp_path, search=SearchConfig(1.0)))
     outcome = report.search
     first, chosen = outcome.candidates[0], outcome.chosen
     assert first.variant == "int8" and first.drop > 30, "the model was meant to quantize badly"
@@ -62,7 +48,7 @@ def test_selective_quantization_keeps_the_outlier_layer_in_float_and_restores_ac
 
 
 def test_the_sparsity_search_returns_the_highest_sparsity_within_budget(outlier_model, outlier_data, tmp_path):
-    config = search_config(
+    config = outlier_run(
         outlier_data,
         outlier_model,
         tmp_path,
@@ -88,7 +74,7 @@ def test_the_sparsity_search_returns_the_highest_sparsity_within_budget(outlier_
 def test_quantization_aware_training_comes_before_float_layers_and_clustering_keeps_full_integer(
     outlier_model, outlier_data, tmp_path
 ):
-    config = search_config(
+    config = outlier_run(
         outlier_data,
         outlier_model,
         tmp_path,
@@ -122,7 +108,7 @@ def test_quantization_aware_training_comes_before_float_layers_and_clustering_ke
 def test_a_pruned_level_whose_int8_misses_gets_the_scheme_that_keeps_its_zeros_and_clusters(
     outlier_model, outlier_data, tmp_path
 ):
-    config = search_config(
+    config = outlier_run(
         outlier_data,
         outlier_model,
         tmp_path,
@@ -152,7 +138,7 @@ def test_per_tensor_weights_show_their_accuracy_cost_next_to_per_channel(outlier
     path = tmp_path / "wide_weights.keras"
     model.save(path)
 
-    report = run_convert(search_config(outlier_data, path, tmp_path / "out", per_tensor=True))
+    report = run_convert(outlier_run(outlier_data, path, tmp_path / "out", per_tensor=True))
     assert report.chosen.variant == "int8-per-tensor"
     per_channel, per_tensor = report.variant("int8"), report.variant("int8-per-tensor")
     assert report.top1_drop_points(per_channel) < 2.0
@@ -193,7 +179,7 @@ def test_a_candidate_that_fails_is_a_row_with_its_reason_and_the_search_still_sh
         return real(model, train_x, train_y, settings)
 
     monkeypatch.setattr(jobs_search, "prune_model", failing_at_75)
-    config = search_config(
+    config = outlier_run(
         outlier_data,
         outlier_model,
         tmp_path,

@@ -5,7 +5,7 @@ import pytest
 from tflite_opt.core.config import Mode, SearchConfig
 from tflite_opt.core.variant import QatScheme, VariantSpec
 from tflite_opt.results.search import Candidate, SearchOutcome, SearchPhase, choose
-from tflite_opt.stages.search import search_float_layers, search_int8, search_sparsity
+from tflite_opt.stages.search import search_float_layers, search_int8, search_sparsity, search_sparsity_parallel
 
 GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -64,6 +64,34 @@ def test_each_sparsity_continues_from_the_previous_level_and_stops_after_two_mis
     ]
     assert [c.within_budget for c in tried] == [True, True, False, False, False]
     assert choose(tried).sparsity == 0.6
+
+
+def test_the_parallel_schedule_asks_for_every_level_at_once_from_the_float_model_then_bisects():
+    rounds = []
+
+    def make(levels):
+        rounds.append(list(levels))
+        calls = []
+        made = [monotone_maker(0.62, calls)(level, None) for level in levels]
+        assert all(previous is None for _, previous in calls)
+        return made
+
+    tried = search_sparsity_parallel(GRID, make)
+    # Every level in one round (no early stop: workers build them side by side), then the same bisection between
+    # the highest level within the budget and the next one as the chained schedule.
+    assert rounds == [list(GRID), [0.65]]
+    assert [c.sparsity for c in tried] == [*GRID, 0.65]
+    assert choose(tried).sparsity == 0.6
+    assert search_sparsity_parallel(GRID, make, refine=False)[-1].sparsity == 0.9
+
+
+@pytest.mark.parametrize("threshold", [0.45, 0.5, 0.62, 0.79, 0.97])
+def test_the_parallel_and_chained_schedules_choose_the_same_level_on_the_same_figures(threshold):
+    chained = choose(search_sparsity(GRID, monotone_maker(threshold, [])))
+    parallel = choose(
+        search_sparsity_parallel(GRID, lambda levels: [monotone_maker(threshold, [])(x, None) for x in levels])
+    )
+    assert (chained.sparsity, chained.within_budget) == (parallel.sparsity, parallel.within_budget)
 
 
 def test_a_drop_beyond_bad_stops_the_sparsity_search_at_once():

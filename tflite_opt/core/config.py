@@ -207,14 +207,37 @@ def within_budget(drop_points: float, budget_points: float) -> bool:
     return bool(drop_points <= budget_points + 1e-9)
 
 
+class SearchSchedule(str, enum.Enum):
+    """How the sparsity levels of a search are built: ``chained``, each fine-tuned from the previous level's pruned
+    model, one after the other (the work is reused); ``parallel``, each from the float model, all at once (what
+    several workers can share)."""
+
+    CHAINED = "chained"
+    PARALLEL = "parallel"
+
+
+# Ray addresses that are not a host: a new local instance for the run, or the cluster this machine is part of.
+RAY_LOCAL, RAY_AUTO = "local", "auto"
+
+
 @dataclass(frozen=True)
 class SearchConfig:
-    """The accuracy budget and where to look for the smallest model within it."""
+    """The accuracy budget and where to look for the smallest model within it.
+
+    Attributes:
+        schedule: None: parallel on Ray, chained otherwise.
+        ray_address: build the candidates as Ray tasks there (``local``, ``auto``, ``host:port``,
+            ``ray://host:10001``); None: in this process.
+        resume: take the candidates an interrupted run of the same search finished instead of building them again.
+    """
 
     max_accuracy_drop: float
     sparsities: tuple[float, ...] = DEFAULT_SPARSITY_GRID
     max_float_layers: int = 3
     refine: bool = True
+    schedule: SearchSchedule | None = None
+    ray_address: str | None = None
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_accuracy_drop <= 100.0:
@@ -225,6 +248,10 @@ class SearchConfig:
         object.__setattr__(self, "sparsities", levels)
         if self.max_float_layers < 0:
             raise UsageError(f"--max-float-layers must not be negative, got {self.max_float_layers}")
+        schedule = self.schedule or (SearchSchedule.PARALLEL if self.ray_address else SearchSchedule.CHAINED)
+        object.__setattr__(self, "schedule", SearchSchedule(schedule))
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise UsageError("--ray-address needs an address: local, auto, host:port or ray://host:10001")
 
     def within(self, drop_points: float) -> bool:
         """True when a top-1 drop (points) is within the budget."""
@@ -236,6 +263,7 @@ class SearchConfig:
             "sparsities": list(self.sparsities),
             "max_float_layers": self.max_float_layers,
             "refine": self.refine,
+            "schedule": self.schedule.value,
         }
 
 

@@ -7,6 +7,7 @@ search add its candidates, and writes nothing until all of that succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -27,7 +28,9 @@ from tflite_opt.jobs.inputs import (
     unsaid_warnings,
 )
 from tflite_opt.jobs.measure import KERAS, Bench, assemble_results, latency_pixels
+from tflite_opt.jobs.ray_search import connect
 from tflite_opt.jobs.search import CandidateBuilder, run_search
+from tflite_opt.jobs.search_store import CandidateStore, refuse_earlier_search, resumable_search
 from tflite_opt.jobs.version_check import preflight
 from tflite_opt.results.files import BundlePaths, Verified
 from tflite_opt.results.inputs import PixelInputChoice
@@ -76,6 +79,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     config = config.with_inputs(resolve_defaults(config.inputs))
     plan = plan_variants(config)
     specs = [*plan.specs, *([first_int8(config)] if config.search else [])]
+    config = _resuming(config)
     refuse_existing(_outputs([_path(config, spec) for spec in specs], config.output_dir), config.overwrite)
     log.info("loading %s", config.model_path or "the embedded default model")
     model, classifier = load_classifier(config.inputs)
@@ -127,9 +131,29 @@ class _Run:
     outcome: SearchOutcome | None = None
 
 
+def _resuming(config: ConvertConfig) -> ConvertConfig:
+    """The run, checked against an earlier search in its output folder: resuming one replaces what its earlier run
+    wrote (it may have died while writing; the search's digest, checked before anything is written, refuses to
+    resume another one); without ``--resume`` or ``--overwrite``, an earlier search is refused at once."""
+    if config.search is None:
+        return config
+    if resumable_search(config.output_dir, config.search.resume):
+        return replace(config, overwrite=True)
+    refuse_earlier_search(config.output_dir, config.search.resume, config.overwrite)
+    return config
+
+
 def _searched(run: _Run, builder: CandidateBuilder, config: ConvertConfig) -> _Run:
-    """The run with the search's first candidate (plain int8) and its chosen one, which it ships."""
-    outcome = run_search(builder)
+    """The run with the search's first candidate (plain int8) and its chosen one, which it ships. Every candidate
+    is kept in the output folder's search/ as it is finished (an interrupted search resumes from it); on Ray
+    (``--ray-address``) they are built as Ray tasks."""
+    search = config.search
+    store = CandidateStore.open(
+        config.output_dir, builder.digest(), search.max_accuracy_drop, search.resume, config.overwrite
+    )
+    builder = replace(builder, store=store)
+    with connect(search.ray_address, store) if search.ray_address else contextlib.nullcontext() as runner:
+        outcome = run_search(builder, runner)
     chosen = outcome.chosen
     searched = dict.fromkeys([outcome.candidates[0], chosen])
     paths = {**run.paths, **{c.variant: _path(config, c.spec) for c in searched}}

@@ -15,7 +15,15 @@ from tflite_opt.core.config import BenchmarkSettings
 from tflite_opt.core.preprocessing import Preprocessing, app_input
 from tflite_opt.core.tflite_file import Tensor
 from tflite_opt.results.files import Verified
-from tflite_opt.results.measures import AccuracyStats, Measured, Verdict, VerdictLabel, drop_points, paired_drop_of
+from tflite_opt.results.measures import (
+    AccuracyStats,
+    Measured,
+    Scored,
+    Verdict,
+    VerdictLabel,
+    drop_points,
+    paired_drop_of,
+)
 from tflite_opt.results.report import TensorInfo, VariantResult
 from tflite_opt.stages.benchmark import Scorer, evaluate, measure_latencies, measure_size
 from tflite_opt.stages.data import Dataset, DataSource, apply_preprocessing
@@ -66,17 +74,26 @@ class Bench:
         Returns:
             (the accuracy of the Keras model, under :data:`KERAS`, and of ``keras_models``; each variant measured).
         """
-        inputs = {name: app_input(file.pixel_input, self.preprocessing) for name, file in files.items()}
         models = {**({KERAS: self.keras_model} if self.keras_model is not None else {}), **(keras_models or {})}
         accuracy = self.accuracy(files, models)
         keras_accuracy = {name: accuracy.pop(name) for name in models if name in accuracy}
-        samples = {name: apply_preprocessing(self.pixels[np.newaxis], prep)[0] for name, prep in inputs.items()}
-        latency = measure_latencies({name: file.content for name, file in files.items()}, samples, self.settings)
-        measured = {
-            name: Measured(file, latency[name], measure_size(file.content, file.parsed), accuracy.get(name))
+        return keras_accuracy, self.timed(self.scored(files, accuracy))
+
+    def scored(self, files: dict[str, Verified], accuracy: dict[str, AccuracyStats] | None = None) -> dict[str, Scored]:
+        """Size and accuracy of every file (``accuracy``: already measured, else measured here in one pass)."""
+        accuracy = self.accuracy(files) if accuracy is None else accuracy
+        return {
+            name: Scored(file, measure_size(file.content, file.parsed), accuracy.get(name))
             for name, file in files.items()
         }
-        return keras_accuracy, measured
+
+    def timed(self, scored: dict[str, Scored]) -> dict[str, Measured]:
+        """Every scored file with its latency, the files timed interleaved on this machine (a file that takes pixels as
+        they are is fed them)."""
+        inputs = {name: app_input(s.file.pixel_input, self.preprocessing) for name, s in scored.items()}
+        samples = {name: apply_preprocessing(self.pixels[np.newaxis], prep)[0] for name, prep in inputs.items()}
+        latency = measure_latencies({name: s.file.content for name, s in scored.items()}, samples, self.settings)
+        return {name: s.timed(latency[name]) for name, s in scored.items()}
 
     def accuracy(self, files: dict[str, Verified], keras_models: Mapping[str, Any] | None = None) -> dict:
         """The accuracy of every file and Keras model, by name, in one streamed pass; empty without evaluation

@@ -229,6 +229,19 @@ class Measured:
 
 
 @dataclass(frozen=True)
+class Scored:
+    """A converted, verified file's size and accuracy, before its latency is measured: a search scores each
+    candidate where it is built (on any worker) and times them all together on one machine."""
+
+    file: Verified
+    size: SizeStats
+    accuracy: AccuracyStats | None = None
+
+    def timed(self, latency: LatencyStats) -> Measured:
+        return Measured(self.file, latency, self.size, self.accuracy)
+
+
+@dataclass(frozen=True)
 class ShipOption:
     """What the choice of the variant to ship looks at."""
 

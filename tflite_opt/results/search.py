@@ -10,7 +10,7 @@ from typing import Any
 from tflite_opt.core.config import SearchConfig
 from tflite_opt.core.variant import QatScheme, VariantSpec
 from tflite_opt.results import NamedEnum
-from tflite_opt.results.measures import Measured, ShipOption, choose_to_ship
+from tflite_opt.results.measures import Measured, Scored, ShipOption, choose_to_ship
 from tflite_opt.results.tuning import NOT_TUNED, FineTuned, PruneResult
 
 
@@ -62,11 +62,18 @@ class Candidate:
     within_budget: bool
     parent: str | None
     # The converted file and every measurement, and the fine-tuned Keras models it came from; the search
-    # logic itself needs only the figures above.
+    # logic itself needs only the figures above. ``scored`` (size, accuracy) comes with the candidate from
+    # wherever it was built; ``measured`` adds latency, timed with the other candidates' on one machine.
     measured: Measured | None = field(default=None, repr=False, compare=False)
     tuned: FineTuned = field(default=NOT_TUNED, repr=False, compare=False)
     # Why the candidate could not be built, converted or verified; such a candidate has no figures.
     failure: str | None = None
+    scored: Scored | None = field(default=None, repr=False, compare=False)
+    # Where and in how long it was built: ``node/pid`` of the worker (the driver's for a local search), seconds.
+    worker: str | None = None
+    seconds: float | None = None
+    # Taken from an earlier, interrupted run of the same search (--resume) instead of being built again.
+    resumed: bool = False
 
     @classmethod
     def failed(cls, spec: VariantSpec, phase: SearchPhase, parent: str | None, reason: str) -> Candidate:
@@ -103,6 +110,48 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class SearchEngine:
+    """Where a search built its candidates: ``local`` (this process) or ``ray`` (tasks on a Ray cluster at
+    ``address``, ``cpus`` CPUs), and its schedule: ``chained`` (each sparsity from the previous one) or
+    ``parallel`` (each from the float model, all at once)."""
+
+    engine: str = "local"
+    schedule: str = "chained"
+    address: str | None = None
+    cpus: int | None = None
+
+    def describe(self, candidates: Sequence[Candidate]) -> str:
+        """One line: where the candidates were built, how many workers built them, the schedule."""
+        workers = _workers(candidates)
+        where = (
+            f"on Ray at {self.address} ({self.cpus} CPUs), by {len(workers)} worker{'s' if len(workers) != 1 else ''}"
+            if self.engine == "ray"
+            else "in this process"
+        )
+        how = "each sparsity from the float model" if self.schedule == "parallel" else "each from the previous"
+        resumed = sum(c.resumed for c in candidates)
+        kept = f"; {resumed} kept from the interrupted run (--resume)" if resumed else ""
+        return f"  built {where}; {self.schedule} schedule ({how}); latency timed on this machine{kept}"
+
+    def to_dict(self, candidates: Sequence[Candidate]) -> dict[str, Any]:
+        workers = _workers(candidates)
+        return {
+            "engine": self.engine,
+            "schedule": self.schedule,
+            "address": self.address,
+            "cpus": self.cpus,
+            "workers": len(workers),
+            "worker_names": workers,
+            "resumed": sum(c.resumed for c in candidates),
+        }
+
+
+def _workers(candidates: Sequence[Candidate]) -> list[str]:
+    """The workers that built the candidates of this run (not those kept from an earlier one)."""
+    return sorted({c.worker for c in candidates if c.worker is not None and not c.resumed})
+
+
+@dataclass(frozen=True)
 class SearchOutcome:
     """Every candidate tried, the chosen one, and the budget."""
 
@@ -115,6 +164,7 @@ class SearchOutcome:
     skipped_pruning: str | None = None
     # Why quantization-aware training was not tried where post-training quantization missed, if it was not.
     qat_not_tried: str | None = None
+    engine: SearchEngine = SearchEngine()
 
     @property
     def chosen(self) -> Candidate:
@@ -159,6 +209,9 @@ class SearchOutcome:
                 "from": c.parent,
                 "remedy": c.remedy,
                 "fine_tuning_seconds": c.tuned.seconds(),
+                "worker": c.worker,
+                "wall_seconds": round(c.seconds, 1) if c.seconds is not None else None,
+                "resumed": c.resumed,
                 "path": (paths or {}).get(c.variant),
             }
             if c.measured is not None:
@@ -183,6 +236,7 @@ class SearchOutcome:
                 "it, so its drop is slightly optimistic for new data"
             ),
             "settings": self.config.to_dict(),
+            **self.engine.to_dict(self.candidates),
             "pruning_skipped": self.skipped_pruning,
             "qat_not_tried": self.qat_not_tried,
             "layer_ranking": [e.to_dict() for e in self.ranking],

@@ -243,6 +243,18 @@ class DataSource:
                 )
         return raw
 
+    def in_memory(self) -> DataSource:
+        """The same samples, labels and class mapping, read into memory: what travels to a worker that does not see
+        this machine's files.
+
+        Raises:
+            DataError: an unreadable image.
+        """
+        if self._files is None and isinstance(self._array, np.ndarray) and not isinstance(self._array, np.memmap):
+            return self
+        array = self.read(np.arange(len(self)))
+        return DataSource(self.path, self.size, self.labels, array=array, mapping=self.mapping)
+
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(raw samples, their indices) in order, ``batch_size`` at a time.
 

@@ -263,6 +263,7 @@ def _search_lines(report: ConvertReport) -> list[str]:
     lines = [
         f"search: budget {outcome.config.max_accuracy_drop:g} {score} points below Keras "
         f"({_percent(outcome.keras_top1)}); {len(outcome.candidates)} candidates, judged on the held-out set",
+        outcome.engine.describe(outcome.candidates),
         f"  {'candidate':<34}{score[:9]:>9}{'drop':>8}{'gzip KiB':>10}{'p50 ms':>9}{'tuning s':>10}  remedy",
     ]
     for c in outcome.candidates:

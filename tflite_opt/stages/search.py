@@ -19,7 +19,8 @@ against the Keras model's top-1:
    and, with ``--cluster N``, clustered; where a level's PTQ misses D and ``--qat``
    is given, the scheme that keeps its zeros and shared values (``-pqat``,
    ``-pcqat``) is tried. Stops after two levels in a row miss, then one bisection
-   step between the highest level within D and the next one.
+   step between the highest level within D and the next one. On Ray (``--ray-address``) the schedule is parallel
+   instead: every level from the float model at once, then the bisection step.
 3. Clustering without pruning (``--cluster N``): one clustered candidate, and its
    ``-cqat`` where its PTQ misses.
 
@@ -109,12 +110,44 @@ def search_sparsity(
         missed_twice = len(best_by_level) >= 2 and not any(c.within_budget for c in best_by_level[-2:])
         if missed_twice or (best_by_level[-1].failure is None and best_by_level[-1].drop > bad_drop):
             break
+    bisection = _bisection(best_by_level) if refine else None
+    if bisection is not None:
+        tried += make(bisection[0], bisection[1])
+    return tried
+
+
+def _bisection(best_by_level: Sequence[Candidate]) -> tuple[float, Candidate] | None:
+    """The middle of the highest level within the budget and the next level tried above it, with the former; None
+    where no level is within the budget, none was tried above it, or the middle was tried."""
     within = [c for c in best_by_level if c.within_budget]
-    if refine and within:
-        best = max(within, key=lambda c: c.sparsity)
-        above = [c.sparsity for c in best_by_level if c.sparsity > best.sparsity]
-        if above:
-            middle = round((best.sparsity + min(above)) / 2, 3)
-            if all(abs(middle - c.sparsity) > 1e-9 for c in best_by_level):
-                tried += make(middle, best)
+    if not within:
+        return None
+    best = max(within, key=lambda c: c.sparsity)
+    above = [c.sparsity for c in best_by_level if c.sparsity > best.sparsity]
+    if not above:
+        return None
+    middle = round((best.sparsity + min(above)) / 2, 3)
+    if any(abs(middle - c.sparsity) <= 1e-9 for c in best_by_level):
+        return None
+    return middle, best
+
+
+def search_sparsity_parallel(
+    levels: Sequence[float], make: Callable[[Sequence[float]], Sequence[Sequence[Candidate]]], refine: bool = True
+) -> list[Candidate]:
+    """Every sparsity at once, each from the float model (so that workers can build them side by side); then the
+    same bisection step as :func:`search_sparsity`, between the highest level within the budget and the next.
+
+    Unlike the chained search it cannot stop early: every level is built, and the bisection is one more round.
+
+    Args:
+        levels: sparsities, ascending.
+        make: the candidates of each of these sparsities (post-training, and quantization-aware where that missed),
+            each built from the float model, in the order given.
+    """
+    found = make(levels)
+    tried = [c for level in found for c in level]
+    bisection = _bisection([choose(level) for level in found]) if refine else None
+    if bisection is not None:
+        tried += [c for level in make([bisection[0]]) for c in level]
     return tried

@@ -27,6 +27,9 @@ from tflite_opt.core.config import BenchmarkSettings
 from tflite_opt.jobs.benchmark import run_benchmark
 from tflite_opt.stages.report import format_table
 
+# The line `tflite-opt --help` lists this command with, and the first of its own --help.
+SUMMARY = "measure .tflite files you have: size, latency, top-1"
+
 
 def _define_flags(flag_values: flags.FlagValues) -> None:
     models = {"flag_values": flag_values, "module_name": "Models"}
@@ -99,7 +102,7 @@ def _run(fv: flags.FlagValues) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tflite_opt.benchmark``; returns the exit code."""
-    return run_cli("tflite_opt.benchmark", argv, _define_flags, _run)
+    return run_cli("tflite_opt.benchmark", argv, _define_flags, _run, SUMMARY)
 
 
 if __name__ == "__main__":

@@ -13,27 +13,19 @@ from tflite_opt import benchmark, convert, debug, prune, publish, pull, referenc
 from tflite_opt.command import EXIT_USAGE
 from tflite_opt.core.version import __version__
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
-    "convert": convert.main,
-    "prune": prune.main,
-    "benchmark": benchmark.main,
-    "debug": debug.main,
-    "publish": publish.main,
-    "pull": pull.main,
-    "version-check": version_check.main,
-    "reference-runner": reference_runner.main,
+_MODULES = {
+    "convert": convert,
+    "prune": prune,
+    "benchmark": benchmark,
+    "debug": debug,
+    "publish": publish,
+    "pull": pull,
+    "version-check": version_check,
+    "reference-runner": reference_runner,
 }
-# What each command does, in the words `tflite-opt --help` lists them with.
-SUMMARIES = {
-    "convert": "a Keras model to verified, measured .tflite files and app bundles (the main job)",
-    "prune": "prune and fine-tune a Keras model, save it stripped",
-    "benchmark": "measure .tflite files you have: size, latency, top-1",
-    "debug": "each layer's int8 error, worst first",
-    "publish": "copy bundles into a model repository (plain files and index.json)",
-    "pull": "fetch one variant's bundle from a repository, every file verified",
-    "version-check": "can this stack convert?",
-    "reference-runner": "classify images with nothing but a pulled bundle, its golden vectors checked first",
-}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {name: module.main for name, module in _MODULES.items()}
+# What each command does: its module's summary, the first line of its own --help too.
+SUMMARIES: dict[str, str] = {name: module.SUMMARY for name, module in _MODULES.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

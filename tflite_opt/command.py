@@ -101,9 +101,24 @@ def _progress_on_stderr(verbose: bool) -> Iterator[None]:
         logger.propagate = saved[1]
 
 
-def _print_help(program: str, flag_values: flags.FlagValues) -> None:
-    print(f"usage: python -m {program} [flags]\n")
-    print(flag_values.get_help(include_special_flags=False).lstrip("\n"))
+def invocation(program: str) -> str:
+    """How the user started ``program`` (``tflite_opt.convert``): ``tflite-opt convert`` through the dispatcher's
+    script, else ``python -m tflite_opt.convert``."""
+    if Path(sys.argv[0]).name == "tflite-opt":
+        return f"tflite-opt {program.rsplit('.', 1)[-1].replace('_', '-')}"
+    return f"python -m {program}"
+
+
+def _print_help(program: str, summary: str, flag_values: flags.FlagValues) -> None:
+    print(f"usage: {invocation(program)} [flags]\n{summary[0].upper()}{summary[1:]}.\n")
+    lines = flag_values.get_help(include_special_flags=False).lstrip("\n").splitlines()
+    print("\n".join("Flags:" if _module_heading(line) else line for line in lines))
+
+
+def _module_heading(line: str) -> bool:
+    """absl heads the flags defined without a group with their module's name or file path: not a user's word."""
+    heading = not line.startswith(" ") and line.endswith(":")
+    return heading and (line.startswith(("tflite_opt.", "__main__")) or line.endswith(".py:"))
 
 
 def _parse(program: str, args: list[str], flag_values: flags.FlagValues) -> str | None:
@@ -122,8 +137,10 @@ def run_cli(
     argv: Sequence[str] | None,
     define_flags: Callable[[flags.FlagValues], None],
     run: Callable[[flags.FlagValues], int],
+    summary: str,
 ) -> int:
-    """Parse ``argv`` with a fresh set of flags, call ``run(flags)`` and map errors to exit codes.
+    """Parse ``argv`` with a fresh set of flags, call ``run(flags)`` and map errors to exit codes; ``--help``
+    prints the usage, ``summary`` (what the command does) and the flags.
 
     Every command gets ``--verbose`` here. A user error (TfliteOptError, bad flag) prints one
     line and returns its exit code (2 for most); a traceback only appears with ``--verbose``.
@@ -141,7 +158,7 @@ def run_cli(
         module_name=OUTPUT_GROUP,
     )
     if any(a in ("-h", "--help", "-help", "--helpfull") for a in args):
-        _print_help(program, flag_values)
+        _print_help(program, summary, flag_values)
         return 0
     problem = _parse(program, args, flag_values)
     if problem is not None:
@@ -259,7 +276,13 @@ def define_pruning_flags(flag_values: flags.FlagValues) -> None:
         "pruning-schedule", default.schedule.value, [s.value for s in Schedule], "How sparsity ramps up.", **group
     )
     flags.DEFINE_integer("pruning-epochs", default.epochs, "Fine-tuning epochs.", **group)
-    flags.DEFINE_integer("batch-size", default.batch_size, "Fine-tuning batch size.", **group)
+    flags.DEFINE_integer(
+        "batch-size",
+        None,
+        f"Fine-tuning batch size. Default: {default.batch_size} (pruning), {ClusterConfig().batch_size} "
+        f"(clustering), {QatConfig().batch_size} (quantization-aware training).",
+        **group,
+    )
     flags.DEFINE_float(
         "learning-rate",
         None,
@@ -393,7 +416,7 @@ def prune_config_from_flags(fv: flags.FlagValues, always: bool = False) -> Prune
         target_sparsity=fv["target-sparsity"].value,
         schedule=Schedule(fv["pruning-schedule"].value),
         epochs=fv["pruning-epochs"].value,
-        batch_size=fv["batch-size"].value,
+        batch_size=_shared(fv, "batch-size", PruneConfig().batch_size),
         learning_rate=fv["learning-rate"].value,
         min_steps=fv["min-fine-tuning-steps"].value,
         block_size=_pair(fv["block-size"].value, ",", "block-size") or (1, 1),

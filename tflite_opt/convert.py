@@ -35,6 +35,9 @@ from tflite_opt.core.shipping import AppCode, ModelCard, Resize
 from tflite_opt.jobs.convert import run_convert
 from tflite_opt.stages.report import format_table
 
+# The line `tflite-opt --help` lists this command with, and the first of its own --help.
+SUMMARY = "a Keras model to verified, measured .tflite files and app bundles (the main job)"
+
 # Everything was written, but no candidate met --max-accuracy-drop.
 EXIT_BUDGET_MISSED = 3
 
@@ -54,7 +57,10 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
         "module_name": "Modes (one flag per mode; float32 is always produced as the reference)",
     }
     flags.DEFINE_bool(
-        "full-int8", False, "Full-integer int8 model calibrated on representative data (the default).", **modes
+        "full-int8",
+        None,
+        "Full-integer int8 model calibrated on representative data. Made where no mode flag is given.",
+        **modes,
     )
     flags.DEFINE_bool("dynamic-range", False, "int8 weights, float activations; no calibration needed.", **modes)
     flags.DEFINE_bool("float16", False, "float16 weights.", **modes)
@@ -279,7 +285,7 @@ def _run(fv: flags.FlagValues) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the convert CLI on ``argv`` (without the program name); returns the exit code."""
-    return run_cli("tflite_opt.convert", argv, _define_flags, _run)
+    return run_cli("tflite_opt.convert", argv, _define_flags, _run, SUMMARY)
 
 
 if __name__ == "__main__":

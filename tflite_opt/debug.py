@@ -25,6 +25,9 @@ from tflite_opt.core.config import InputConfig
 from tflite_opt.jobs.layer_errors import run_layer_errors
 from tflite_opt.stages.layer_errors import format_error_table
 
+# The line `tflite-opt --help` lists this command with, and the first of its own --help.
+SUMMARY = "each layer's int8 error, worst first"
+
 _GROUP = "Model and data"
 
 
@@ -59,7 +62,7 @@ def _run(fv: flags.FlagValues) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tflite_opt.debug``: the per-layer quantization error table."""
-    return run_cli("tflite_opt.debug", argv, _define_flags, _run)
+    return run_cli("tflite_opt.debug", argv, _define_flags, _run, SUMMARY)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ from tflite_opt.command import (
 )
 from tflite_opt.jobs.prune import run_prune
 
+# The line `tflite-opt --help` lists this command with, and the first of its own --help.
+SUMMARY = "prune and fine-tune a Keras model, save it stripped"
+
 _GROUP = "Model and data"
 
 
@@ -46,6 +49,7 @@ def _run(fv: flags.FlagValues) -> int:
         output=path_flag(fv, "output"),
         overwrite=fv["overwrite"].value,
         allow_unsafe=fv["allow-unsafe-deserialization"].value,
+        progress=True,
     )
     for layer in stats.layers:
         print(f"{layer.layer:<16} {layer.weights:>9} weights  {100 * layer.sparsity:5.1f}% zero")
@@ -59,7 +63,7 @@ def _run(fv: flags.FlagValues) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tflite_opt.prune``; returns the exit code."""
-    return run_cli("tflite_opt.prune", argv, _define_flags, _run)
+    return run_cli("tflite_opt.prune", argv, _define_flags, _run, SUMMARY)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,13 @@ from tflite_opt.command import run_cli
 from tflite_opt.core.errors import UsageError
 from tflite_opt.stages.repository import publish
 
+# The line `tflite-opt --help` lists this command with, and the first of its own --help.
+SUMMARY = "copy bundles into a model repository (plain files and index.json)"
+
 
 def _define_flags(flag_values: flags.FlagValues) -> None:
-    flags.DEFINE_string("from", None, "A convert output folder with bundles.", flag_values=flag_values)
-    flags.DEFINE_string("to", None, "The repository folder (created if missing).", flag_values=flag_values)
+    flags.DEFINE_string("from", None, "Required: a convert output folder with bundles.", flag_values=flag_values)
+    flags.DEFINE_string("to", None, "Required: the repository folder (created if missing).", flag_values=flag_values)
     flags.DEFINE_string(
         "version", None, "Version to publish as. Default: the manifests' version.", flag_values=flag_values
     )
@@ -31,7 +34,7 @@ def _run(fv: flags.FlagValues) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tflite_opt.publish``: publish bundles into a repository; returns the exit code."""
-    return run_cli("tflite_opt.publish", argv, _define_flags, _run)
+    return run_cli("tflite_opt.publish", argv, _define_flags, _run, SUMMARY)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,17 @@ from tflite_opt.command import OUTPUT_GROUP, define_overwrite_flag, run_cli
 from tflite_opt.core.errors import UsageError
 from tflite_opt.stages.repository import UNVERIFIED_REASON, Pulled, pull
 
+# The line `tflite-opt --help` lists this command with, and the first of its own --help.
+SUMMARY = "fetch one variant's bundle from a repository, every file verified"
+
 
 def _define_flags(flag_values: flags.FlagValues) -> None:
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("from", None, "Repository folder, or an http(s) URL serving it.", **fv)
-    flags.DEFINE_string("model", None, "Model name.", **fv)
+    flags.DEFINE_string("from", None, "Required: the repository folder, or an http(s) URL serving it.", **fv)
+    flags.DEFINE_string("model", None, "Required: the model's name.", **fv)
     flags.DEFINE_string("version", None, "Version. Default: the latest published.", **fv)
     flags.DEFINE_string("variant", "int8", "Variant, e.g. int8 or int8-pruned80.", **fv)
-    flags.DEFINE_string("to", None, "Destination folder.", **fv)
+    flags.DEFINE_string("to", None, "Required: the destination folder.", **fv)
     define_overwrite_flag(flag_values, OUTPUT_GROUP, "files in --to that differ from the pulled ones")
 
 
@@ -54,7 +57,7 @@ def _run(fv: flags.FlagValues) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tflite_opt.pull``: fetch and verify a variant; returns the exit code."""
-    return run_cli("tflite_opt.pull", argv, _define_flags, _run)
+    return run_cli("tflite_opt.pull", argv, _define_flags, _run, SUMMARY)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
+# The line `tflite-opt --help` lists this command with, and the first of its own --help.
+SUMMARY = "classify images with nothing but a pulled bundle, its golden vectors checked first"
+
 _MODES = {"grayscale": "L", "RGB": "RGB", "RGBA": "RGBA"}
 _RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 

@@ -15,6 +15,9 @@ from absl import flags
 from tflite_opt.command import OUTPUT_GROUP, run_cli
 from tflite_opt.jobs.version_check import exit_code, format_results, run_checks
 
+# The line `tflite-opt --help` lists this command with, and the first of its own --help.
+SUMMARY = "can this stack convert?"
+
 
 def _define_flags(flag_values: flags.FlagValues) -> None:
     output = {"flag_values": flag_values, "module_name": OUTPUT_GROUP}
@@ -34,7 +37,7 @@ def _run(fv: flags.FlagValues) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tflite_opt.version_check``; returns the exit code."""
-    return run_cli("tflite_opt.version_check", argv, _define_flags, _run)
+    return run_cli("tflite_opt.version_check", argv, _define_flags, _run, SUMMARY)
 
 
 if __name__ == "__main__":

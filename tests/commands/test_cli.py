@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from tflite_opt import benchmark, cli, convert, debug, prune, publish, pull, reference_runner, version_check
+from tflite_opt.core.config import ClusterConfig, PruneConfig, QatConfig
 from tflite_opt.core.version import __version__
 
 
@@ -72,3 +73,35 @@ def test_help_through_the_dispatcher_imports_no_tensorflow():
     code = "import sys; from tflite_opt import cli; cli.main(['convert', '--help']); print('tensorflow' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("command", [name for name in cli.COMMANDS if name != "reference-runner"])
+def test_help_names_the_command_as_it_was_started_says_what_it_does_and_groups_flags_in_words(
+    command, capsys, monkeypatch
+):
+    monkeypatch.setattr(sys, "argv", ["/home/user/.venv/bin/tflite-opt", command, "--help"])
+    assert cli.main([command, "--help"]) == 0
+    usage, summary, *rest = capsys.readouterr().out.splitlines()
+    assert usage == f"usage: tflite-opt {command} [flags]"
+    assert summary == f"{cli.SUMMARIES[command][0].upper()}{cli.SUMMARIES[command][1:]}."
+    headings = [line for line in rest if line and not line.startswith(" ")]
+    assert headings and not [h for h in headings if h.endswith(".py:") or h.startswith(("tflite_opt", "/"))]
+
+
+@pytest.mark.parametrize(("command", "required"), [("publish", ["from", "to"]), ("pull", ["from", "model", "to"])])
+def test_flags_a_command_cannot_run_without_say_they_are_required(command, required, capsys):
+    assert cli.main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"  --{flag}: Required: " in text for flag in required)
+    assert cli.main([command]) == 2, "and leaving them out is a usage error"
+
+
+def test_help_shows_each_default_as_it_applies(capsys):
+    assert cli.main(["convert", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    full_int8 = text.split("--[no]full-int8:")[1].split("--")[0]
+    assert "Made where no mode flag is given." in full_int8 and "default: 'false'" not in full_int8
+    batch = text.split("--batch-size:")[1].split("--")[0]
+    sizes = [config().batch_size for config in (PruneConfig, ClusterConfig, QatConfig)]
+    assert "Default: {} (pruning), {} (clustering), {} (quantization-aware training).".format(*sizes) in batch
+    assert "(default:" not in batch

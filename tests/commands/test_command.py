@@ -44,7 +44,7 @@ def raising(error):
 
 def test_every_typed_error_is_one_line_and_its_exit_code(typed_error, capsys):
     error_class, code = typed_error
-    assert run_cli("test", [], no_flags, raising(error_class("eval/7/x.png: unreadable"))) == code
+    assert run_cli("test", [], no_flags, raising(error_class("eval/7/x.png: unreadable")), "do a test thing") == code
     err = capsys.readouterr().err
     assert err == "error: eval/7/x.png: unreadable\n"
 
@@ -55,31 +55,32 @@ def test_the_typed_errors_checked_are_every_one_there_is(typed_errors):
 
 
 def test_any_other_error_is_an_internal_error_exit_1_in_one_line(capsys):
-    assert run_cli("test", [], no_flags, raising(ZeroDivisionError("float division"))) == 1
+    assert run_cli("test", [], no_flags, raising(ZeroDivisionError("float division")), "do a test thing") == 1
     err = capsys.readouterr().err
     assert err == "internal error: ZeroDivisionError: float division (rerun with --verbose for the traceback)\n"
 
 
 def test_verbose_adds_the_traceback_and_is_defined_for_every_command(capsys):
-    assert run_cli("test", ["--verbose"], no_flags, raising(DataError("bad data"))) == 2
+    assert run_cli("test", ["--verbose"], no_flags, raising(DataError("bad data")), "do a test thing") == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().endswith("error: bad data")
 
 
 def test_bad_flags_and_stray_arguments_exit_2_without_running(capsys):
     ran = []
-    assert run_cli("test", ["--bogus"], no_flags, ran.append) == 2
+    assert run_cli("test", ["--bogus"], no_flags, ran.append, "do a test thing") == 2
     assert "Unknown command line flag 'bogus'" in capsys.readouterr().err
-    assert run_cli("test", ["stray"], no_flags, ran.append) == 2
+    assert run_cli("test", ["stray"], no_flags, ran.append, "do a test thing") == 2
     assert "unexpected argument 'stray'" in capsys.readouterr().err
     assert ran == []
 
 
 def test_help_prints_the_usage_and_every_flag_without_running(capsys):
     ran = []
-    assert run_cli("test", ["--help"], define_preprocessing_flags, ran.append) == 0
+    assert run_cli("test", ["--help"], define_preprocessing_flags, ran.append, "do a test thing") == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m test [flags]\n") and "--input-scale" in out and "--[no]verbose" in out
+    assert out.startswith("usage: python -m test [flags]\nDo a test thing.\n") and "--input-scale" in out
+    assert "--[no]verbose" in out
     assert ran == []
 
 
@@ -90,7 +91,8 @@ def test_the_command_gets_the_parsed_flags_and_its_return_value_is_the_exit_code
         seen.update(scale=flag_values["input-scale"].value, verbose=flag_values["verbose"].value)
         return 3
 
-    assert run_cli("test", ["--input-scale", "0.5", "--verbose"], define_preprocessing_flags, run) == 3
+    args = ["--input-scale", "0.5", "--verbose"]
+    assert run_cli("test", args, define_preprocessing_flags, run, "do a test thing") == 3
     assert seen == {"scale": ["0.5"], "verbose": True}
 
 
@@ -103,9 +105,9 @@ def test_the_jobs_log_reaches_stderr_only_while_the_command_runs(capsys):
         log.warning("careful")
         return 0
 
-    assert run_cli("test", [], no_flags, run) == 0
+    assert run_cli("test", [], no_flags, run, "do a test thing") == 0
     assert capsys.readouterr().err.splitlines() == ["progress", "warning: careful"]
-    assert run_cli("test", ["--verbose"], no_flags, run) == 0
+    assert run_cli("test", ["--verbose"], no_flags, run, "do a test thing") == 0
     assert capsys.readouterr().err.splitlines() == ["a step", "progress", "warning: careful"]
     log.warning("after the command")
     assert "after the command" not in capsys.readouterr().err
@@ -117,7 +119,7 @@ def test_the_jobs_log_reaches_stderr_only_while_the_command_runs(capsys):
     ids=["ctrl-c", "sigterm"],
 )
 def test_an_interruption_is_its_exit_code_and_one_line(error, expected, word, capsys):
-    assert run_cli("test", [], no_flags, raising(error)) == expected
+    assert run_cli("test", [], no_flags, raising(error), "do a test thing") == expected
     assert capsys.readouterr().err == f"{word}; no partial output was left behind\n"
 
 
@@ -136,7 +138,7 @@ def test_a_signal_that_native_code_turns_into_an_error_is_still_reported_as_the_
         return 0
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    assert run_cli("test", [], no_flags, run) == expected
+    assert run_cli("test", [], no_flags, run, "do a test thing") == expected
     err = capsys.readouterr().err.strip()
     assert err == f"{word}; no partial output was left behind"
     assert {s: signal.getsignal(s) for s in before} == before  # the command's handlers are gone again

@@ -37,6 +37,7 @@ def test_without_flags_the_job_prunes_the_default_with_the_default_config(job):
         "output": None,
         "overwrite": False,
         "allow_unsafe": False,
+        "progress": True,
     }
 
 
@@ -54,6 +55,7 @@ def test_every_flag_reaches_the_job(job):
         "output": Path("o.keras"),
         "overwrite": True,
         "allow_unsafe": True,
+        "progress": True,
     }
 
 

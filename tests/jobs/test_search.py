@@ -1,6 +1,8 @@
 """The accuracy-budget search on real models: one that quantizes badly, and the embedded default."""
 
 import json
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -47,7 +49,8 @@ def test_selective_quantization_keeps_the_outlier_layer_in_float_and_restores_ac
     assert (tmp_path / "search.png").stat().st_size > 10_000
 
 
-def test_the_sparsity_search_returns_the_highest_sparsity_within_budget(outlier_model, outlier_data, tmp_path):
+def test_the_sparsity_search_returns_the_highest_sparsity_within_budget(outlier_model, outlier_data, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="tflite_opt")
     config = outlier_run(
         outlier_data,
         outlier_model,
@@ -69,6 +72,11 @@ def test_the_sparsity_search_returns_the_highest_sparsity_within_budget(outlier_
     # Its zeros are in the file, and the report describes the pruning of the chosen model.
     assert report.variant(chosen.variant).sparsity >= chosen.sparsity - 0.02
     assert report.pruning.config.target_sparsity == chosen.sparsity
+    # Each candidate said it started, counted against the schedule's estimate (int8, 3 levels, bisection: 5).
+    steps = [r.getMessage() for r in caplog.records if re.match(r"search: candidate \d+ of about", r.getMessage())]
+    started = [c.variant for c in outcome.candidates]
+    assert len(steps) == len(started) and steps[0].startswith("search: candidate 1 of about 5: int8 (0:")
+    assert [m.split(": ")[2].split(" (")[0] for m in steps] == started
 
 
 def test_quantization_aware_training_comes_before_float_layers_and_clustering_keeps_full_integer(
@@ -173,10 +181,10 @@ def test_a_candidate_that_fails_is_a_row_with_its_reason_and_the_search_still_sh
 ):
     real = jobs_search.prune_model
 
-    def failing_at_75(model, train_x, train_y, settings):
+    def failing_at_75(model, train_x, train_y, settings, progress=False):
         if settings.target_sparsity == 0.75:
             raise VerificationError("the int8-pruned75 model failed verification: sparsity kept: conv 33.0% zeros")
-        return real(model, train_x, train_y, settings)
+        return real(model, train_x, train_y, settings, progress)
 
     monkeypatch.setattr(jobs_search, "prune_model", failing_at_75)
     config = outlier_run(

@@ -39,11 +39,11 @@ def test_an_interrupted_search_resumes_without_building_a_finished_candidate_aga
 ):
     real, pruned = jobs_search.prune_model, []
 
-    def interrupted_at_75(model, train_x, train_y, settings):
+    def interrupted_at_75(model, train_x, train_y, settings, progress=False):
         pruned.append((settings.target_sparsity, zeros(model)))
         if settings.target_sparsity == 0.75 and len(pruned) == 2:
             raise KeyboardInterrupt  # Ctrl-C while the second level fine-tunes
-        return real(model, train_x, train_y, settings)
+        return real(model, train_x, train_y, settings, progress)
 
     monkeypatch.setattr(jobs_search, "prune_model", interrupted_at_75)
     config = pruning_search(outlier_data, outlier_model, tmp_path)
@@ -77,7 +77,7 @@ def test_a_candidate_without_its_record_is_built_again_and_another_search_is_not
     built = []
     real = jobs_search.prune_model
     monkeypatch.setattr(
-        jobs_search, "prune_model", lambda m, x, y, s: built.append(s.target_sparsity) or real(m, x, y, s)
+        jobs_search, "prune_model", lambda m, x, y, s, p=False: built.append(s.target_sparsity) or real(m, x, y, s, p)
     )
     run_convert(pruning_search(outlier_data, outlier_model, tmp_path, resume=True))
     assert built == [0.75]

@@ -1,5 +1,8 @@
 """Fine-tuning as trained models are fine-tuned: BatchNormalization kept, rate and epoch measured on held-out data."""
 
+import contextlib
+import io
+
 import numpy as np
 import pytest
 from helpers import INPUT_SIZE, build_functional, build_sequential, mnist_digits
@@ -116,3 +119,31 @@ def test_one_rate_is_enough_where_a_large_held_out_part_shows_nothing_was_lost(p
     assert record.held_out_samples >= fine_tune.MEASURED_SAMPLES
     assert record.trials[0].score.top1 >= record.before.top1 - fine_tune.KEPT_POINTS / 100
     assert len(record.trials) == 1
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_terminal_gets_a_bar_of_the_fine_tuning_steps_and_a_pipe_gets_none(pretrained, digits12, progress):
+    x, y = digits12
+    terminal = _Terminal()
+    with contextlib.redirect_stderr(terminal):
+        result = prune_model(
+            pretrained, x[:200], y[:200], PruneConfig(0.5, epochs=2, learning_rate=1e-4, min_steps=0), progress
+        )
+    record = result.stats.tuning
+    steps = record.epochs * -(-record.fit_samples // record.batch_size)
+    drawn = terminal.getvalue()
+    if progress:
+        assert "pruning (learning rate 0.0001)" in drawn and f"{steps}/{steps}" in drawn
+        assert f"epoch {record.epochs}/{record.epochs}" in drawn
+    else:
+        assert drawn == ""
+    # Where stderr is a pipe, tqdm draws nothing even when asked (disable=None).
+    piped = io.StringIO()
+    with contextlib.redirect_stderr(piped):
+        prune_model(pretrained, x[:200], y[:200], PruneConfig(0.5, epochs=1, learning_rate=1e-4, min_steps=0), True)
+    assert piped.getvalue() == ""

@@ -1,9 +1,13 @@
 """The accuracy-budget search's logic, on given figures (the job on real models: tests/jobs/test_search.py)."""
 
+import types
+from dataclasses import replace
+
 import pytest
 
 from tflite_opt.core.config import Mode, SearchConfig
 from tflite_opt.core.variant import QatScheme, VariantSpec
+from tflite_opt.results.measures import PairedDrop
 from tflite_opt.results.search import Candidate, SearchOutcome, SearchPhase, choose
 from tflite_opt.stages.search import search_float_layers, search_int8, search_sparsity, search_sparsity_parallel
 
@@ -246,3 +250,31 @@ def test_a_failed_candidate_is_a_row_never_chosen_and_the_search_goes_on_from_th
     outcome = SearchOutcome(SearchConfig(1.0), 0.99, 100, False, tuple(tried))
     row = next(r for r in outcome.to_dict()["candidates"] if r["variant"] == "int8-pruned60")
     assert row["failure"] == "verification failed: conv" and row["top1"] is None and not row["chosen"]
+
+
+def paired(candidate, samples, low, high):
+    """``candidate`` scored image by image on ``samples`` images, its drop's 95% interval ``low`` to ``high``."""
+    lost = round(candidate.drop * samples / 100)
+    drop = PairedDrop(samples, lost, 0, low, high, "given")
+    return replace(candidate, scored=types.SimpleNamespace(accuracy=types.SimpleNamespace(paired=drop)))
+
+
+def test_a_choice_the_evaluation_cannot_tell_from_the_budget_is_said_to_be_within_noise():
+    pruned = int8(0.8)
+    clear = SearchOutcome(SearchConfig(1.0), 0.99, 1000, False, (paired(given(int8(), 0.0, 100), 1000, -0.2, 0.4),))
+    assert clear.noise() is None and clear.to_dict()["within_noise"] is None
+    assert clear.to_dict()["candidates"][0]["top1_drop_ci95_points"] == [-0.2, 0.4]
+    # The chosen one's interval reaches beyond the budget; a smaller one that missed reaches inside it.
+    chosen = paired(given(int8(0.7), 1.0, 60, phase=SearchPhase.SPARSITY), 100, -1.2, 5.4)
+    missed = paired(given(pruned, 3.0, 40, phase=SearchPhase.SPARSITY), 100, 0.6, 8.5)
+    unsure = SearchOutcome(SearchConfig(1.0), 0.99, 100, False, (given(int8(), 0.0, 100), chosen, missed))
+    assert unsure.chosen.variant == "int8-pruned70"
+    noise = unsure.noise()
+    assert noise.startswith("within noise: on 100 images the evaluation cannot tell these from the 1-point budget")
+    assert "int8-pruned70 drop 1.00 points, 95% interval -1.20 to 5.40" in noise
+    assert "int8-pruned80 drop 3.00 points, 95% interval 0.60 to 8.50" in noise
+    # A smaller miss whose interval stays beyond the budget is not noise.
+    far = paired(given(pruned, 6.0, 40, phase=SearchPhase.SPARSITY), 100, 1.5, 12.0)
+    unpaired = replace(chosen, scored=None)
+    sure = SearchOutcome(SearchConfig(1.0), 0.99, 100, False, (given(int8(), 0.0, 100), unpaired, far))
+    assert sure.noise() is None

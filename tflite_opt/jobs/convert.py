@@ -87,7 +87,7 @@ def run_convert(config: ConvertConfig, progress: bool = False) -> ConvertReport:
     inputs = load_inputs(config.inputs, classifier)
     if config.search is not None and inputs.evaluation is None:
         raise UsageError("--max-accuracy-drop judges every candidate on held-out data: pass --eval-data")
-    tuned = _fine_tuned(config, model, inputs)
+    tuned = _fine_tuned(config, model, inputs, progress)
     calibration = Calibration.of(inputs.calibration, config.preprocessing) if inputs.calibration is not None else None
     labels = labels_for(inputs, classifier.num_classes)
     target = Target(config.io_type, classifier, progress, _metadata_spec(config, labels))
@@ -215,7 +215,7 @@ def _path(config: ConvertConfig, spec: VariantSpec) -> Path:
     return spec.path(config.output_dir, config.model_name)
 
 
-def _fine_tuned(config: ConvertConfig, model: Any, inputs: Inputs) -> FineTuned:
+def _fine_tuned(config: ConvertConfig, model: Any, inputs: Inputs, progress: bool) -> FineTuned:
     """Pruning (``config.prune``, outside a search), then clustering and quantization-aware training, as asked
     (a search fine-tunes its own candidates)."""
     tuned = FineTuned()
@@ -223,11 +223,11 @@ def _fine_tuned(config: ConvertConfig, model: Any, inputs: Inputs) -> FineTuned:
         return tuned
     train_x, train_y = inputs.train.model_input(config.preprocessing), inputs.train.labels
     if config.prune is not None:
-        tuned = FineTuned(pruned=prune_model(model, train_x, train_y, config.prune))
+        tuned = FineTuned(pruned=prune_model(model, train_x, train_y, config.prune, progress))
     if config.cluster is not None:
-        tuned = clustered_with(tuned, model, train_x, train_y, config.cluster)
+        tuned = clustered_with(tuned, model, train_x, train_y, config.cluster, progress)
     if config.qat is not None:
-        tuned = quantization_aware(tuned, model, train_x, train_y, config.qat)
+        tuned = quantization_aware(tuned, model, train_x, train_y, config.qat, progress)
     return tuned
 
 

@@ -27,8 +27,10 @@ def run_prune(
     output: Path | None = None,
     overwrite: bool = False,
     allow_unsafe: bool = False,
+    progress: bool = False,
 ) -> tuple[PruneStats, Path]:
-    """Prune and fine-tune a model (the embedded default where ``model_path`` is None), then save it stripped.
+    """Prune and fine-tune a model (the embedded default where ``model_path`` is None), then save it stripped;
+    ``progress``: a bar of the fine-tuning's steps on a terminal.
 
     Returns:
         What pruning did, and where the model was saved.
@@ -51,6 +53,6 @@ def run_prune(
     refuse_existing([output], overwrite)
     model, spec = load_classifier(job)
     train = load_inputs(job, spec).train
-    result = prune_model(model, train.model_input(job.preprocessing), train.labels, config)
+    result = prune_model(model, train.model_input(job.preprocessing), train.labels, config, progress)
     atomic_save(output, result.model.save, overwrite=overwrite)
     return result.stats, output

@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,6 +34,36 @@ from tflite_opt.stages.search import search_float_layers, search_int8, search_sp
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class SearchSteps:
+    """Which candidate the search is on, of about how many (the search stops early, and adds remedies, layers
+    kept in float and a bisection step as figures come in), since when: one line as each candidate starts."""
+
+    expected: int
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def of(cls, config: ConvertConfig) -> SearchSteps:
+        """Plain int8, then the sparsity levels and their bisection step, or the clustered candidate."""
+        search = config.search
+        if config.prune is not None:
+            return cls(1 + len(search.sparsities) + int(search.refine))
+        return cls(1 + int(config.cluster is not None))
+
+    def start(self, variant: str) -> None:
+        self.done += 1
+        self.expected = max(self.expected, self.done)
+        elapsed = int(time.monotonic() - self.started)
+        log.info(
+            "search: candidate %d of about %d: %s (%d:%02d elapsed)",
+            self.done,
+            self.expected,
+            variant,
+            *divmod(elapsed, 60),
+        )
+
+
 @dataclass(frozen=True)
 class CandidateBuilder:
     """What candidates are built from and judged on; realizes and measures each.
@@ -49,6 +79,7 @@ class CandidateBuilder:
         pixel_input: post-training candidates normalize inside and take pixels as they are (quantization-aware
             ones keep the normalized input their ranges were learnt on).
         store: keeps every finished candidate, and gives back those an interrupted run finished (``--resume``).
+        steps: says which candidate starts, of about how many (None: silent, as on a Ray worker).
     """
 
     model: Any
@@ -60,6 +91,7 @@ class CandidateBuilder:
     keras_top1: float
     pixel_input: bool = False
     store: CandidateStore | None = None
+    steps: SearchSteps | None = None
 
     @property
     def search(self) -> SearchConfig:
@@ -97,7 +129,7 @@ class CandidateBuilder:
     def quantization_aware(self, tuned: FineTuned, phase: SearchPhase, sparsity: float, parent: str) -> Candidate:
         """The candidate fine-tuned quantization-aware from ``tuned``'s model, in the scheme that keeps its
         zeros and shared values, converted to full int8."""
-        tuned = quantization_aware(tuned, self.model, *self._training(), self.config.qat)
+        tuned = quantization_aware(tuned, self.model, *self._training(), self.config.qat, self.bench.progress)
         spec = self.quantization_aware_spec(tuned, sparsity)
         file = realize(spec, source_model(spec, self.model, tuned), self.calibration, self.target, tuned)
         return self._scored(file, spec, phase, parent, tuned)
@@ -152,7 +184,7 @@ class CandidateBuilder:
     ) -> Candidate:
         """The post-training candidate of a fine-tuned model (clustered first with ``--cluster``)."""
         if self.config.cluster is not None:
-            tuned = clustered_with(tuned, self.model, *self._training(), self.config.cluster)
+            tuned = clustered_with(tuned, self.model, *self._training(), self.config.cluster, self.bench.progress)
         sparsity = tuned.pruned.stats.config.target_sparsity if tuned.pruned is not None else 0.0
         calibrated = self.calibrate(tuned.model(self.model))
         return self.candidate(self.spec(sparsity, float_layers, tuned.clusters), calibrated, phase, parent, tuned)
@@ -186,6 +218,8 @@ class CandidateBuilder:
         if kept is not None:
             log.info(self.describe(kept))
             return kept
+        if self.steps is not None:
+            self.steps.start(failed.variant)
         started = time.perf_counter()
         try:
             found = build()
@@ -231,7 +265,8 @@ class CandidateBuilder:
         failed = Candidate.failed(self.spec(sparsity, float_layers, clusters), SearchPhase.SPARSITY, parent, "")
 
         def build() -> Candidate:
-            result = prune_model(start.model if start is not None else self.model, *self._training(), settings)
+            start_model = start.model if start is not None else self.model
+            result = prune_model(start_model, *self._training(), settings, self.bench.progress)
             return self.post_training(SearchPhase.SPARSITY, FineTuned(pruned=result), float_layers, parent)
 
         return self.attempt(failed, build)
@@ -273,6 +308,7 @@ class CandidateBuilder:
             bench=replace(self.bench, evaluation=evaluation, progress=False),
             target=replace(self.target, progress=False),
             store=None,
+            steps=None,
         )
 
 
@@ -325,6 +361,9 @@ def run_search(builder: CandidateBuilder, runner: SearchRunner | None = None) ->
     """
     config, layer_names = builder.config, builder.target.classifier.layer_names
     search, runner = config.search, runner or LocalRunner(SearchEngine("local", config.search.schedule.value))
+    if runner.engine.engine == "local":  # on Ray the driver counts the tasks instead
+        builder = replace(builder, steps=SearchSteps.of(config))
+        builder.steps.start(builder.spec().name)
     started = time.perf_counter()
     calibrated = builder.calibrate(builder.model)
     first = builder.candidate(builder.spec(), calibrated, SearchPhase.INT8, None)

@@ -33,6 +33,9 @@ class LatencyStats:
     # With XNNPACK: the parts it took (1: the whole graph) and the operators left to the built-in kernels.
     partitions: int = 0
     undelegated: tuple[tuple[str, int], ...] = ()
+    # What loading and running the file adds to a process's peak resident memory, runtime's first use included
+    # (None: not measured, or this system cannot tell).
+    peak_memory_bytes: int | None = None
 
     def delegation_note(self) -> str | None:
         """What XNNPACK could not run, where that split the graph (the usual reason int8 is not faster)."""

@@ -230,6 +230,7 @@ class ConvertReport:
             "cpu_ms": v.latency.cpu_dict(),
             "latency_ms": v.latency.to_dict(),
             "init_ms": round(v.latency.init_ms, 2),
+            "peak_memory_bytes": v.latency.peak_memory_bytes,
             "num_threads": v.latency.num_threads,
             "delegate": v.latency.delegate,
             "xnnpack": v.latency.delegation_dict(),

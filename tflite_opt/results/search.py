@@ -10,7 +10,7 @@ from typing import Any
 from tflite_opt.core.config import SearchConfig
 from tflite_opt.core.variant import QatScheme, VariantSpec
 from tflite_opt.results import NamedEnum
-from tflite_opt.results.measures import Measured, Scored, ShipOption, choose_to_ship
+from tflite_opt.results.measures import Measured, PairedDrop, Scored, ShipOption, choose_to_ship, paired_drop_of
 from tflite_opt.results.tuning import NOT_TUNED, FineTuned, PruneResult
 
 
@@ -103,6 +103,14 @@ class Candidate:
         return self.tuned.pruned
 
     @property
+    def paired(self) -> PairedDrop | None:
+        """The drop counted image by image, with its 95% interval (None for a failed candidate, or where the
+        evaluation could not pair it with the Keras model's)."""
+        if self.failure is not None or self.scored is None:
+            return None
+        return paired_drop_of(self.scored.accuracy, self.drop)
+
+    @property
     def remedy(self) -> str:
         """What kept this candidate near the float model: ``none`` (post-training quantization), the
         quantization-aware scheme, or ``float layers``."""
@@ -190,6 +198,26 @@ class SearchOutcome:
             f"{chosen.variant} (drop {chosen.drop:.2f} points). It was written as the chosen model for inspection"
         )
 
+    def noise(self) -> str | None:
+        """Where the evaluation set cannot tell the chosen candidate's side of the budget, or that of the smallest
+        one that missed it, from noise: a sentence with their 95% intervals; None where both are clear."""
+        budget = self.config.max_accuracy_drop
+        chosen = self.chosen
+        missed = [c for c in self.candidates if not c.within_budget and c.paired is not None]
+        smaller = [c for c in missed if c.gzip_bytes < chosen.gzip_bytes and c.paired.low <= budget]
+        unsure = [chosen] if chosen.paired is not None and chosen.paired.high > budget else []
+        unsure += sorted(smaller, key=lambda c: c.gzip_bytes)[:1]
+        if not unsure or not self.met:
+            return None
+        intervals = "; ".join(
+            f"{c.variant} drop {c.drop:.2f} points, 95% interval {c.paired.low:.2f} to {c.paired.high:.2f}"
+            for c in unsure
+        )
+        return (
+            f"within noise: on {self.eval_samples} images the evaluation cannot tell these from the "
+            f"{budget:g}-point budget ({intervals}); more held-out images would settle the choice"
+        )
+
     def to_dict(self, paths: dict[str, str] | None = None) -> dict[str, Any]:
         by_name = {c.variant: c for c in self.candidates}
         rows = []
@@ -202,6 +230,7 @@ class SearchOutcome:
                 "per_tensor": self.per_tensor,
                 "top1": c.top1 if c.failure is None else None,
                 "top1_drop_points": round(c.drop, 4) if c.failure is None else None,
+                "top1_drop_ci95_points": [round(c.paired.low, 4), round(c.paired.high, 4)] if c.paired else None,
                 "failure": c.failure,
                 "within_budget": c.within_budget,
                 "gzip_size_bytes": c.gzip_bytes,
@@ -230,6 +259,7 @@ class SearchOutcome:
             "budget": self.config.max_accuracy_drop,
             "met": self.met,
             "chosen": self.chosen.variant,
+            "within_noise": self.noise(),
             "keras_top1": self.keras_top1,
             "judged_on": (
                 f"the held-out evaluation set ({self.eval_samples} images); the chosen candidate was selected on "

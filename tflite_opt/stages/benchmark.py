@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -14,6 +15,7 @@ from tqdm import tqdm
 from tflite_opt.core.config import BenchmarkSettings
 from tflite_opt.core.errors import DataError
 from tflite_opt.core.interpreter import TfliteRunner
+from tflite_opt.core.native_probe import peak_memory_in_child
 from tflite_opt.core.preprocessing import Preprocessing
 from tflite_opt.core.tflite_file import TfliteFile
 from tflite_opt.results.measures import (
@@ -35,7 +37,8 @@ def measure_latencies(
     contents: dict[str, bytes], samples: dict[str, np.ndarray], settings: BenchmarkSettings
 ) -> dict[str, LatencyStats]:
     """Time single-image invokes of every variant, interleaved: in rounds, each variant in turn runs one
-    untimed invoke and then :data:`TIMING_BLOCK` timed ones; the order alternates between rounds.
+    untimed invoke and then :data:`TIMING_BLOCK` timed ones; the order alternates between rounds. Then each
+    variant's peak memory, in a process of its own (:func:`~tflite_opt.core.native_probe.peak_memory_in_child`).
 
     Args:
         contents: .tflite bytes by variant.
@@ -57,7 +60,15 @@ def measure_latencies(
             runners[name].invoke()
             block = min(TIMING_BLOCK, settings.num_runs - len(times[name]))
             times[name] += [runners[name].invoke_timed() for _ in range(block)]
-    return {name: _latency_stats(np.asarray(times[name]), runners[name], settings) for name in runners}
+    stats = {name: _latency_stats(np.asarray(times[name]), runners[name], settings) for name in runners}
+
+    # After the timing, which the child processes would disturb; side by side, each in its own process.
+    def peak(content: bytes) -> int | None:
+        return peak_memory_in_child(content, settings.num_threads, settings.use_xnnpack)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(contents))) as pool:
+        peaks = dict(zip(contents, pool.map(peak, contents.values()), strict=True))
+    return {name: replace(stats[name], peak_memory_bytes=peaks[name]) for name in stats}
 
 
 def measure_latency(content: bytes, sample: np.ndarray, settings: BenchmarkSettings) -> LatencyStats:

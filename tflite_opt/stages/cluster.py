@@ -29,13 +29,19 @@ MIN_POINTS_PER_CLUSTER = 2
 
 
 def cluster_model(
-    model: Any, train_x: np.ndarray, train_y: np.ndarray, config: ClusterConfig, preserve_sparsity: bool = False
+    model: Any,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    config: ClusterConfig,
+    preserve_sparsity: bool = False,
+    progress: bool = False,
 ) -> ClusterResult:
     """Cluster each layer's weights to ``config.clusters`` shared values and fine-tune.
 
     Args:
         model: tf_keras, or Keras 3 (through its checked translation; given back in Keras 3).
         preserve_sparsity: keep the zeros of a pruned model (tfmot's sparsity-preserving clustering).
+        progress: a bar of the fine-tuning's steps on a terminal.
 
     Raises:
         UsageError: too little training data, no layer tfmot can cluster, or a model it cannot wrap.
@@ -48,7 +54,7 @@ def cluster_model(
         wrapped, clustered, skipped = _clusterable(copy, config.clusters, preserve_sparsity)
         return Wrapped(wrapped, details=(clustered, skipped))
 
-    settings = FineTuning.of(config, "clustering")
+    settings = FineTuning.of(config, "clustering", progress)
     tuned = fine_tune(model, train_x, train_y, settings, wrap, tfmot().clustering.keras.strip_clustering)
     clustered, skipped = tuned.details
     clustered, unclustered = _really_clustered(tuned.model, clustered, config.clusters + preserve_sparsity)
@@ -60,11 +66,16 @@ def cluster_model(
 
 
 def clustered_with(
-    tuned: FineTuned, original: Any, train_x: np.ndarray, train_y: np.ndarray, config: ClusterConfig
+    tuned: FineTuned,
+    original: Any,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    config: ClusterConfig,
+    progress: bool = False,
 ) -> FineTuned:
     """``tuned``, with its model clustered (keeping the zeros of a pruned one)."""
     clustered = cluster_model(
-        tuned.model(original), train_x, train_y, config, preserve_sparsity=tuned.pruned is not None
+        tuned.model(original), train_x, train_y, config, preserve_sparsity=tuned.pruned is not None, progress=progress
     )
     return replace(tuned, clustered=clustered)
 

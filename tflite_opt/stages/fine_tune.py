@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from tflite_opt.core import keras2
 from tflite_opt.core.config import MIN_FINE_TUNING_STEPS, ClusterConfig, PruneConfig, QatConfig
@@ -52,7 +53,7 @@ KEPT_POINTS = 1.0
 @dataclass(frozen=True)
 class FineTuning:
     """How a step fine-tunes: its epochs, batch size, learning rate (None: measured, starting from
-    ``start_learning_rate``), seed, and the name its log lines carry."""
+    ``start_learning_rate``), seed, the name its log lines carry, and whether a terminal gets a bar of its steps."""
 
     epochs: int
     batch_size: int
@@ -61,9 +62,10 @@ class FineTuning:
     what: str
     start_learning_rate: float = 1e-4
     min_steps: int = MIN_FINE_TUNING_STEPS
+    progress: bool = False
 
     @classmethod
-    def of(cls, config: PruneConfig | ClusterConfig | QatConfig, what: str) -> FineTuning:
+    def of(cls, config: PruneConfig | ClusterConfig | QatConfig, what: str, progress: bool = False) -> FineTuning:
         """The fine-tuning a step's configuration asks for."""
         return cls(
             config.epochs,
@@ -73,6 +75,7 @@ class FineTuning:
             what,
             config.START_LEARNING_RATE,
             config.min_steps,
+            progress,
         )
 
 
@@ -267,11 +270,34 @@ def _trial(
         steps_per_epoch,
         len(split.fit_x),
     )
-    wrapped.model.fit(dataset, epochs=epochs, verbose=0, callbacks=[*wrapped.callbacks, best.callback()])
+    bar = _step_bar(settings, rate, steps_per_epoch, epochs)
+    wrapped.model.fit(dataset, epochs=epochs, verbose=0, callbacks=[*wrapped.callbacks, best.callback(), bar])
     if best.weights is not None:
         wrapped.model.set_weights(best.weights)
     score = best.score or held_out_score(wrapped.model, split)
     return Trial(rate, best.epoch or epochs, score), wrapped.model, wrapped.details
+
+
+def _step_bar(settings: FineTuning, rate: float, steps_per_epoch: int, epochs: int) -> Any:
+    """A callback drawing a bar of the fine-tuning's steps (epoch, steps, ETA) on a terminal (nothing in logs or
+    pipes: ``disable=None``), closed when the fit ends."""
+    bar = tqdm(
+        total=steps_per_epoch * epochs,
+        desc=f"{settings.what} (learning rate {rate:g})",
+        unit="step",
+        disable=None if settings.progress else True,
+        leave=False,
+    )
+
+    def on_epoch_begin(epoch: int, logs: dict | None) -> None:
+        bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}", refresh=False)
+
+    return keras2.keras.callbacks.LambdaCallback(
+        on_epoch_begin=on_epoch_begin,
+        on_train_batch_end=lambda batch, logs: bar.update(1),
+        on_epoch_end=lambda epoch, logs: bar.refresh(),  # the epoch's last step, whatever tqdm's throttle skipped
+        on_train_end=lambda logs: bar.close(),
+    )
 
 
 @dataclass

@@ -140,6 +140,7 @@ def prune_model(
     train_x: np.ndarray,
     train_y: np.ndarray,
     config: PruneConfig | None = None,
+    progress: bool = False,
 ) -> PruneResult:
     """Prune and fine-tune a Keras classifier (see :mod:`tflite_opt.stages.fine_tune`), then strip the wrappers.
 
@@ -151,6 +152,7 @@ def prune_model(
         train_x: float32 model input (N, H, W, C), already preprocessed.
         train_y: integer class labels (N,).
         config: sparsity target, schedule and fine-tuning settings.
+        progress: a bar of the fine-tuning's steps on a terminal.
 
     Raises:
         UsageError: nothing to prune, a subclassed model, or too little training data.
@@ -164,7 +166,7 @@ def prune_model(
         pruned = [layer.layer.name for layer in wrapped.layers if isinstance(layer, pruning_wrapper_class())]
         return Wrapped(wrapped, [sparsity.UpdatePruningStep()], ready, (pruned, skipped))
 
-    settings = FineTuning.of(config, "pruning")
+    settings = FineTuning.of(config, "pruning", progress)
     tuned = fine_tune(model, train_x, train_y, settings, wrap, sparsity.strip_pruning)
     pruned_names, skipped = tuned.details
     return PruneResult(

@@ -29,12 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def quantization_aware(
-    tuned: FineTuned, original: Any, train_x: np.ndarray, train_y: np.ndarray, config: QatConfig
+    tuned: FineTuned,
+    original: Any,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    config: QatConfig,
+    progress: bool = False,
 ) -> FineTuned:
     """``tuned``, with its model fine-tuned quantization-aware in the scheme that keeps what came before."""
     # Pruned layers clustering skipped: the cluster-preserving schemes would lose their zeros.
     frozen = tuple(name for name, _ in tuned.clustered.stats.skipped) if tuned.clustered and tuned.pruned else ()
-    qat = quantization_aware_model(tuned.model(original), train_x, train_y, config, tuned.scheme, frozen)
+    qat = quantization_aware_model(tuned.model(original), train_x, train_y, config, tuned.scheme, frozen, progress)
     return replace(tuned, qat=qat)
 
 
@@ -45,13 +50,15 @@ def quantization_aware_model(
     config: QatConfig,
     scheme: QatScheme = QatScheme.QAT,
     frozen: tuple[str, ...] = (),
+    progress: bool = False,
 ) -> QatResult:
     """Fine-tune ``model`` (tf_keras, or Keras 3 through its checked translation) with int8 simulated.
 
     ``scheme``: ``qat`` (tfmot's default 8-bit), or for a pruned and/or clustered model the collaborative
     scheme that keeps their work through the fine-tuning: ``pqat`` (zeros), ``cqat`` (shared values),
     ``pcqat`` (both). ``frozen``: layers whose weights must not move (pruned layers clustering skipped: the
-    cluster-preserving schemes would not keep their zeros).
+    cluster-preserving schemes would not keep their zeros). ``progress``: a bar of the fine-tuning's steps on a
+    terminal.
 
     Raises:
         UsageError: too little training data, or a model tfmot cannot make quantization-aware (its message).
@@ -63,7 +70,7 @@ def quantization_aware_model(
         quantized, skipped = _quantization_aware(copy, scheme, frozen)
         return Wrapped(quantized, details=skipped)
 
-    settings = FineTuning.of(config, "quantization-aware training")
+    settings = FineTuning.of(config, "quantization-aware training", progress)
     tf_log = keras2.tf.get_logger()
     level = tf_log.level
     try:

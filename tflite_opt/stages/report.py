@@ -286,6 +286,9 @@ def _search_lines(report: ConvertReport) -> list[str]:
     if outcome.qat_not_tried:
         lines.append(f"  quantization-aware training not tried: {outcome.qat_not_tried}")
     lines.append(outcome.message())
+    noise = outcome.noise()
+    if noise:
+        lines.append(f"search: {noise}")
     return lines
 
 
@@ -313,14 +316,22 @@ def format_markdown(report: ConvertReport) -> str:
         + (f" {clients_line(v.clients)}." if v.clients else "")
         for v in report.variants
     ]
-    out += ["", "## Latency (ms)", "", "| variant | mean | std | min | p50 | p90 | p99 | init | delegate |"]
-    out.append("|---|---|---|---|---|---|---|---|---|")
+    out += ["", "## Latency (ms) and memory", ""]
+    out += ["| variant | mean | std | min | p50 | p90 | p99 | init | delegate | peak memory MiB |"]
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
     for v in report.variants:
         t = v.latency
+        memory = f"{t.peak_memory_bytes / 2**20:.1f}" if t.peak_memory_bytes is not None else "n/a"
         out.append(
             f"| {v.variant} | {t.mean:.3f} | {t.std:.3f} | {t.min:.3f} | {t.p50:.3f} | {t.p90:.3f} | {t.p99:.3f} "
-            f"| {t.init_ms:.1f} | {t.delegate} |"
+            f"| {t.init_ms:.1f} | {t.delegate} | {memory} |"
         )
+    out += [
+        "",
+        "Peak memory: what creating the interpreter, allocating its tensors and three invokes add to a process's "
+        "peak resident memory, measured in a fresh process per file; it includes the runtime's first use, "
+        "the same for every file, so compare the differences.",
+    ]
     out += _latency_spikes(report)
     out += _markdown_files(report)
     if report.pruning is not None:

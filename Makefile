@@ -17,7 +17,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg setup.py
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	@echo "installing the test tools (pytest, pytest-xdist, ruff, import-linter)"
+	@echo "installing the test tools (pytest, pytest-xdist, ruff, import-linter, Ray)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 

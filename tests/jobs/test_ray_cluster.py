@@ -41,8 +41,8 @@ def test_candidates_are_built_on_both_nodes_from_what_the_driver_sent(
         hidden.append(data.rename(tmp_path / "gone"))  # nothing a worker could read from the driver's disk
         return travelling
 
-    def run_while_gone(self, builder, requests):
-        found = real_run(self, builder, requests)
+    def run_while_gone(self, builder, requests, ahead=()):
+        found = real_run(self, builder, requests, ahead)
         rounds.append(len(requests))
         hidden.pop().rename(data)  # the driver measures the pruned Keras model it ships on its own files
         return found

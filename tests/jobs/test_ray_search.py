@@ -49,13 +49,26 @@ def killing(variant, times, killed):
     return task_started
 
 
-def test_the_default_search_on_ray_ships_a_pruned_model_within_budget_built_by_two_workers(tmp_path):
-    """The issue's done-when on two levels without bisection (the whole default grid takes about 4 minutes)."""
+def test_the_default_search_on_ray_ships_a_pruned_model_within_budget_built_by_two_workers(tmp_path, monkeypatch):
+    """The issue's done-when on two levels and their bisection (the whole default grid takes about 4 minutes)."""
+    events, real_started, real_run = [], ray_search.RayRunner.task_started, ray_search.RayRunner.run
+
+    def task_started(self, start):
+        events.append(("started", start.variant))
+        real_started(self, start)
+
+    def run(self, builder, requests, ahead=()):
+        found = real_run(self, builder, requests, ahead)
+        events.append(("round done", len(requests)))
+        return found
+
+    monkeypatch.setattr(ray_search.RayRunner, "task_started", task_started)
+    monkeypatch.setattr(ray_search.RayRunner, "run", run)
     report = run_convert(
         ConvertConfig(
             output_dir=tmp_path,
             prune=PruneConfig(learning_rate=PruneConfig.START_LEARNING_RATE),
-            search=SearchConfig(0.3, sparsities=(0.7, 0.9), refine=False, ray_address="local"),
+            search=SearchConfig(0.3, sparsities=(0.7, 0.9), ray_address="local"),
         )
     )
     chosen = report.search.chosen
@@ -72,6 +85,11 @@ def test_the_default_search_on_ray_ships_a_pruned_model_within_budget_built_by_t
     assert all(report.search.candidates[i].measured.latency.p50 > 0 for i in range(3))
     assert (tmp_path / "search" / "int8-pruned70.from-int8.json").exists(), "kept on the driver as it arrived"
     assert "ray" in format_table(report)
+    # 90% misses the budget, so the bisection asks for 80%, which the worker 70% left idle had started ahead:
+    # built once, begun before the first round was over.
+    assert "int8-pruned80" in rows and not rows["int8-pruned90"]["within_budget"]
+    assert events.count(("started", "int8-pruned80")) == 1
+    assert events.index(("started", "int8-pruned80")) < events.index(("round done", 2))
 
 
 def test_a_worker_killed_mid_task_is_replaced_and_its_candidate_built_again(

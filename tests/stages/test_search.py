@@ -71,10 +71,11 @@ def test_each_sparsity_continues_from_the_previous_level_and_stops_after_two_mis
 
 
 def test_the_parallel_schedule_asks_for_every_level_at_once_from_the_float_model_then_bisects():
-    rounds = []
+    rounds, named_ahead = [], []
 
-    def make(levels):
+    def make(levels, ahead):
         rounds.append(list(levels))
+        named_ahead.append(list(ahead))
         calls = []
         made = [monotone_maker(0.62, calls)(level, None) for level in levels]
         assert all(previous is None for _, previous in calls)
@@ -84,16 +85,20 @@ def test_the_parallel_schedule_asks_for_every_level_at_once_from_the_float_model
     # Every level in one round (no early stop: workers build them side by side), then the same bisection between
     # the highest level within the budget and the next one as the chained schedule.
     assert rounds == [list(GRID), [0.65]]
+    # The first round names the middles the bisection may ask for, highest first, so idle workers can start them.
+    assert named_ahead == [[0.85, 0.75, 0.65, 0.55], []]
     assert [c.sparsity for c in tried] == [*GRID, 0.65]
     assert choose(tried).sparsity == 0.6
+    named_ahead.clear()
     assert search_sparsity_parallel(GRID, make, refine=False)[-1].sparsity == 0.9
+    assert named_ahead == [[]], "without a bisection nothing is started ahead"
 
 
 @pytest.mark.parametrize("threshold", [0.45, 0.5, 0.62, 0.79, 0.97])
 def test_the_parallel_and_chained_schedules_choose_the_same_level_on_the_same_figures(threshold):
     chained = choose(search_sparsity(GRID, monotone_maker(threshold, [])))
     parallel = choose(
-        search_sparsity_parallel(GRID, lambda levels: [monotone_maker(threshold, [])(x, None) for x in levels])
+        search_sparsity_parallel(GRID, lambda levels, _: [monotone_maker(threshold, [])(x, None) for x in levels])
     )
     assert (chained.sparsity, chained.within_budget) == (parallel.sparsity, parallel.within_budget)
 

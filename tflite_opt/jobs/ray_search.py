@@ -52,15 +52,22 @@ class RayRunner:
     store: CandidateStore | None = None
     max_retries: int = MAX_RETRIES
     running: dict[str, str] = field(default_factory=dict)
+    # Post-training tasks started ahead of a call that may ask for them (a bisection's middles), by request.
+    ahead: dict[CandidateRequest, Any] = field(default_factory=dict)
 
     def task_started(self, start: TaskStart) -> None:
         """Called on the driver as a task reports that it began (the progress counts it as running)."""
         self.running[start.variant] = start.worker
 
-    def run(self, builder: CandidateBuilder, requests: Sequence[CandidateRequest]) -> list[list[Candidate]]:
+    def run(
+        self, builder: CandidateBuilder, requests: Sequence[CandidateRequest], ahead: Sequence[CandidateRequest] = ()
+    ) -> list[list[Candidate]]:
         """Each request's candidates (post-training, then the quantization-aware one where that missed), built on
-        the cluster side by side; each kept in the store as it arrives."""
+        the cluster side by side; each kept in the store as it arrives. The post-training candidates of ``ahead``
+        are queued behind them, for workers the requests leave idle; a later call that asks for one waits for
+        that task instead of starting another, and the others stop (:meth:`settle`)."""
         ray = _ray()
+        self._stop_ahead(keep=set(requests))
         events = _remote("events").options(num_cpus=0).remote()
         shipped = ray.put(pickle.dumps(builder.portable()))
         cpus = _cpus_per_task(len(requests))
@@ -78,13 +85,32 @@ class RayRunner:
                     continue
                 post = ray.put(pickle.dumps(kept))
             else:
-                post = _remote("build").options(**options).remote(shipped, request, row.variant, events)
+                post = self.ahead.pop(request, None)
+                if post is None:
+                    post = self._build(shipped, request, row.variant, events, options)
                 pending[post] = (index, 0)
             if builder.config.qat is not None:  # only --qat has remedies
                 pending[_remote("remedy").options(**options).remote(shipped, post, events)] = (index, 1)
+        for request in ahead:
+            row = builder.request_row(request)
+            if request not in self.ahead and self._kept(row) is None:
+                self.ahead[request] = self._build(shipped, request, row.variant, events, options)
         self._collect(builder, pending, rows, found, events)
         self.running.clear()
         return [[c for c in pair if c is not None] for pair in found]
+
+    def settle(self) -> None:
+        """Stop the tasks started ahead that no call asked for (before the driver times the candidates)."""
+        self._stop_ahead(keep=set())
+
+    def _build(self, shipped: Any, request: CandidateRequest, variant: str, events: Any, options: dict) -> Any:
+        return _remote("build").options(**options).remote(shipped, request, variant, events)
+
+    def _stop_ahead(self, keep: set[CandidateRequest]) -> None:
+        ray = _ray()
+        for request in [r for r in self.ahead if r not in keep]:
+            with contextlib.suppress(Exception):  # a task that finished meanwhile has nothing to stop
+                ray.cancel(self.ahead.pop(request), force=True)
 
     def _kept(self, row: Candidate) -> Candidate | None:
         kept = self.store.get(row.variant, row.parent) if self.store is not None else None

@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,6 +18,7 @@ from tflite_opt.core.config import ConvertConfig, Mode, SearchConfig, SearchSche
 from tflite_opt.core.errors import TfliteOptError
 from tflite_opt.core.variant import VariantSpec
 from tflite_opt.jobs.measure import Bench
+from tflite_opt.jobs.search_steps import SearchSteps
 from tflite_opt.jobs.search_store import CandidateStore, search_digest
 from tflite_opt.results.files import Verified
 from tflite_opt.results.measures import drop_points
@@ -32,36 +33,6 @@ from tflite_opt.stages.realize import Calibration, Target, calibrate, realize, s
 from tflite_opt.stages.search import search_float_layers, search_int8, search_sparsity, search_sparsity_parallel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SearchSteps:
-    """Which candidate the search is on, of about how many (the search stops early, and adds remedies, layers
-    kept in float and a bisection step as figures come in), since when: one line as each candidate starts."""
-
-    expected: int
-    done: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @classmethod
-    def of(cls, config: ConvertConfig) -> SearchSteps:
-        """Plain int8, then the sparsity levels and their bisection step, or the clustered candidate."""
-        search = config.search
-        if config.prune is not None:
-            return cls(1 + len(search.sparsities) + int(search.refine))
-        return cls(1 + int(config.cluster is not None))
-
-    def start(self, variant: str) -> None:
-        self.done += 1
-        self.expected = max(self.expected, self.done)
-        elapsed = int(time.monotonic() - self.started)
-        log.info(
-            "search: candidate %d of about %d: %s (%d:%02d elapsed)",
-            self.done,
-            self.expected,
-            variant,
-            *divmod(elapsed, 60),
-        )
 
 
 @dataclass(frozen=True)
@@ -326,8 +297,15 @@ class SearchRunner(Protocol):
 
     engine: SearchEngine
 
-    def run(self, builder: CandidateBuilder, requests: Sequence[CandidateRequest]) -> list[list[Candidate]]:
-        """Each request's candidates: its post-training one, then its quantization-aware one where that missed."""
+    def run(
+        self, builder: CandidateBuilder, requests: Sequence[CandidateRequest], ahead: Sequence[CandidateRequest] = ()
+    ) -> list[list[Candidate]]:
+        """Each request's candidates: its post-training one, then its quantization-aware one where that missed.
+        ``ahead``: requests a later call may make, which idle workers may start now."""
+        ...
+
+    def settle(self) -> None:
+        """Stop the work started ahead that no call asked for."""
         ...
 
 
@@ -337,9 +315,14 @@ class LocalRunner:
 
     engine: SearchEngine = SearchEngine("local", SearchSchedule.PARALLEL.value)
 
-    def run(self, builder: CandidateBuilder, requests: Sequence[CandidateRequest]) -> list[list[Candidate]]:
-        found = [builder.build(request) for request in requests]
+    def run(
+        self, builder: CandidateBuilder, requests: Sequence[CandidateRequest], ahead: Sequence[CandidateRequest] = ()
+    ) -> list[list[Candidate]]:
+        found = [builder.build(request) for request in requests]  # one process has no idle worker: nothing ahead
         return [[c, *builder.remedy(c)] for c in found]
+
+    def settle(self) -> None:
+        return None
 
 
 def this_worker() -> str:
@@ -419,11 +402,17 @@ def _fine_tuned_candidates(
     if config.prune is None:
         return [c for found in runner.run(builder, [CandidateRequest(0.0, float_layers)]) for c in found]
     if search.schedule is SearchSchedule.PARALLEL:
-        return search_sparsity_parallel(
+
+        def requested(levels: Sequence[float]) -> list[CandidateRequest]:
+            return [CandidateRequest(level, float_layers) for level in levels]
+
+        tried = search_sparsity_parallel(
             search.sparsities,
-            lambda levels: runner.run(builder, [CandidateRequest(level, float_layers) for level in levels]),
+            lambda levels, ahead: runner.run(builder, requested(levels), requested(ahead)),
             refine=search.refine,
         )
+        runner.settle()
+        return tried
 
     def level(sparsity: float, previous: Candidate | None) -> list[Candidate]:
         found = builder.pruned(sparsity, previous, float_layers)

@@ -133,21 +133,33 @@ def _bisection(best_by_level: Sequence[Candidate]) -> tuple[float, Candidate] | 
 
 
 def search_sparsity_parallel(
-    levels: Sequence[float], make: Callable[[Sequence[float]], Sequence[Sequence[Candidate]]], refine: bool = True
+    levels: Sequence[float],
+    make: Callable[[Sequence[float], Sequence[float]], Sequence[Sequence[Candidate]]],
+    refine: bool = True,
 ) -> list[Candidate]:
     """Every sparsity at once, each from the float model (so that workers can build them side by side); then the
     same bisection step as :func:`search_sparsity`, between the highest level within the budget and the next.
 
     Unlike the chained search it cannot stop early: every level is built, and the bisection is one more round.
+    The middles the bisection may ask for are named ahead, highest first, so that workers the levels leave idle
+    can start them; only the one asked for counts.
 
     Args:
         levels: sparsities, ascending.
-        make: the candidates of each of these sparsities (post-training, and quantization-aware where that missed),
-            each built from the float model, in the order given.
+        make: (sparsities, middles a later call may ask for) -> the candidates of each of these sparsities
+            (post-training, and quantization-aware where that missed), each from the float model, in the order
+            given.
     """
-    found = make(levels)
+    found = make(levels, bisection_middles(levels) if refine else ())
     tried = [c for level in found for c in level]
     bisection = _bisection([choose(level) for level in found]) if refine else None
     if bisection is not None:
-        tried += [c for level in make([bisection[0]]) for c in level]
+        tried += [c for level in make([bisection[0]], ()) for c in level]
     return tried
+
+
+def bisection_middles(levels: Sequence[float]) -> list[float]:
+    """The middle of each two neighbouring levels, highest first: the sparsities a bisection step can ask for."""
+    ordered = sorted(levels)
+    middles = {round((low + high) / 2, 3) for low, high in zip(ordered, ordered[1:], strict=False)}
+    return sorted(middles - set(ordered), reverse=True)

@@ -14,8 +14,8 @@ and its drop, the number of candidates, the workers that built them, and each ca
 report.json. Then the expected search time for a MobileNet-sized model, where the parallel run's median fine-tuned
 candidate takes ``--candidate-minutes`` on one worker: every measured candidate time is scaled by that one factor.
 The chained search is the sum of its candidates (each starts from the one before, on one machine like this one);
-the parallel search places its first wave of levels on N workers, longest first, and adds the later candidates
-(bisection, remedies), which wait for the first wave's figures and go one round at a time. A worker is one of this
+the parallel search places its first wave of levels on N workers, longest first, and queues the bisection's
+middle behind them (the search starts the middles ahead on idle workers, highest first). A worker is one of this
 machine's Ray workers (one core each, two side by side); start-up and the driver's latency measurement (minutes,
 not hours) are left out.
 """
@@ -65,14 +65,16 @@ def candidate_seconds(search: dict) -> list[tuple[str, bool, float]]:
 
 
 def parallel_hours(rows: list[tuple[str, bool, float]], workers: int, unit: float) -> float:
-    """The parallel search on ``workers``: the first wave longest first on the earliest free worker, then the later
-    candidates one round each (a bisection step needs the figures of the step before)."""
-    first = sorted((s * unit for _, first_wave, s in rows if first_wave), reverse=True)
+    """The parallel search on ``workers``: the first wave longest first, each on the earliest free worker, then the
+    later candidates (a bisection's middle) in the queue behind them. The search starts the middles ahead, highest
+    first, so the needed one takes the first worker the levels leave idle where it is the highest (as on the
+    default); a lower one would queue behind the unneeded middles above it."""
+    queue = sorted((s * unit for _, first_wave, s in rows if first_wave), reverse=True)
+    queue += [s * unit for _, first_wave, s in rows if not first_wave]
     free = [0.0] * workers
-    for seconds in first:
+    for seconds in queue:
         heapq.heappush(free, heapq.heappop(free) + seconds)
-    later = sum(s * unit for _, first_wave, s in rows if not first_wave)
-    return (max(free) + later) / 3600
+    return max(free) / 3600
 
 
 def main() -> None:
@@ -126,7 +128,7 @@ def main() -> None:
             hours = [parallel_hours(rows, n, scale) for n in workers]
         print(f"{name:<15} " + " ".join(f"{h:>7.1f}" for h in hours))
     levels = max(sum(1 for _, first, _ in candidate_seconds(r["search"]) if first) for r in results.values())
-    print(f"(the parallel first wave has {levels} candidates, then one bisection step waits for their figures)")
+    print(f"(the parallel first wave has {levels} candidates; the bisection's middle starts on the first idle worker)")
 
 
 if __name__ == "__main__":

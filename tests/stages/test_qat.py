@@ -9,6 +9,7 @@ from tflite_opt.core.config import IoType, Mode, QatConfig
 from tflite_opt.core.errors import UsageError
 from tflite_opt.core.interpreter import TfliteRunner
 from tflite_opt.core.tflite_file import read_tflite
+from tflite_opt.core.variant import QatScheme
 from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.qat import SAME_SCALE_REASON, quantization_aware_model, separable_as_depthwise_and_pointwise
 from tflite_opt.stages.verify import float_operators
@@ -92,16 +93,18 @@ def test_batch_normalization_after_a_convolution_folds_into_it_as_in_post_traini
     qat = read_tflite(convert_keras(result.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False))
     assert [op.name for op in qat.operators] == [op.name for op in ptq.operators]
     assert result.stats.skipped == ()
-    # A convolution left out of training (pruned, not clustered) takes its normalization with it.
-    left_out = quantization_aware_model(
-        model, train_x[:64], train_y[:64], QatConfig(epochs=1, min_steps=0), frozen=("conv",)
-    )
-    assert dict(left_out.stats.skipped) == {
-        "conv": "pruned but not clustered: kept as it is, quantized after training",
-        "conv_bn": "follows conv, left out: folded into it at conversion",
-    }
-    content = convert_keras(left_out.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False)
-    assert [op.name for op in read_tflite(content).operators] == [op.name for op in ptq.operators]
+    # A convolution left out of training (pruned, not clustered: only the prune-cluster-preserving scheme has
+    # such layers) takes its normalization with it.
+    for scheme in (QatScheme.QAT, QatScheme.PCQAT):
+        left_out = quantization_aware_model(
+            model, train_x[:64], train_y[:64], QatConfig(epochs=1, min_steps=0), scheme, frozen=("conv",)
+        )
+        assert dict(left_out.stats.skipped) == {
+            "conv": "pruned but not clustered: kept as it is, quantized after training",
+            "conv_bn": "follows conv, left out: folded into it at conversion",
+        }
+        content = convert_keras(left_out.model, Mode.FULL_INT8, calibration, IoType.INT8, progress=False)
+        assert [op.name for op in read_tflite(content).operators] == [op.name for op in ptq.operators]
 
 
 def separable_model(sequential: bool):

@@ -180,7 +180,32 @@ def _scheme(scheme: QatScheme) -> Any:
     combine = tfmot().experimental.combine
     if scheme is QatScheme.PQAT:
         return combine.Default8BitPrunePreserveQuantizeScheme()
-    return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=scheme is QatScheme.PCQAT)
+    return _ClusterPreserving(preserve_sparsity=scheme is QatScheme.PCQAT)
+
+
+def _ClusterPreserving(preserve_sparsity: bool) -> Any:  # noqa: N802 (stands for the class it builds)
+    """tfmot's cluster-preserving scheme, but quantizing the output of a layer outside the annotated ones only
+    where the default 8-bit registry can: tfmot's own takes every layer without trainable weights as supported,
+    so a frozen BatchNormalization after a layer left out (pruned, not clustered) was asked for a configuration
+    it has none of, and the whole model was refused."""
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (  # deferred
+        cluster_preserve_quantize_registry as cluster_registry,  # (TensorFlow)
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # deferred: TensorFlow
+        default_8bit_quantize_registry,
+    )
+
+    default = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+    class Registry(cluster_registry.Default8bitClusterPreserveQuantizeRegistry):
+        def supports(self, layer: Any) -> bool:
+            return super().supports(layer) and default.supports(layer)
+
+    class Scheme(tfmot().experimental.combine.Default8BitClusterPreserveQuantizeScheme):
+        def get_quantize_registry(self) -> Any:
+            return Registry(self.preserve_sparsity)
+
+    return Scheme(preserve_sparsity=preserve_sparsity)
 
 
 def _foldable_batch_norms(model: Any) -> dict[str, str]:

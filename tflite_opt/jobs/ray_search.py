@@ -93,7 +93,8 @@ class RayRunner:
                 pending[_remote("remedy").options(**options).remote(shipped, post, events)] = (index, 1)
         for request in ahead:
             row = builder.request_row(request)
-            if request not in self.ahead and self._kept(row) is None:
+            kept = self.store is not None and self.store.has(row.variant, row.parent)
+            if request not in self.ahead and not kept:  # a kept one is taken from the store when asked for
                 self.ahead[request] = self._build(shipped, request, row.variant, events, options)
         self._collect(builder, pending, rows, found, events)
         self.running.clear()

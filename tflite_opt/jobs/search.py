@@ -205,13 +205,9 @@ class CandidateBuilder:
     def clustered(self, float_layers: tuple[str, ...]) -> Candidate:
         """The model clustered (``--cluster`` without ``--prune``), measured against post-training int8 with the
         same layers in float."""
-        parent = self.spec(float_layers=float_layers).name
-        clusters = self.config.cluster.clusters
-        failed = Candidate.failed(
-            self.spec(float_layers=float_layers, clusters=clusters), SearchPhase.CLUSTERING, parent, ""
-        )
+        failed = self.request_row(CandidateRequest(0.0, float_layers))
         return self.attempt(
-            failed, lambda: self.post_training(SearchPhase.CLUSTERING, FineTuned(), float_layers, parent)
+            failed, lambda: self.post_training(SearchPhase.CLUSTERING, FineTuned(), float_layers, failed.parent)
         )
 
     def first_quantization_aware(self, parent: str) -> Candidate:
@@ -231,9 +227,9 @@ class CandidateBuilder:
             epochs=base.epochs if start is None else max(1, base.epochs // 2),
             initial_sparsity=previous.sparsity if start is not None else 0.0,
         )
-        parent = previous.variant if previous is not None else self.spec(float_layers=float_layers).name
-        clusters = self.config.cluster.clusters if self.config.cluster is not None else None
-        failed = Candidate.failed(self.spec(sparsity, float_layers, clusters), SearchPhase.SPARSITY, parent, "")
+        failed = self.request_row(CandidateRequest(sparsity, float_layers))
+        parent = previous.variant if previous is not None else failed.parent
+        failed = replace(failed, parent=parent)
 
         def build() -> Candidate:
             start_model = start.model if start is not None else self.model

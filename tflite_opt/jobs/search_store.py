@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from tflite_opt.core.config import within_budget
 from tflite_opt.core.errors import OutputExistsError, UsageError
 from tflite_opt.core.fileio import atomic_save, atomic_write_bytes, atomic_write_json
 from tflite_opt.core.records import from_record, to_record
@@ -84,11 +85,15 @@ class CandidateStore:
     def _files(self, variant: str, parent: str | None) -> _CandidateFiles:
         return _CandidateFiles(self.folder / f"{variant}.from-{parent or 'float'}")
 
+    def has(self, variant: str, parent: str | None) -> bool:
+        """Whether an earlier run finished the candidate ``variant`` built from ``parent`` (nothing loaded)."""
+        return self._files(variant, parent).record.exists()
+
     def get(self, variant: str, parent: str | None) -> Candidate | None:
         """The candidate ``variant`` built from ``parent``, where an earlier run finished it, marked ``resumed``."""
-        files = self._files(variant, parent)
-        if not files.record.exists():
+        if not self.has(variant, parent):
             return None
+        files = self._files(variant, parent)
         record = json.loads(files.record.read_text())
         found = from_record(Candidate, record["candidate"])
         scored = None
@@ -102,7 +107,7 @@ class CandidateStore:
             )
             accuracy = from_record(AccuracyStats | None, record["scored"]["accuracy"])
             scored = Scored(file, from_record(SizeStats, record["scored"]["size"]), accuracy)
-        within = found.failure is None and found.drop <= self.budget + 1e-9
+        within = found.failure is None and within_budget(found.drop, self.budget)
         return replace(found, scored=scored, tuned=_tuned(files, record["tuned"]), within_budget=within, resumed=True)
 
     def put(self, found: Candidate) -> None:

@@ -126,7 +126,7 @@ def _bisection(best_by_level: Sequence[Candidate]) -> tuple[float, Candidate] | 
     above = [c.sparsity for c in best_by_level if c.sparsity > best.sparsity]
     if not above:
         return None
-    middle = round((best.sparsity + min(above)) / 2, 3)
+    middle = _middle(best.sparsity, min(above))
     if any(abs(middle - c.sparsity) <= 1e-9 for c in best_by_level):
         return None
     return middle, best
@@ -161,5 +161,10 @@ def search_sparsity_parallel(
 def bisection_middles(levels: Sequence[float]) -> list[float]:
     """The middle of each two neighbouring levels, highest first: the sparsities a bisection step can ask for."""
     ordered = sorted(levels)
-    middles = {round((low + high) / 2, 3) for low, high in zip(ordered, ordered[1:], strict=False)}
+    middles = {_middle(low, high) for low, high in zip(ordered, ordered[1:], strict=False)}
     return sorted(middles - set(ordered), reverse=True)
+
+
+def _middle(low: float, high: float) -> float:
+    """The sparsity a bisection step tries between two levels (rounded, so that both schedules name it alike)."""
+    return round((low + high) / 2, 3)

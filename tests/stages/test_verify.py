@@ -16,6 +16,7 @@ from tflite_opt.stages.prune import prune_model
 from tflite_opt.stages.qat import quantization_aware_model
 from tflite_opt.stages.translate import translate_for_tfmot
 from tflite_opt.stages.verify import (
+    candidate_scopes,
     clusters_kept_check,
     file_layer_clusters,
     file_layer_sparsity,
@@ -233,3 +234,90 @@ def test_every_kind_of_layer_tfmot_clusters_keeps_its_shared_values_in_the_file(
     check = clusters_kept_check(parsed, result.stats, spec)
     assert check.passed, check.detail
     assert set(file_layer_clusters(parsed, spec.scopes_for(KERNEL_KINDS))) == KERNEL_KINDS
+
+
+def build_mobilenet_v3_names(seed: int = 0):
+    """Layers named as tf_keras MobileNetV3 names them, with "/" in the names: the top-level ``Conv`` and ``Conv_1``
+    beside each block's ``expanded_conv_<n>/squeeze_excite/Conv`` and ``Conv_1``; blocks 1 and 10 beside each other."""
+    keras = keras2.keras
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+
+    def conv(x, filters: int, name: str, size: int = 1):
+        x = layers.Conv2D(filters, size, padding="same", use_bias=False, name=name)(x)
+        return layers.BatchNormalization(name=f"{name}/BatchNorm")(x)
+
+    def block(x, prefix: str, expand: bool, excite: bool):
+        shortcut = x
+        if expand:
+            x = layers.ReLU(name=f"{prefix}expand/Relu")(conv(x, 16, f"{prefix}expand"))
+        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{prefix}depthwise")(x)
+        x = layers.BatchNormalization(name=f"{prefix}depthwise/BatchNorm")(x)
+        if excite:
+            squeezed = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}squeeze_excite/AvgPool")(x)
+            squeezed = layers.Conv2D(4, 1, name=f"{prefix}squeeze_excite/Conv")(squeezed)
+            squeezed = layers.ReLU(name=f"{prefix}squeeze_excite/Relu")(squeezed)
+            squeezed = layers.Conv2D(x.shape[-1], 1, activation="sigmoid", name=f"{prefix}squeeze_excite/Conv_1")(
+                squeezed
+            )
+            x = layers.Multiply(name=f"{prefix}squeeze_excite/Mul")([x, squeezed])
+        x = conv(x, 8, f"{prefix}project")
+        return layers.Add(name=f"{prefix}Add")([shortcut, x])
+
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 1), name="image")
+    x = layers.ReLU(name="Conv/Relu")(conv(inputs, 8, "Conv", size=3))
+    x = block(x, "expanded_conv/", expand=False, excite=True)
+    x = block(x, "expanded_conv_1/", expand=True, excite=True)
+    x = block(x, "expanded_conv_10/", expand=True, excite=False)
+    x = layers.ReLU(name="Conv_1/Relu")(conv(x, 16, "Conv_1"))
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = layers.Dense(10, activation="softmax", name="Logits")(x)
+    return keras.Model(inputs, outputs, name="MobilenetV3small")
+
+
+# The kernels tfmot prunes and clusters in build_mobilenet_v3_names (a depthwise kernel is neither).
+SLASHED_KERNELS = {
+    "Conv", "Conv_1", "Logits",
+    "expanded_conv/squeeze_excite/Conv", "expanded_conv/squeeze_excite/Conv_1", "expanded_conv/project",
+    "expanded_conv_1/expand", "expanded_conv_1/squeeze_excite/Conv", "expanded_conv_1/squeeze_excite/Conv_1",
+    "expanded_conv_1/project", "expanded_conv_10/expand", "expanded_conv_10/project",
+}  # fmt: skip
+
+
+def test_layers_named_with_slashes_keep_their_zeros_in_the_file_each_in_its_own_kernel(digits12):
+    result = prune_model(
+        build_mobilenet_v3_names(), *digits12, PruneConfig(0.5, epochs=2, learning_rate=1e-3, min_steps=0)
+    )
+    assert set(result.stats.pruned_layer_names) == SLASHED_KERNELS
+    parsed = read_tflite(convert_keras(result.model, Mode.FULL_INT8, digits12[0][:32], progress=False))
+    spec = describe_classifier(result.model)
+    check = pruning_kept_check(parsed, result.stats, spec)
+    assert check.passed, check.detail
+    # Each layer's own kernel: Conv not pooled with the blocks' squeeze_excite/Conv, nor block 1 with block 10.
+    in_file = file_layer_sparsity(parsed, spec.scopes_for(SLASHED_KERNELS))
+    assert {layer.layer: layer.weights for layer in result.stats.layers} == {
+        layer: weights for layer, (weights, _) in in_file.items()
+    }
+
+
+def test_a_layer_named_as_the_end_of_another_layers_name_is_read_from_its_own_kernel_only(digits12):
+    model = build_mobilenet_v3_names()
+    parsed = read_tflite(convert_keras(model, Mode.FULL_INT8, digits12[0][:32], progress=False))
+    spec = describe_classifier(model)
+    # Only Conv and Conv_1 asked for: a block's squeeze_excite/Conv and Conv_1 are other layers, not theirs.
+    in_file = file_layer_sparsity(parsed, candidate_scopes(spec, ["Conv", "Conv_1"]))
+    assert in_file.keys() == {"Conv", "Conv_1"}
+    assert in_file["Conv"][0] == model.get_layer("Conv").kernel.shape.num_elements()
+    assert in_file["Conv_1"][0] == model.get_layer("Conv_1").kernel.shape.num_elements()
+
+
+def test_layers_named_with_slashes_keep_their_clusters_in_the_file(digits12):
+    result = cluster_model(
+        build_mobilenet_v3_names(), *digits12, ClusterConfig(8, epochs=1, learning_rate=1e-4, min_steps=0)
+    )
+    assert set(result.stats.clustered) == SLASHED_KERNELS
+    parsed = read_tflite(convert_keras(result.model, Mode.FULL_INT8, digits12[0][:32], progress=False))
+    spec = describe_classifier(result.model)
+    check = clusters_kept_check(parsed, result.stats, spec)
+    assert check.passed, check.detail
+    assert set(file_layer_clusters(parsed, spec.scopes_for(SLASHED_KERNELS))) == SLASHED_KERNELS

@@ -50,7 +50,7 @@ from tflite_opt.stages.qat import quantization_aware
 from tflite_opt.stages.realize import Calibration, Target, realize, source_model
 from tflite_opt.stages.report import report_paths, write_report_files
 from tflite_opt.stages.verdict import reference_problem
-from tflite_opt.stages.verify import file_layer_sparsity
+from tflite_opt.stages.verify import candidate_scopes, file_layer_sparsity
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def _file_sparsity(
     the pruned model."""
     if tuned.pruned is None:
         return {}
-    scopes = spec.scopes_for(tuned.pruned.stats.pruned_layer_names)
+    scopes = candidate_scopes(spec, tuned.pruned.stats.pruned_layer_names)
     return {name: file_layer_sparsity(measured[name].file.parsed, scopes) for name in variants}
 
 

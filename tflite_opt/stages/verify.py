@@ -20,13 +20,14 @@ EXPANSION_SUFFIXES = ("_plus3", "_relu6", "_hard_sigmoid", "_hard_silu", "_leaky
 LISTED_LAYERS = 8
 
 
-def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping[str, str]) -> str | None:
+def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping[str, str | None]) -> str | None:
     """The Keras layer a converted tensor came from, told from its name.
 
     The converter names tensors after the TF ops they fuse, e.g.
-    ``model/conv2d/Relu;model/conv2d/BiasAdd``; a path component equal to a
-    layer name identifies the layer. ``layer_names`` may map name scopes to layers
-    (:attr:`ClassifierSpec.layer_scopes`), for models whose scopes are not their layers' names.
+    ``model/conv2d/Relu;model/conv2d/BiasAdd``; a run of path components equal to a
+    layer name identifies the layer (tf_keras MobileNetV3 names one ``expanded_conv/project``).
+    ``layer_names`` may map name scopes to layers (:attr:`ClassifierSpec.layer_scopes`), for models whose
+    scopes are not their layers' names, and other layers' scopes to None (:func:`candidate_scopes`).
     A quantization-aware model's components are tf_keras layer names: tfmot's wrapper ``quant_conv``
     of layer ``conv``, and the layers ``act_plus3`` .. ``act_hard_silu`` the translation of a Keras 3
     model computes the hard-swish of layer ``act`` in.
@@ -35,35 +36,71 @@ def layer_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping
     return found[0] if found else None
 
 
-def layers_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping[str, str]) -> list[str]:
+def layers_for_tensor_name(tensor_name: str, layer_names: Iterable[str] | Mapping[str, str | None]) -> list[str]:
     """Every Keras layer a converted tensor's name mentions, in its order: a fused tensor
     (``model/activation_1/Relu;model/conv2d_1/Conv2D``) names each layer it carries."""
     scopes = layer_names if isinstance(layer_names, Mapping) else {name: name for name in layer_names}
-    layers = set(scopes.values())
+    layers = {layer for layer in scopes.values() if layer is not None}
     found: list[str] = []
     for part in tensor_name.split(";"):
-        for component in part.split("/"):
-            layer = _layer_for_scope(component, scopes, layers)
-            if layer is not None and layer not in found:
+        for layer in _layers_on_path(part.split("/"), scopes, layers):
+            if layer not in found:
                 found.append(layer)
                 break  # one layer per fused part: the scopes below it are the layer's own
     return found
 
 
-def _layer_for_scope(scope: str, scopes: Mapping[str, str], layers: set[str]) -> str | None:
-    """The layer a tensor name's component ``scope`` stands for, or None."""
+def _layers_on_path(components: Sequence[str], scopes: Mapping[str, str | None], layers: set[str]) -> Iterator[str]:
+    """The layers whose scopes one fused part's path passes through, outermost first.
+
+    A layer name may hold "/", so at each component the longest run naming a scope wins, and the path goes on
+    after it: ``expanded_conv/squeeze_excite/Conv`` is one layer, never layer ``Conv``; where it is not
+    a candidate (mapped to None) it only hides its components.
+    """
+    start = 0
+    while start < len(components):
+        end, layer = _longest_scope(components, start, scopes, layers)
+        if layer is not None:
+            yield layer
+        start = end
+
+
+def _longest_scope(
+    components: Sequence[str], start: int, scopes: Mapping[str, str | None], layers: set[str]
+) -> tuple[int, str | None]:
+    """Where the longest run of ``components`` from ``start`` that is a known scope ends, and the candidate layer
+    it stands for; ``(start + 1, None)`` where no run from ``start`` is one."""
+    for end in range(len(components), start, -1):
+        known, layer = _layer_for_scope("/".join(components[start:end]), scopes, layers)
+        if known:
+            return end, layer
+    return start + 1, None
+
+
+def _layer_for_scope(scope: str, scopes: Mapping[str, str | None], layers: set[str]) -> tuple[bool, str | None]:
+    """Whether ``scope``, a run of a tensor name's components, is a known layer's scope, and the candidate
+    layer it stands for (None: another layer's)."""
     unwrapped = scope.removeprefix(QAT_WRAPPER_PREFIX)
     # Before the scopes: a Keras 3 trace renames scopes (layer conv_1 computes in conv_1_2), tf_keras does not,
     # so quant_conv_1 is layer conv_1, never the layer whose Keras 3 scope is conv_1.
     if unwrapped != scope and unwrapped in layers:
-        return unwrapped
+        return True, unwrapped
     if scope in scopes:
-        return scopes[scope]
+        return True, scopes[scope]
     for suffix in EXPANSION_SUFFIXES:
         base = unwrapped.removesuffix(suffix)
         if base != unwrapped and base in layers:
-            return base
-    return None
+            return True, base
+    return False, None
+
+
+def candidate_scopes(spec: ClassifierSpec, layers: Iterable[str]) -> dict[str, str | None]:
+    """The name scopes of ``layers`` and the layer each stands for, beside every other layer's scope mapped to None.
+
+    The other layers' scopes keep a kernel under one of them from being read as a candidate's where their name
+    ends in a candidate's (``expanded_conv/squeeze_excite/Conv`` beside ``Conv``, when only ``Conv`` is asked for).
+    """
+    return {**dict.fromkeys(spec.layer_scopes), **spec.scopes_for(layers)}
 
 
 def layer_for_operator(model: TfliteFile, op: Operator, layer_names: Iterable[str]) -> str | None:
@@ -228,7 +265,9 @@ def pixel_input_check(model: TfliteFile, io_type: IoType) -> Check:
     return Check("pixel input", passed, detail)
 
 
-def file_layer_sparsity(model: TfliteFile, layer_names: Iterable[str]) -> dict[str, tuple[int, int]]:
+def file_layer_sparsity(
+    model: TfliteFile, layer_names: Iterable[str] | Mapping[str, str | None]
+) -> dict[str, tuple[int, int]]:
     """(weights, non-zero weights) per Keras layer, read from the kernels stored in the file.
 
     Only ``layer_names`` are candidates when telling an operator's layer, so a
@@ -242,7 +281,9 @@ def file_layer_sparsity(model: TfliteFile, layer_names: Iterable[str]) -> dict[s
     return counts
 
 
-def _layer_kernels(model: TfliteFile, layer_names: Iterable[str]) -> Iterator[tuple[str, Operator, Tensor]]:
+def _layer_kernels(
+    model: TfliteFile, layer_names: Iterable[str] | Mapping[str, str | None]
+) -> Iterator[tuple[str, Operator, Tensor]]:
     """(layer, operator, stored kernel) for each conv or dense operator whose kernel is the one tfmot prunes and
     clusters in one of the layers.
 
@@ -278,12 +319,13 @@ def overall_sparsity(model: TfliteFile) -> float:
 def sparsity_check(
     model: TfliteFile,
     keras_sparsity: dict[str, float],
-    scopes: Mapping[str, str] | None = None,
+    scopes: Mapping[str, str | None] | None = None,
     tolerance: float = 0.01,
 ) -> Check:
     """Each pruned layer keeps its Keras sparsity (within ``tolerance``) in the converted file.
 
-    ``scopes``: the pruned layers' name scopes (:meth:`ClassifierSpec.scopes_for`), where they are not their names.
+    ``scopes``: the pruned layers' name scopes, where they are not their names, and the other layers' mapped to None
+    (:func:`candidate_scopes`).
     """
     in_file = file_layer_sparsity(model, scopes if scopes is not None else list(keras_sparsity))
     lost = []
@@ -303,10 +345,10 @@ def sparsity_check(
 def pruning_kept_check(model: TfliteFile, pruned: PruneStats, spec: ClassifierSpec) -> Check:
     """:func:`sparsity_check` of every layer pruning pruned."""
     keras_sparsity = {layer.layer: layer.sparsity for layer in pruned.layers}
-    return sparsity_check(model, keras_sparsity, spec.scopes_for(keras_sparsity))
+    return sparsity_check(model, keras_sparsity, candidate_scopes(spec, keras_sparsity))
 
 
-def file_layer_clusters(model: TfliteFile, layer_names: Iterable[str]) -> dict[str, int]:
+def file_layer_clusters(model: TfliteFile, layer_names: Iterable[str] | Mapping[str, str | None]) -> dict[str, int]:
     """Per Keras layer, the largest number of distinct values in one output channel of its kernels in the file."""
     found: dict[str, int] = {}
     for layer, op, tensor in _layer_kernels(model, layer_names):
@@ -317,7 +359,7 @@ def file_layer_clusters(model: TfliteFile, layer_names: Iterable[str]) -> dict[s
 def clusters_kept_check(model: TfliteFile, clustered: ClusterStats, spec: ClassifierSpec) -> Check:
     """Each clustered layer keeps at most its number of clusters of distinct values per output channel in the file."""
     limit = clustered.config.clusters + (1 if clustered.preserved_sparsity else 0)  # the zeros are kept apart
-    in_file = file_layer_clusters(model, spec.scopes_for(clustered.clustered))
+    in_file = file_layer_clusters(model, candidate_scopes(spec, clustered.clustered))
     lost = [
         f"{layer} {in_file[layer]} distinct values in a channel" if layer in in_file else f"{layer} (not found)"
         for layer in clustered.clustered

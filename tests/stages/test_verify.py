@@ -209,31 +209,40 @@ def digits12():
     return images[:, ::2, ::2][:, 1:13, 1:13][..., np.newaxis].astype(np.float32) / 255.0, labels
 
 
-def test_every_kind_of_layer_tfmot_prunes_keeps_its_zeros_in_the_file_kernel_by_kernel(digits12):
-    result = prune_model(
-        build_every_kernel_kind(), *digits12, PruneConfig(0.5, epochs=2, learning_rate=1e-3, min_steps=0)
-    )
-    assert set(result.stats.pruned_layer_names) == KERNEL_KINDS
+def _pruned_converted_and_checked(model, digits12, layers: set[str]):
+    """``model`` pruned to 50%, converted to full int8, with the file's pruning check passed: (the pruning's
+    result, the parsed file, the model's spec)."""
+    result = prune_model(model, *digits12, PruneConfig(0.5, epochs=2, learning_rate=1e-3, min_steps=0))
+    assert set(result.stats.pruned_layer_names) == layers
     parsed = read_tflite(convert_keras(result.model, Mode.FULL_INT8, digits12[0][:32], progress=False))
     spec = describe_classifier(result.model)
     check = pruning_kept_check(parsed, result.stats, spec)
     assert check.passed, check.detail
+    return result, parsed, spec
+
+
+def test_every_kind_of_layer_tfmot_prunes_keeps_its_zeros_in_the_file_kernel_by_kernel(digits12):
+    result, parsed, spec = _pruned_converted_and_checked(build_every_kernel_kind(), digits12, KERNEL_KINDS)
     in_file = file_layer_sparsity(parsed, spec.scopes_for(KERNEL_KINDS))
     for layer in result.stats.layers:  # the pruned kernel itself, not pooled with a depthwise one
         weights, nonzero = in_file[layer.layer]
         assert weights == layer.weights and 1 - nonzero / weights >= 0.49, layer
 
 
-def test_every_kind_of_layer_tfmot_clusters_keeps_its_shared_values_in_the_file(digits12):
-    result = cluster_model(
-        build_every_kernel_kind(), *digits12, ClusterConfig(8, epochs=1, learning_rate=1e-4, min_steps=0)
-    )
-    assert set(result.stats.clustered) == KERNEL_KINDS
+def _clustered_converted_and_checked(model, digits12, layers: set[str]) -> None:
+    """``model`` clustered to 8 values, converted to full int8: the file's clustering check passes and finds each
+    of ``layers``."""
+    result = cluster_model(model, *digits12, ClusterConfig(8, epochs=1, learning_rate=1e-4, min_steps=0))
+    assert set(result.stats.clustered) == layers
     parsed = read_tflite(convert_keras(result.model, Mode.FULL_INT8, digits12[0][:32], progress=False))
     spec = describe_classifier(result.model)
     check = clusters_kept_check(parsed, result.stats, spec)
     assert check.passed, check.detail
-    assert set(file_layer_clusters(parsed, spec.scopes_for(KERNEL_KINDS))) == KERNEL_KINDS
+    assert set(file_layer_clusters(parsed, spec.scopes_for(layers))) == layers
+
+
+def test_every_kind_of_layer_tfmot_clusters_keeps_its_shared_values_in_the_file(digits12):
+    _clustered_converted_and_checked(build_every_kernel_kind(), digits12, KERNEL_KINDS)
 
 
 def build_mobilenet_v3_names(seed: int = 0):
@@ -285,14 +294,7 @@ SLASHED_KERNELS = {
 
 
 def test_layers_named_with_slashes_keep_their_zeros_in_the_file_each_in_its_own_kernel(digits12):
-    result = prune_model(
-        build_mobilenet_v3_names(), *digits12, PruneConfig(0.5, epochs=2, learning_rate=1e-3, min_steps=0)
-    )
-    assert set(result.stats.pruned_layer_names) == SLASHED_KERNELS
-    parsed = read_tflite(convert_keras(result.model, Mode.FULL_INT8, digits12[0][:32], progress=False))
-    spec = describe_classifier(result.model)
-    check = pruning_kept_check(parsed, result.stats, spec)
-    assert check.passed, check.detail
+    result, parsed, spec = _pruned_converted_and_checked(build_mobilenet_v3_names(), digits12, SLASHED_KERNELS)
     # Each layer's own kernel: Conv not pooled with the blocks' squeeze_excite/Conv, nor block 1 with block 10.
     in_file = file_layer_sparsity(parsed, spec.scopes_for(SLASHED_KERNELS))
     assert {layer.layer: layer.weights for layer in result.stats.layers} == {
@@ -312,12 +314,4 @@ def test_a_layer_named_as_the_end_of_another_layers_name_is_read_from_its_own_ke
 
 
 def test_layers_named_with_slashes_keep_their_clusters_in_the_file(digits12):
-    result = cluster_model(
-        build_mobilenet_v3_names(), *digits12, ClusterConfig(8, epochs=1, learning_rate=1e-4, min_steps=0)
-    )
-    assert set(result.stats.clustered) == SLASHED_KERNELS
-    parsed = read_tflite(convert_keras(result.model, Mode.FULL_INT8, digits12[0][:32], progress=False))
-    spec = describe_classifier(result.model)
-    check = clusters_kept_check(parsed, result.stats, spec)
-    assert check.passed, check.detail
-    assert set(file_layer_clusters(parsed, spec.scopes_for(SLASHED_KERNELS))) == SLASHED_KERNELS
+    _clustered_converted_and_checked(build_mobilenet_v3_names(), digits12, SLASHED_KERNELS)

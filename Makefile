@@ -80,6 +80,7 @@ bench: install
 	$(BIN)/python benchmarks/collaborative.py
 	$(BIN)/python benchmarks/io_types.py
 	$(BIN)/python benchmarks/backbones.py
+	$(BIN)/python benchmarks/hard_swish.py
 
 clean:
 	rm -rf artifacts .pytest_cache build *.egg-info

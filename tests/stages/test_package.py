@@ -41,6 +41,8 @@ def test_int8_manifest_matches_the_file(bundle_dir):
     assert manifest["golden_file"] == "mnist_cnn.int8.golden.json" and (bundle_dir / manifest["golden_file"]).exists()
     assert manifest["preprocessing"]["scale"] == report["preprocessing"]["scale"]
     assert manifest["preprocessing"]["resize"]["policy"] == report["resize"] == "stretch"
+    checks = {check["name"]: check for check in manifest["checks"]}
+    assert checks["integer-only"]["passed"] and checks["integer-only"]["detail"].startswith("all ")
 
 
 def test_the_manifest_says_what_the_files_metadata_holds_and_which_clients_take_it(bundle_dir):

@@ -286,3 +286,13 @@ def test_a_latency_spike_is_flagged_where_p99_or_the_mean_runs_far_from_the_p50(
     assert latency_spike(spiky).startswith("latency spikes: p99 14.900 ms and mean 0.630 ms against a p50 of 0.090")
     assert latency_spike(INT8.latency) is None
     assert "- **int8**: latency spikes" in format_markdown(report(FLOAT, replace(INT8, latency=spiky)))
+
+
+def test_where_xnnpack_splits_the_graph_the_table_and_markdown_say_what_each_left_operator_costs():
+    split = replace(INT8.latency, partitions=2, undelegated=(("SOFTMAX", 1), ("SOME_NEW_OP", 1)))
+    text = format_table(report(FLOAT, replace(INT8, latency=split)))
+    assert "XNNPACK ran it in 2 parts; left to the built-in kernels: SOFTMAX, SOME_NEW_OP" in text
+    assert "    SOFTMAX: float-only in XNNPACK" in text and "SOME_NEW_OP:" not in text
+    markdown = format_markdown(report(FLOAT, replace(INT8, latency=split)))
+    assert "  - SOFTMAX: float-only in XNNPACK" in markdown
+    assert "SOFTMAX: float-only" not in format_table(report(FLOAT, INT8))

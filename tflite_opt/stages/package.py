@@ -72,6 +72,8 @@ def build_manifest(
         "preprocessing": _preprocessing(report.preprocessing, variant, input_info, report.resize),
         "output": output_info,
         "metrics": _metrics(report, variant),
+        # What was checked in the file and what was done to it (an int8 HARD_SWISH rewritten for XNNPACK, ...).
+        "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in variant.verification.checks],
         # Read back from the file: what its TFLite Metadata says, and which app runtimes take it as it is.
         "tflite_metadata": metadata.to_dict() if metadata is not None else None,
         "clients": {client.kind.value: client.to_dict() for client in clients(parsed)},

@@ -17,6 +17,7 @@ from tflite_opt.results.measures import Fidelity, LatencyStats
 from tflite_opt.results.report import PRUNING_SIZE_NOTE, ConvertReport, VariantResult
 from tflite_opt.results.tuning import ClusterStats, FineTuningRecord, QatStats
 from tflite_opt.stages.plots import plot_confusion, plot_search, plot_tradeoff, plotted
+from tflite_opt.stages.xnnpack import gap_advice
 
 REPORT_FILES = ("report.json", "report.md", "tradeoff.png", "confusion.png", "search.png")
 
@@ -123,7 +124,7 @@ def format_table(report: ConvertReport) -> str:
         delegate = "" if v.latency.delegate == "xnnpack" else f" (ran on delegate: {v.latency.delegate})"
         out.append(f"{v.variant}: {_verdict(report, v)}: {v.verdict.reason}; {v.path}{delegate}")
         if note := v.latency.delegation_note():
-            out.append(f"  {note}")
+            out += [f"  {note}", *(f"    {advice}" for advice in gap_advice(v.latency.undelegated))]
         out.extend(f"  {c.line()}" for c in v.verification.checks)
         if v.clients:
             out.append(f"  {clients_line(v.clients)}")
@@ -377,6 +378,8 @@ def _markdown_files(report: ConvertReport) -> list[str]:
         feeds = "pixels as they are (it normalizes them itself)" if v.pixel_input else _app_formula(report, v)
         out.append(f"- the app feeds it: {feeds}")
         out.append("- operators: " + ", ".join(f"{name} x{count}" for name, count in v.operators))
+        if note := v.latency.delegation_note():
+            out += [f"- {note}", *(f"  - {advice}" for advice in gap_advice(v.latency.undelegated))]
         bundle = BundlePaths.beside(v.path)
         beside = (bundle.manifest, bundle.labels, bundle.golden, bundle.kotlin, bundle.swift)
         out.append("- bundle beside it: " + ", ".join(f"`{path.name}`" for path in beside))

@@ -76,6 +76,23 @@ def test_the_rewrite_keeps_top1_and_stays_as_close_to_the_float_model_on_held_ou
     assert error_after <= error_before + 0.1
 
 
+def test_the_rewritten_file_runs_the_same_on_the_built_in_kernels_as_an_app_without_xnnpack_would(trained):
+    _, content, images, _ = trained
+
+    def runtimes_apart(file: bytes) -> tuple[float, float]:
+        """(mean distance in output steps, top-1 agreement) between XNNPACK's and the built-in kernels' scores."""
+        with_xnnpack = TfliteRunner(file, batch_size=1).tensors(images)[1].astype(int)
+        built_in = TfliteRunner(file, batch_size=1, use_xnnpack=False).tensors(images)[1].astype(int)
+        return float(np.mean(np.abs(with_xnnpack - built_in))), float(
+            np.mean(with_xnnpack.argmax(1) == built_in.argmax(1))
+        )
+
+    (converted_apart, converted_agree), (rewritten_apart, rewritten_agree) = map(
+        runtimes_apart, (content, rewrite_hard_swish(content))
+    )
+    assert rewritten_apart <= max(converted_apart, 0.05) + 0.05 and rewritten_agree >= 0.98
+
+
 def test_the_check_says_what_was_kept_with_its_figures(trained):
     model, content, images, _ = trained
     kept, check = faster_hard_swish(content, read_tflite(content), images[:32], model.predict(images[:32], verbose=0))

@@ -13,6 +13,7 @@ from tflite_opt.core.variant import VariantSpec
 from tflite_opt.stages.convert import convert_keras
 from tflite_opt.stages.data import Dataset
 from tflite_opt.stages.load import describe_classifier
+from tflite_opt.stages.metadata import MetadataSpec, file_metadata, with_metadata
 from tflite_opt.stages.realize import Calibration, Target, realize
 from tflite_opt.stages.verify import float_operators
 from tflite_opt.stages.xnnpack import (
@@ -116,3 +117,40 @@ def test_operators_left_to_the_built_in_kernels_get_a_sentence_where_one_is_know
     advice = gap_advice((("SOFTMAX", 1), ("SHAPE", 1), ("SOME_NEW_OP", 2), ("PACK", 1)))
     assert len(advice) == 2 and advice[0].startswith("SOFTMAX: float-only in XNNPACK")
     assert advice[1].startswith("SHAPE, PACK: a shape computed at run time")
+
+
+@pytest.mark.slow
+def test_mediapipe_tasks_runs_the_rewritten_file_as_it_is_and_scores_as_our_interpreter(tmp_path):
+    """An RGB pixel-input MobileNetV3-style file with TFLite Metadata, HARD_SWISH rewritten, in MediaPipe Tasks'
+    ImageClassifier (the C++ task Android and iOS run)."""
+    pytest.importorskip("mediapipe")
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    keras = keras2.keras
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((24, 24, 3))
+    x = _hard_swish(keras, keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, strides=2)(inputs)))
+    x = keras.layers.GlobalAveragePooling2D()(_hard_swish(keras, keras.layers.DepthwiseConv2D(3)(x)))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 24, 24, 3), dtype=np.uint8)
+    preprocessing = Preprocessing((1 / 127.5,), (-1.0,))
+    metadata = MetadataSpec("hs", "1", ("a", "b", "c", "d"), preprocessing)
+    spec = VariantSpec(Mode.FULL_INT8, pixel_input=True)
+    calibration = Calibration.of(Dataset(pixels[:32], None, ()), preprocessing)
+    verified = realize(spec, model, calibration, Target(IoType.UINT8, describe_classifier(model)))
+    # Rewritten whether or not that was faster on this tiny model; the metadata goes on last, as realize does.
+    content = with_metadata(rewrite_hard_swish(verified.content), metadata, spec)
+    assert int8_hard_swish_count(read_tflite(content)) == 0 and file_metadata(read_tflite(content)) is not None
+    path = tmp_path / "hs.int8.tflite"
+    path.write_bytes(content)
+    ours = TfliteRunner(content, batch_size=1).predict(pixels[32:].astype(np.float32))
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=-1)
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for image, expected in zip(pixels[32:], ours, strict=True):
+            result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+            scores = np.zeros(4, np.float32)
+            for category in result.classifications[0].categories:
+                scores[category.index] = category.score
+            np.testing.assert_allclose(scores, expected, atol=1e-6)

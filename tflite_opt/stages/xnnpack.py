@@ -72,7 +72,8 @@ def gap_advice(undelegated: tuple[tuple[str, int], ...]) -> list[str]:
 def rewrite_hard_swish(content: bytes) -> bytes:
     """``content`` with every int8 HARD_SWISH replaced by ``REWRITE_FORM`` (pure Python: nothing native reads the
     file). The intermediate tensors take the ranges hard-swish implies: relu6(x + 3) in [0, 6] and
-    hard_sigmoid(x) in [0, 1], each over the whole int8 range."""
+    hard_sigmoid(x) in [0, 1], each over the whole int8 range. Takes a file before its TFLite Metadata is added:
+    the associated files packed after the flatbuffer (labels) do not survive the rewrite."""
     model = tflite_schema.ModelT.InitFromObj(tflite_schema.Model.GetRootAs(content, 0))
     codes = tflite_schema.BuiltinOperator
     hard_swish = {i for i, code in enumerate(model.operatorCodes) if _builtin(code) == codes.HARD_SWISH}

@@ -69,6 +69,22 @@ def test_a_layer_tfmot_cannot_annotate_is_skipped_with_a_note_not_a_traceback(ou
     assert dict(result.stats.skipped) == {"norm": "LayerNormalization is not supported by tfmot's 8-bit scheme"}
 
 
+def test_weightless_layers_left_in_float_while_training_are_named_too_with_their_reason(outlier_digits, caplog):
+    keras = keras2.keras
+    _, (train_x, train_y), _, _ = outlier_digits
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv")(keras.layers.Rescaling(2.0, -1.0, name="rescale")(inputs))
+    x = keras.layers.Multiply(name="hard_swish")([x, keras.layers.ReLU(6.0, name="relu6")(x + 3.0) * (1.0 / 6.0)])
+    model = keras.Model(inputs, keras.layers.Dense(10, name="scores")(keras.layers.Flatten()(x)))
+    with caplog.at_level("INFO", logger="tflite_opt.stages.qat"):
+        result = quantization_aware_model(model, train_x[:64], train_y[:64], QatConfig(epochs=1, min_steps=0))
+    skipped = dict(result.stats.skipped)
+    assert skipped.pop("rescale") == "Rescaling is not supported by tfmot's 8-bit scheme"
+    assert len(skipped) == 2 and set(skipped.values()) == {"TFOpLambda is not supported by tfmot's 8-bit scheme"}
+    lines = {r.message for r in caplog.records if "left in float arithmetic while training" in r.message}
+    assert len(lines) == 2  # one line per reason, naming its layers (once per learning rate tried)
+
+
 def test_a_keras3_model_trains_quantization_aware_through_its_translation(outlier_digits):
     _, (train_x, train_y), calibration, _ = outlier_digits
     result = quantization_aware_model(

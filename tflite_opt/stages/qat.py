@@ -19,6 +19,7 @@ import numpy as np
 from tflite_opt.core import keras2
 from tflite_opt.core.config import QatConfig
 from tflite_opt.core.errors import UsageError
+from tflite_opt.core.text import by_reason
 from tflite_opt.core.tfmot import tfmot
 from tflite_opt.core.variant import QatScheme
 from tflite_opt.results.tuning import FineTuned, QatResult, QatStats
@@ -290,7 +291,9 @@ def _quantization_aware(model: Any, scheme: QatScheme, frozen: tuple[str, ...]) 
             return layer
         if isinstance(layer, same_scale):
             skipped.append((layer.name, SAME_SCALE_REASON))
-        elif layer.weights:
+        elif not isinstance(layer, keras.layers.InputLayer):
+            # A weightless one too (x + 3 of a hard-swish, Rescaling): it computes in float while training, and
+            # the converter calibrates its range after training.
             skipped.append((layer.name, f"{type(layer).__name__} is not supported by tfmot's 8-bit scheme"))
         return layer
 
@@ -304,6 +307,6 @@ def _quantization_aware(model: Any, scheme: QatScheme, frozen: tuple[str, ...]) 
         raise UsageError(
             f"tensorflow-model-optimization cannot make {model.name} quantization-aware: {first_line}"
         ) from exc
-    for name, reason in skipped:
-        log.info("quantization-aware training: %s left in float arithmetic while training: %s", name, reason)
+    for line in by_reason(skipped):
+        log.info("quantization-aware training: left in float arithmetic while training: %s", line)
     return quantized, skipped

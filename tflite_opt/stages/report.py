@@ -9,7 +9,7 @@ from pathlib import Path
 from tflite_opt.core.fileio import atomic_write_bytes, atomic_write_json
 from tflite_opt.core.interpreter import ROUNDING
 from tflite_opt.core.preprocessing import Preprocessing
-from tflite_opt.core.text import aligned
+from tflite_opt.core.text import aligned, by_reason
 from tflite_opt.results.clients import Client
 from tflite_opt.results.files import BundlePaths
 from tflite_opt.results.inputs import PixelInputChoice
@@ -211,7 +211,7 @@ def pixel_input_note(choice: PixelInputChoice) -> str | None:
 
 
 def _clustering_line(clustering: ClusterStats) -> str:
-    skipped = "; ".join(f"{name}: {reason}" for name, reason in clustering.skipped)
+    skipped = "; ".join(by_reason(clustering.skipped))
     kept = ", zeros kept" if clustering.preserved_sparsity else ""
     return (
         f"clustering: {len(clustering.clustered)} layers to {clustering.config.clusters} shared values{kept}, "
@@ -222,7 +222,7 @@ def _clustering_line(clustering: ClusterStats) -> str:
 
 
 def _qat_line(qat: QatStats) -> str:
-    skipped = "; ".join(f"{name}: {reason}" for name, reason in qat.skipped)
+    skipped = "; ".join(by_reason(qat.skipped))
     return (
         f"quantization-aware training: fine-tuned with int8 simulated in {qat.seconds:.0f} s"
         + (f"; not annotated: {skipped}" if skipped else "")

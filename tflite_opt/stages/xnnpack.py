@@ -130,7 +130,7 @@ def faster_hard_swish(
     faster = timed["rewrite"].median_ms < timed["built-in"].median_ms
     faithful = error["rewrite"] <= error["built-in"] + 0.5
     figures = (
-        f"XNNPACK runs {timed['rewrite'].parts} part(s) instead of {timed['built-in'].parts}, "
+        f"XNNPACK runs {_parts(timed['rewrite'].parts)} instead of {timed['built-in'].parts}, "
         f"{timed['rewrite'].median_ms:.3g} ms vs {timed['built-in'].median_ms:.3g} ms (median invoke, 1 thread, "
         f"interleaved); scores {error['rewrite']:.2f} output steps from the float model's on average vs "
         f"{error['built-in']:.2f} with the built-in kernel ({len(samples)} calibration images)"
@@ -139,6 +139,10 @@ def faster_hard_swish(
         return rewritten, Check("XNNPACK", True, f"{count} int8 HARD_SWISH rewritten as {REWRITE_FORM}: {figures}")
     why = "not faster" if not faster else "further from the float model"
     return content, Check("XNNPACK", True, f"{count} int8 HARD_SWISH kept: the rewrite was {why} ({figures})")
+
+
+def _parts(count: int) -> str:
+    return f"{count} part" + ("" if count == 1 else "s")
 
 
 def _score_error(runner: TfliteRunner, samples: np.ndarray, reference: np.ndarray) -> float:

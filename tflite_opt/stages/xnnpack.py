@@ -19,6 +19,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as tflite_schema
 
 from tflite_opt.core.interpreter import TfliteRunner
+from tflite_opt.core.text import by_reason
 from tflite_opt.core.tflite_file import FILE_IDENTIFIER, TfliteFile
 from tflite_opt.results.files import Check
 
@@ -64,11 +65,7 @@ def int8_hard_swish_count(model: TfliteFile) -> int:
 def gap_advice(undelegated: tuple[tuple[str, int], ...]) -> list[str]:
     """A sentence for the operators left to the built-in kernels that have one (see ``INT8_GAPS``), operators that
     share a reason named together."""
-    names_by_reason: dict[str, list[str]] = {}
-    for name, _ in undelegated:
-        if name in INT8_GAPS:
-            names_by_reason.setdefault(INT8_GAPS[name], []).append(name)
-    return [f"{', '.join(names)}: {reason}" for reason, names in names_by_reason.items()]
+    return by_reason([(name, INT8_GAPS[name]) for name, _ in undelegated if name in INT8_GAPS])
 
 
 def rewrite_hard_swish(content: bytes) -> bytes:
@@ -168,9 +165,11 @@ def _builtin(code: Any) -> int:
 
 
 def _opcode(model: Any, builtin: int) -> int:
-    """The index of ``builtin``'s operator code, added (int8 kernel version) where the file has none."""
+    """The index of ``builtin``'s operator code, added where the file has none; at least version 2, the int8
+    kernel's (a float-only file's ADD is version 1)."""
     for index, code in enumerate(model.operatorCodes):
         if _builtin(code) == builtin:
+            code.version = max(code.version, 2)
             return index
     code = tflite_schema.OperatorCodeT()
     code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 2

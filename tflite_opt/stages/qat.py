@@ -175,20 +175,68 @@ def _split_separable(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _scheme(scheme: QatScheme) -> Any:
-    """tfmot's quantization scheme for ``qat``, ``pqat``, ``cqat`` or ``pcqat``."""
-    if scheme is QatScheme.QAT:
-        return None  # quantize_apply's default: Default8BitQuantizeScheme
+    """tfmot's quantization scheme for ``qat``, ``pqat``, ``cqat`` or ``pcqat``, each with :func:`_relu_layout`."""
     combine = tfmot().experimental.combine
+    if scheme is QatScheme.QAT:
+        return _with_relu_layout(tfmot().quantization.keras.default_8bit.Default8BitQuantizeScheme)()
     if scheme is QatScheme.PQAT:
-        return combine.Default8BitPrunePreserveQuantizeScheme()
+        return _with_relu_layout(combine.Default8BitPrunePreserveQuantizeScheme)()
     return _ClusterPreserving(preserve_sparsity=scheme is QatScheme.PCQAT)
 
 
+def _with_relu_layout(scheme_class: type) -> type:
+    """``scheme_class`` (one of tfmot's default 8-bit schemes) with :func:`_relu_layout` as its layout transform."""
+
+    class Scheme(scheme_class):
+        def get_layout_transformer(self) -> Any:
+            return _relu_layout()
+
+    return Scheme
+
+
+def _relu_layout() -> Any:
+    """tfmot's default 8-bit layout transform, with a Conv2D, DepthwiseConv2D or Dense right before a ReLU layer
+    trained the way it is before a BatchNormalization and a ReLU: its kernel quantized, no int8 step before the ReLU.
+
+    tfmot's rule for that pair (``LayerReLUQuantize``) gives the layer no quantization at all, kernel included:
+    its weights trained without the int8 they will have, and the prune- and cluster-preserving schemes kept
+    neither its zeros nor its shared values (MobileNetV3's squeeze-and-excite, Conv2D then ReLU, lost most of its
+    zeros). No other rule of the transform gives a layer with a kernel that configuration.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras import (  # deferred: TensorFlow
+        quantize_aware_activation,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_configs,
+        default_8bit_quantize_layout_transform,
+    )
+
+    no_quantization = default_8bit_quantize_configs.NoOpQuantizeConfig
+    weighted = (keras2.keras.layers.Conv2D, keras2.keras.layers.DepthwiseConv2D, keras2.keras.layers.Dense)
+
+    class Layout(default_8bit_quantize_layout_transform.Default8BitQuantizeLayoutTransform):
+        def apply(self, model: Any, layer_quantize_map: dict[str, Any]) -> Any:
+            transformed, quantize_map = super().apply(model, layer_quantize_map)
+            for layer in transformed.layers:
+                settings = quantize_map.get(layer.name, {})
+                if isinstance(layer, weighted) and isinstance(settings.get("quantize_config"), no_quantization):
+                    del settings["quantize_config"]  # the scheme's registry gives it its kernel quantizer
+                    if layer.activation is keras2.keras.activations.linear:
+                        layer.activation = quantize_aware_activation.NoOpActivation()  # fused into the ReLU
+            return transformed, quantize_map
+
+    return Layout()
+
+
 def _ClusterPreserving(preserve_sparsity: bool) -> Any:  # noqa: N802 (stands for the class it builds)
-    """tfmot's cluster-preserving scheme, but quantizing the output of a layer outside the annotated ones only
-    where the default 8-bit registry can: tfmot's own takes every layer without trainable weights as supported,
-    so a frozen BatchNormalization after a layer left out (pruned, not clustered) was asked for a configuration
-    it has none of, and the whole model was refused."""
+    """tfmot's cluster-preserving scheme, with two of its registry's habits changed.
+
+    It quantizes the output of a layer outside the annotated ones only where the default 8-bit registry can:
+    tfmot's own takes every layer without trainable weights as supported, so a frozen BatchNormalization after a
+    layer left out (pruned, not clustered) was asked for a configuration it has none of, and the whole model was
+    refused. And each layer has a kernel quantizer of its own: tfmot's registry shares one among all the layers of
+    a kind, and the first without zeros (an unpruned first convolution) turned zero-keeping off for all the others.
+    """
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (  # deferred
         cluster_preserve_quantize_registry as cluster_registry,  # (TensorFlow)
     )
@@ -202,7 +250,14 @@ def _ClusterPreserving(preserve_sparsity: bool) -> Any:  # noqa: N802 (stands fo
         def supports(self, layer: Any) -> bool:
             return super().supports(layer) and default.supports(layer)
 
-    class Scheme(tfmot().experimental.combine.Default8BitClusterPreserveQuantizeScheme):
+        def get_quantize_config(self, layer: Any) -> Any:
+            config = super().get_quantize_config(layer)
+            shared = getattr(config, "weight_quantizer", None)
+            if any(shared is quantizer for quantizer in self._config_quantizer_map.values()):
+                config.weight_quantizer = type(shared)(preserve_sparsity)
+            return config
+
+    class Scheme(_with_relu_layout(tfmot().experimental.combine.Default8BitClusterPreserveQuantizeScheme)):
         def get_quantize_registry(self) -> Any:
             return Registry(self.preserve_sparsity)
 
@@ -254,6 +309,18 @@ def _same_scale_layers() -> tuple[type, ...]:
 SAME_SCALE_REASON = "average pooling keeps its input's int8 scale in TFLite: no range of its own is learnt"
 
 
+# The activations tfmot's Default8BitActivationQuantizeConfig has a rule for; it refuses an Activation of any other.
+ACTIVATIONS_WITH_RULE = frozenset({"relu", "swish", "gelu", "relu6", "linear", "softmax", "sigmoid", "tanh"})
+
+
+def _activation_without_rule(layer: Any) -> bool:
+    """An Activation layer computing a function tfmot's 8-bit scheme has no rule for (hard_sigmoid, hard_swish)."""
+    function = getattr(layer, "activation", None)
+    return isinstance(layer, keras2.keras.layers.Activation) and (
+        getattr(function, "__name__", None) not in ACTIVATIONS_WITH_RULE
+    )
+
+
 def _quantization_aware(model: Any, scheme: QatScheme, frozen: tuple[str, ...]) -> tuple[Any, list[tuple[str, str]]]:
     """``model`` with every layer tfmot's 8-bit scheme supports annotated, then quantize_apply'd with ``scheme``."""
     keras, quantization = keras2.keras, tfmot().quantization.keras
@@ -269,7 +336,10 @@ def _quantization_aware(model: Any, scheme: QatScheme, frozen: tuple[str, ...]) 
     annotated_layers = {
         layer.name
         for layer in model.layers
-        if registry.supports(layer) and layer.name not in frozen and not isinstance(layer, same_scale)
+        if registry.supports(layer)
+        and layer.name not in frozen
+        and not isinstance(layer, same_scale)
+        and not _activation_without_rule(layer)
     }
     foldable = _foldable_batch_norms(model)
     skipped: list[tuple[str, str]] = []
@@ -282,9 +352,10 @@ def _quantization_aware(model: Any, scheme: QatScheme, frozen: tuple[str, ...]) 
             return layer
         if layer.name in annotated_layers or foldable.get(layer.name) in annotated_layers:
             return quantization.quantize_annotate_layer(layer)
-        if isinstance(layer, keras.layers.Multiply):
+        if isinstance(layer, keras.layers.Multiply) or _activation_without_rule(layer):
             # tfmot's 8-bit scheme leaves Multiply out, so no range is learnt for its product; where a
             # squeeze-and-excite shares a hard-swish (x * hard_sigmoid(x)), the converter then leaves that MUL in float.
+            # An Activation it has no rule for (hard_sigmoid, hard_swish) it takes, then refuses the whole model.
             return quantization.quantize_annotate_layer(layer, quantize_config=output_only())
         if foldable.get(layer.name) in frozen:
             skipped.append((layer.name, f"follows {foldable[layer.name]}, left out: folded into it at conversion"))
@@ -299,9 +370,8 @@ def _quantization_aware(model: Any, scheme: QatScheme, frozen: tuple[str, ...]) 
 
     try:
         annotated = keras.models.clone_model(model, clone_function=annotate)
-        chosen = _scheme(scheme)
         with quantization.quantize_scope({"Default8BitOutputQuantizeConfig": output_only}):
-            quantized = quantization.quantize_apply(annotated, *([chosen] if chosen is not None else []))
+            quantized = quantization.quantize_apply(annotated, _scheme(scheme))
     except (ValueError, TypeError, RuntimeError) as exc:  # tfmot's refusals of a model it cannot wrap
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(

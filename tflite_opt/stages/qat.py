@@ -206,7 +206,7 @@ def _relu_layout() -> Any:
     from tensorflow_model_optimization.python.core.quantization.keras import (  # deferred: TensorFlow
         quantize_aware_activation,
     )
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # deferred: TensorFlow
         default_8bit_quantize_configs,
         default_8bit_quantize_layout_transform,
     )

@@ -123,7 +123,12 @@ def test_default_model_meets_the_full_int8_targets(tmp_path):
     assert saved["eval_samples"] == 1000 and saved["calibration_samples"] == 200
     assert int8["top5"] >= int8["top1"]
     assert int8["latency_ms"]["p50"] <= int8["latency_ms"]["p90"] <= int8["latency_ms"]["p99"]
-    assert int8["verdict"] == "good" and float32["verdict"] == "reference"
+    assert float32["verdict"] == "reference"
+    # Good, unless this host's CPU runs int8 slower than float32 (AVX2 without VNNI: an AMD EPYC here ran it in
+    # 0.28 ms against 0.21), which the verdict must then say, figures and all.
+    if int8["verdict"] != "good":
+        assert int8["verdict"] == "marginal" and "slower than float32 (p50)" in int8["verdict_reason"]
+        assert int8["latency_ms"]["p50"] > float32["latency_ms"]["p50"]
     assert report.chosen.variant == "int8" and int8["chosen"]
     assert (tmp_path / "report.md").is_file()
     assert (tmp_path / "tradeoff.png").is_file() and (tmp_path / "confusion.png").is_file()

@@ -156,20 +156,22 @@ def test_per_tensor_weights_show_their_accuracy_cost_next_to_per_channel(outlier
 
 
 def test_default_model_search_returns_a_pruned_model_within_a_third_of_a_point(tmp_path):
-    """The issue's done-when on a two-level grid without bisection (the full default grid takes about 4 minutes):
-    plain int8, 70% from the dense model, 90% continuing from it. At the learning rate the default's measurement
+    """The issue's done-when on the default grid's path without bisection (the whole grid takes about 4 minutes):
+    plain int8, 50% from the dense model, 70% and 90% each continuing from the level before (70% straight from the
+    dense model dropped 0.5 points on an AMD EPYC, 0.0 from 50%; the Intel machine before it kept 70% from dense
+    within the budget). At the learning rate the default's measurement
     chooses (5e-4, see the prune run's report), so each candidate fine-tunes once: the choice itself is tested in
     tests/stages/test_fine_tune.py."""
     report = run_convert(
         ConvertConfig(
             output_dir=tmp_path,
             prune=PruneConfig(learning_rate=PruneConfig.START_LEARNING_RATE),
-            search=SearchConfig(0.3, sparsities=(0.7, 0.9), refine=False),
+            search=SearchConfig(0.3, sparsities=(0.5, 0.7, 0.9), refine=False),
         )
     )
     outcome = report.search
     chosen = outcome.chosen
-    assert [c.variant for c in outcome.candidates] == ["int8", "int8-pruned70", "int8-pruned90"]
+    assert [c.variant for c in outcome.candidates] == ["int8", "int8-pruned50", "int8-pruned70", "int8-pruned90"]
     assert chosen.sparsity >= 0.7 and chosen.within_budget
     assert 100 * (report.keras_top1 - report.variant(chosen.variant).top1) <= 0.3 + 1e-9
     saved = json.loads((tmp_path / "report.json").read_text())

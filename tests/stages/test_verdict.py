@@ -68,6 +68,14 @@ def test_a_variant_slower_than_float32_is_not_good_however_small_and_accurate():
     assert verdict(9.0, 0.3, False, latency_ratio=0.5).label == "bad"
 
 
+def test_only_a_slowdown_on_this_host_leaves_a_marginal_variant_fit_to_ship():
+    """The phone runs the file: a host without fast int8 kernels must not make the tool ship a larger file."""
+    assert verdict(0.2, 0.3, False, latency_ratio=1.3).passes
+    assert not verdict(2.5, 0.3, False, latency_ratio=1.3).passes  # over the budget as well
+    assert not verdict(0.2, 0.8, False, latency_ratio=1.3).passes  # not halved as well
+    assert not verdict(0.2, 0.8, False).passes
+
+
 def outcomes(samples, reference_only, model_only, both_right=0):
     """Per-image (reference right, model right) with the given discordant counts; the rest both wrong."""
     reference = np.zeros(samples, bool)

@@ -207,18 +207,22 @@ class VerdictLabel(NamedEnum):
 
 @dataclass(frozen=True)
 class Verdict:
-    """A variant's label and why."""
+    """A variant's label and why. ``slower_on_host``: marginal only because it ran slower than float32 here."""
 
     label: VerdictLabel
     reason: str
+    slower_on_host: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label", VerdictLabel(self.label))
 
     @property
     def passes(self) -> bool:
-        """Good: what the choice of the variant to ship asks."""
-        return self.label is VerdictLabel.GOOD
+        """What the choice of the variant to ship asks: good, or good but for its speed on this host. The phone runs
+        the file, not the host: on a CPU without fast int8 kernels (AVX2 without VNNI) every int8 variant runs
+        slower than float32, and that slowness must not make the tool ship a larger file (as a search, which
+        weighs accuracy and size only, would not)."""
+        return self.label is VerdictLabel.GOOD or self.slower_on_host
 
 
 @dataclass(frozen=True)

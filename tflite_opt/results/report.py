@@ -162,7 +162,7 @@ class ConvertReport:
     @property
     def chosen(self) -> VariantResult:
         """The variant to ship: the one a search or option chose, else by the one rule of
-        :func:`~tflite_opt.results.measures.choose_to_ship`, where a "good" verdict passes."""
+        :func:`~tflite_opt.results.measures.choose_to_ship`, where :attr:`Verdict.passes` passes."""
         if self.chosen_variant is not None:
             return self.variant(self.chosen_variant)
         candidates = [v for v in self.variants if v.variant != self.reference] or list(self.variants)

@@ -136,7 +136,8 @@ def verdict(
         measured = "; ".join(filter(None, [interval, f"budget {budget:g}"]))
         held = f"{score} drops {drop_points:.2f} points ({measured}) at {size}"
         if slower:
-            return Verdict(VerdictLabel.MARGINAL, f"{held}, but runs {latency_ratio:.1f}x slower than float32 (p50)")
+            reason = f"{held}, but runs {latency_ratio:.1f}x slower than float32 (p50)"
+            return Verdict(VerdictLabel.MARGINAL, reason, slower_on_host=True)
         return Verdict(VerdictLabel.GOOD, held)
     holds = f"{drop_points:.2f} points" + (f", {interval}" if interval else "")
     return Verdict(VerdictLabel.MARGINAL, f"{score} holds ({holds}) but the file is {size}, not halved")

@@ -1,7 +1,9 @@
 """Fine-tuning as trained models are fine-tuned: BatchNormalization kept, rate and epoch measured on held-out data."""
 
 import contextlib
+import gc
 import io
+import weakref
 
 import numpy as np
 import pytest
@@ -119,6 +121,31 @@ def test_one_rate_is_enough_where_a_large_held_out_part_shows_nothing_was_lost(p
     assert record.held_out_samples >= fine_tune.MEASURED_SAMPLES
     assert record.trials[0].score.top1 >= record.before.top1 - fine_tune.KEPT_POINTS / 100
     assert len(record.trials) == 1
+
+
+def test_a_losing_trial_model_is_let_go_before_the_next_rate_is_tried(pretrained, digits12):
+    """Three trials of a large model kept alive together took a 24 GB machine to its limit: when a trial starts,
+    at most the best earlier one may still be alive."""
+    x, y = digits12
+    created, alive_at_start = [], []
+    noise = iter([1.0, 0.5, 0.0])  # each trial starts closer to the pretrained weights: each one does better
+
+    def wrap(copy, steps):
+        gc.collect()
+        alive_at_start.append(sum(ref() is not None for ref in created))
+        created.append(weakref.ref(copy))
+        scale = next(noise)
+        rng = np.random.default_rng(0)
+        kernels = [w + (w.ndim > 1) * scale * w.std() * rng.standard_normal(w.shape) for w in copy.get_weights()]
+        copy.set_weights(kernels)
+        return fine_tune.Wrapped(copy)
+
+    settings = fine_tune.FineTuning(1, 16, None, 0, "test", start_learning_rate=1e-6, min_steps=4)
+    tuned = fine_tune.fine_tune(pretrained, x[1000:1064], y[1000:1064], settings, wrap, lambda model: model)
+    assert [t.learning_rate for t in tuned.record.trials] == pytest.approx([1e-6, 1e-7, 1e-8]), tuned.record.trials
+    assert alive_at_start == [0, 1, 1]
+    gc.collect()
+    assert [ref() for ref in created if ref() is not None] == [tuned.model]
 
 
 class _Terminal(io.StringIO):

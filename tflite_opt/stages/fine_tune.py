@@ -17,6 +17,7 @@ What was done, and why, is a :class:`FineTuningRecord` the report shows.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -180,8 +181,7 @@ def fine_tune(
     batch_size = max(1, min(settings.batch_size, len(fit) // MIN_STEPS_PER_EPOCH))
     steps_per_epoch = math.ceil(len(fit) / batch_size)
     epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
-    trials, before = _measured_rates(model, split, settings, wrap, batch_size, epochs)
-    best = max(trials, key=lambda t: t[0].score.rank)
+    trials, best, before = _measured_rates(model, split, settings, wrap, batch_size, epochs)
     trial, wrapped, details = best
     finished = finish(wrapped)
     after, batch_norm = _settle_if_better(finished, split, settings, trial.score)
@@ -194,7 +194,7 @@ def fine_tune(
         learning_rate=trial.learning_rate,
         learning_rate_given=settings.learning_rate is not None,
         epoch=trial.epoch,
-        trials=tuple(t for t, _, _ in trials),
+        trials=trials,
         before=before,
         after=after,
         batch_norm=batch_norm,
@@ -211,23 +211,31 @@ def _measured_rates(
     wrap: Callable[[Any, int], Wrapped],
     batch_size: int,
     epochs: int,
-) -> tuple[list[tuple[Trial, Any, Any]], HeldOutScore]:
-    """The given learning rate, or the default then a tenth of the last while that helps; returns each trial
-    (trial, wrapped model, what wrapping found) and the held-out score of the model before fine-tuning."""
-    trials: list[tuple[Trial, Any, Any]] = []
+) -> tuple[tuple[Trial, ...], tuple[Trial, Any, Any], HeldOutScore]:
+    """The given learning rate, or the default then a tenth of the last while that helps; returns every trial,
+    the best one (trial, wrapped model, what wrapping found) and the held-out score of the model before
+    fine-tuning."""
+    trials: list[Trial] = []
+    best: tuple[Trial, Any, Any] | None = None
     before: HeldOutScore | None = None
     rate = settings.learning_rate or settings.start_learning_rate
     for _ in range(1 if settings.learning_rate else LEARNING_RATE_TRIALS):
-        trials.append(_trial(model, split, settings, wrap, rate, batch_size, epochs))
+        newest = _trial(model, split, settings, wrap, rate, batch_size, epochs)
+        trials.append(newest[0])
         # Scored after the first wrap: wrapping refuses a model with nothing to fine-tune first.
         before = before or held_out_score(model, split)
-        newest = trials[-1][0]
-        if max(trials, key=lambda t: t[0].score.rank)[0] is not newest or _kept(
-            newest.score, before, len(split.held_y)
-        ):
+        improved = best is None or newest[0].score.better_than(best[0].score)
+        if improved:
+            best = newest
+        # A losing trial's model is let go at once: each holds its weights, optimizer state and traced graphs,
+        # and three of a large model's QAT trials kept alive together took a 24 GB machine to its limit.
+        del newest
+        gc.collect()
+        if not improved or _kept(best[0].score, before, len(split.held_y)):
             break  # the smaller rate did no better, or fine-tuning kept what the model knew
         rate /= 10
-    return trials, before
+    assert best is not None and before is not None
+    return tuple(trials), best, before
 
 
 def _kept(score: HeldOutScore, before: HeldOutScore, held_out: int) -> bool:

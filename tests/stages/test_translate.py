@@ -62,6 +62,35 @@ def test_the_output_check_refuses_a_translation_that_differs_and_says_by_how_muc
         translate._check_outputs(model3, model2, DIGITS, training=False)
 
 
+def test_float32_rounding_is_measured_against_the_same_model_in_float64():
+    model3 = build_keras3_functional()
+    rounding = translate.float32_rounding(model3, DIGITS)
+    assert rounding is not None and 0 < rounding < 1e-5
+    assert model3.dtype_policy.name == "float32"  # the model itself is left as it was
+
+
+def test_a_translation_off_by_float32_rounding_is_accepted_where_the_fixed_tolerance_is_passed(monkeypatch):
+    """Stands in for a deep model (Keras 3 EfficientNetB0 fine-tuned: 1.7e-4 between the two Keras, 8.8e-5 from
+    float64): no tolerance of its own, every weight of the translation one float32 step off."""
+    monkeypatch.setattr(translate, "OUTPUT_TOLERANCE", 0.0)
+    model3 = build_keras3_sequential()
+    model2 = translate_for_tfmot(model3, DIGITS).model
+    model2.set_weights([np.nextafter(w, np.float32(np.inf)) for w in model2.get_weights()])
+    difference = translate._check_outputs(model3, model2, DIGITS, training=False)
+    assert 0 < difference <= translate.ROUNDING_MARGIN * translate.float32_rounding(model3, DIGITS)
+
+
+def test_a_translation_off_by_more_than_rounding_is_refused_with_both_figures(monkeypatch):
+    monkeypatch.setattr(translate, "OUTPUT_TOLERANCE", 0.0)
+    model3 = build_keras3_sequential()
+    model2 = translate_for_tfmot(model3, DIGITS).model
+    kernel, bias = model2.get_layer("scores").get_weights()
+    bias[0] += 1e-5  # below the fixed tolerance, hundreds of times the model's rounding
+    model2.get_layer("scores").set_weights([kernel, bias])
+    with pytest.raises(TranslationError, match=r"in inference by up to .*4 times the .* float32 rounding alone"):
+        translate._check_outputs(model3, model2, DIGITS, training=False)
+
+
 def test_batch_norm_statistics_survive_the_training_mode_check():
     model3 = build_keras3_functional()
     before = [w.copy() for w in model3.get_weights()]

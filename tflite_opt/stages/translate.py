@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 TESTED_KERAS3 = ("3.15",)
 # How far the translation's outputs may be from Keras 3's, relative to the largest output (float32 rounding).
 OUTPUT_TOLERANCE = 1e-4
+# Or this many times what float32 rounding alone moves the Keras 3 model's outputs by (measured against the same
+# model in float64): each Keras rounds its own way, and a deep model's rounding can pass OUTPUT_TOLERANCE. Keras 3
+# EfficientNetB0 fine-tuned to a peaked softmax: 8.8e-5 from float64, its faithful translation 1.7e-4 from it.
+# A wrong translation (one bias off by 0.05, a BatchNormalization epsilon) is orders of magnitude further.
+ROUNDING_MARGIN = 4.0
 # In training mode: the share of the training flag's own effect on the outputs the two models may differ by.
 TRAINING_SHARE = 0.02
 
@@ -112,7 +117,9 @@ def _check_outputs(
     allowed: float = 0.0,
     expected: np.ndarray | None = None,
 ) -> float:
-    """The largest difference between the two models' outputs; refused above the tolerance (or ``allowed``).
+    """The largest difference between the two models' outputs; refused above the tolerance (or ``allowed``). In
+    inference, a difference above the tolerance is still accepted within ``ROUNDING_MARGIN`` times the Keras 3
+    model's own float32 rounding.
 
     ``expected``: the Keras 3 model's outputs on ``samples`` in this mode, where already computed.
     """
@@ -120,14 +127,61 @@ def _check_outputs(
     found = np.asarray(model2(samples, training=training))
     difference = float(np.max(np.abs(expected - found)))
     allowed = max(allowed, OUTPUT_TOLERANCE * max(1.0, float(np.max(np.abs(expected)))))
+    why = ""
+    if not difference <= allowed and not training:
+        rounding = float32_rounding(model3, samples, expected)
+        if rounding is not None:
+            allowed = max(allowed, ROUNDING_MARGIN * rounding)
+            why = f", {ROUNDING_MARGIN:g} times the {rounding:.2g} float32 rounding alone moves the Keras 3 model's"
+            if difference <= allowed:
+                log.info(
+                    "the tf_keras translation differs from the Keras 3 model by up to %.2g, within %g times the "
+                    "%.2g float32 rounding alone moves the Keras 3 model's outputs by (against float64)",
+                    difference,
+                    ROUNDING_MARGIN,
+                    rounding,
+                )
     if not difference <= allowed:
         mode = "in training mode" if training else "in inference"
         raise TranslationError(
             f"the tf_keras translation of {model3.name} differs from the Keras 3 model {mode} by up to "
-            f"{difference:.3g} on {len(samples)} samples (allowed {allowed:.2g}); tensorflow-model-optimization would "
-            f"work on another model. {WHAT_TO_DO}"
+            f"{difference:.3g} on {len(samples)} samples (allowed {allowed:.2g}{why}); tensorflow-model-optimization "
+            f"would work on another model. {WHAT_TO_DO}"
         )
     return difference
+
+
+def float32_rounding(model3: Any, samples: np.ndarray, expected: np.ndarray | None = None) -> float | None:
+    """How far float32 rounding alone moves the Keras 3 ``model3``'s inference outputs on ``samples``: the largest
+    difference from the same model built and computed in float64. None where it cannot be built in float64.
+
+    ``expected``: ``model3``'s float32 outputs on ``samples``, where already computed.
+    """
+    keras = keras3.keras
+    try:
+        config = _in_float64(keras.saving.serialize_keras_object(model3))
+        model64 = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        model64.set_weights([np.asarray(w, dtype=np.float64) for w in model3.get_weights()])
+        exact = np.asarray(model64(samples.astype(np.float64), training=False), dtype=np.float64)
+    except Exception as error:  # noqa: BLE001 - an op without a float64 kernel leaves only the fixed tolerance
+        log.debug("float32 rounding not measured: the model could not be computed in float64 (%s)", error)
+        return None
+    expected = np.asarray(model3(samples, training=False)) if expected is None else expected
+    return float(np.max(np.abs(expected.astype(np.float64) - exact)))
+
+
+def _in_float64(config: Any) -> Any:
+    """A serialized Keras 3 model's configuration with every float32 dtype (policy) made float64."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and config.get("config", {}).get("name") == "float32":
+            return {**config, "config": {**config["config"], "name": "float64"}}
+        return {
+            key: "float64" if key == "dtype" and value == "float32" else _in_float64(value)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [_in_float64(value) for value in config]
+    return config
 
 
 def _check_training_mode(model3: Any, model2: Any, samples: np.ndarray, inferred: np.ndarray | None = None) -> None:

@@ -1,7 +1,15 @@
 """Keras 2 is set up in one place, and only when it is first used."""
 
+import contextlib
+import gc
 import subprocess
 import sys
+import weakref
+
+import numpy as np
+import pytest
+
+from tflite_opt.core import keras2
 
 
 def run_python(code: str) -> str:
@@ -25,3 +33,27 @@ def test_first_use_sets_up_keras_2_before_tensorflow_is_imported():
 def test_an_unknown_attribute_is_an_attribute_error():
     code = "from tflite_opt.core import keras2\ntry:\n    keras2.torch\nexcept AttributeError as e:\n    print(e)"
     assert "has no attribute 'torch'" in run_python(code)
+
+
+def _train_graphs_left_after_fitting(released: bool) -> int:
+    """Fit a small model once, let it go, and count the graphs traced for its training that are still alive."""
+    keras = keras2.keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    before = {id(o) for o in gc.get_objects() if type(o).__name__ == "FuncGraph"}
+    with keras2.releasing_traced_gradients() if released else contextlib.nullcontext():
+        model.fit(np.ones((8, 4), np.float32), np.zeros(8), epochs=1, verbose=0)
+    traced = [weakref.ref(o) for o in gc.get_objects() if type(o).__name__ == "FuncGraph" and id(o) not in before]
+    assert traced  # fitting traced a training graph
+    del model
+    gc.collect()
+    return sum(ref() is not None for ref in traced)
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_a_fitted_models_training_graph_is_freed_with_it_only_where_its_gradients_are_released(released):
+    # TensorFlow keeps every graph tf_keras's optimizer traced a custom gradient in (about 130 MB a fit of
+    # EfficientNetB0); should it stop doing so, the False case fails and the workaround can go.
+    left = _train_graphs_left_after_fitting(released)
+    assert (left == 0) if released else (left > 0)

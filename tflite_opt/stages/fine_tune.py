@@ -168,6 +168,18 @@ def fine_tune(
     Raises:
         UsageError: too little training data.
     """
+    with keras2.releasing_traced_gradients():
+        return _fine_tune(model, train_x, train_y, settings, wrap, finish)
+
+
+def _fine_tune(
+    model: Any,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    settings: FineTuning,
+    wrap: Callable[[Any, int], Wrapped],
+    finish: Callable[[Any], Any],
+) -> Tuned:
     started = time.perf_counter()
     require_graph_network(model, settings.what)
     fit, held = split_training(train_x, train_y, settings.seed)
@@ -279,7 +291,8 @@ def _trial(
         len(split.fit_x),
     )
     bar = _step_bar(settings, rate, steps_per_epoch, epochs)
-    wrapped.model.fit(dataset, epochs=epochs, verbose=0, callbacks=[*wrapped.callbacks, best.callback(), bar])
+    with keras2.releasing_traced_gradients():
+        wrapped.model.fit(dataset, epochs=epochs, verbose=0, callbacks=[*wrapped.callbacks, best.callback(), bar])
     if best.weights is not None:
         wrapped.model.set_weights(best.weights)
     score = best.score or held_out_score(wrapped.model, split)

@@ -97,21 +97,29 @@ def write_data(work: Path, side: int, train: int) -> dict[str, Path]:
     return paths
 
 
-def run(args: list[str], log: Path, timeout: float | None = None) -> tuple[int | str, str, float]:
-    """(exit code, or "timeout"; the last line of stderr; wall seconds) of one run, its whole stderr kept in
-    ``log``, so a crash or refusal can be read in full after the table."""
+def run(args: list[str], log: Path, timeout: float | None = None) -> tuple[int | str, str, float, float]:
+    """(exit code, or "timeout"; the last line of stderr; wall seconds; the run's peak resident memory in GB)
+    of one run, its whole stderr kept in ``log``, so a crash or refusal can be read in full after the table."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_USE_LEGACY_KERAS")}
     started = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired as expired:
-        stderr = expired.stderr.decode() if isinstance(expired.stderr, bytes) else expired.stderr or ""
-        log.write_text(stderr)
-        return "timeout", f"no result within {timeout:.0f} s (stderr: {log})", time.perf_counter() - started
-    log.write_text(done.stderr)
-    last = (done.stderr.strip().splitlines() or [""])[-1]
-    return done.returncode, last, time.perf_counter() - started
+    with log.open("w") as stderr:
+        child = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        # wait4, not Popen.wait: the child's own resource usage (its peak resident set), not that of all children.
+        while not (ended := os.wait4(child.pid, os.WNOHANG))[0]:
+            if timeout is not None and time.perf_counter() - started > timeout:
+                child.kill()
+                ended = os.wait4(child.pid, 0)
+                break
+            time.sleep(0.5)
+    _, status, usage = ended
+    child.returncode = os.waitstatus_to_exitcode(status)
+    peak_gb = usage.ru_maxrss / 1024**2  # Linux reports kilobytes
+    wall = time.perf_counter() - started
+    if timeout is not None and wall > timeout:
+        return "timeout", f"no result within {timeout:.0f} s (stderr: {log})", wall, peak_gb
+    last = (log.read_text().strip().splitlines() or [""])[-1]
+    return child.returncode, last, wall, peak_gb
 
 
 def row(report: dict) -> str:
@@ -149,7 +157,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/tflite_opt_architectures"))
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds a row may take (default 1800)")
     args = parser.parse_args()
-    print(f"{'model':<18}{'keras':<6}{'run':<19}{'exit':>5}{'wall s':>8}  result")
+    print(f"{'model':<18}{'keras':<6}{'run':<19}{'exit':>5}{'wall s':>8}{'peak GB':>8}  result")
     for name in args.models.split(","):
         side = ARCHITECTURES[name]
         data = write_data(args.work, side, args.train)
@@ -157,7 +165,7 @@ def main() -> None:
             model = args.work / f"{name}_k{keras_version}.{'h5' if keras_version == '2' else 'keras'}"
             if not model.exists():
                 build = ["-c", BUILD, keras_version, name, str(side), str(model), str(data["train"])]
-                code, last, _ = run(build, args.work / f"{model.stem}_build.stderr.txt", args.timeout)
+                code, last, _, _ = run(build, args.work / f"{model.stem}_build.stderr.txt", args.timeout)
                 if code != 0:
                     print(f"{name:<18}{keras_version:<6}{'build':<19}{code:>5}{'':>8}  {last}")
                     continue
@@ -167,9 +175,10 @@ def main() -> None:
                 command += ["--representative-data", str(data["calibration"]), "--eval-data", str(data["eval"])]
                 command += ["--train-data", str(data["train"]), "--mean", "127.5", "--std", "127.5"]
                 command += ["--output-dir", str(out), "--min-fine-tuning-steps", str(args.min_steps)]
-                code, last, wall = run([*command, *RUNS[run_name]], out / "stderr.txt", args.timeout)
+                code, last, wall, peak_gb = run([*command, *RUNS[run_name]], out / "stderr.txt", args.timeout)
                 result = row(json.loads((out / "report.json").read_text())) if code == 0 else last
-                print(f"{name:<18}{keras_version:<6}{run_name:<19}{code:>5}{wall:>8.0f}  {result}", flush=True)
+                line = f"{name:<18}{keras_version:<6}{run_name:<19}{code:>5}{wall:>8.0f}{peak_gb:>8.1f}  {result}"
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -148,6 +148,7 @@ def held_out_score(model: Any, split: TrainingSplit) -> HeldOutScore:
     return HeldOutScore(float(np.mean(np.argmax(outputs, axis=1) == labels)), loss)
 
 
+@keras2.releasing_traced_gradients()  # each trial's fit releases its own too, before the next trial
 def fine_tune(
     model: Any,
     train_x: np.ndarray,
@@ -168,18 +169,6 @@ def fine_tune(
     Raises:
         UsageError: too little training data.
     """
-    with keras2.releasing_traced_gradients():
-        return _fine_tune(model, train_x, train_y, settings, wrap, finish)
-
-
-def _fine_tune(
-    model: Any,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    settings: FineTuning,
-    wrap: Callable[[Any, int], Wrapped],
-    finish: Callable[[Any], Any],
-) -> Tuned:
     started = time.perf_counter()
     require_graph_network(model, settings.what)
     fit, held = split_training(train_x, train_y, settings.seed)

@@ -51,7 +51,8 @@ def releasing_traced_gradients() -> Iterator[None]:
     it is being traced.
     """
     __getattr__("tf")  # TensorFlow set up before its internals are reached
-    from tensorflow.python.framework import ops  # the registry has no public API
+    # Deferred: importing TensorFlow takes seconds; the registry has no public API.
+    from tensorflow.python.framework import ops
 
     registry = ops._gradient_registry._registry
     before = set(registry)

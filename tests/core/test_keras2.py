@@ -57,3 +57,22 @@ def test_a_fitted_models_training_graph_is_freed_with_it_only_where_its_gradient
     # EfficientNetB0); should it stop doing so, the False case fails and the workaround can go.
     left = _train_graphs_left_after_fitting(released)
     assert (left == 0) if released else (left > 0)
+
+
+def test_a_kept_models_traced_graphs_can_be_dropped_and_it_still_predicts():
+    keras = keras2.keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    x = np.ones((8, 4), np.float32)
+    before = {id(o) for o in gc.get_objects() if type(o).__name__ == "FuncGraph"}
+    with keras2.releasing_traced_gradients():
+        model.fit(x, np.zeros(8), epochs=1, verbose=0)
+        expected = model.predict(x, verbose=0)
+    traced = [weakref.ref(o) for o in gc.get_objects() if type(o).__name__ == "FuncGraph" and id(o) not in before]
+    gc.collect()
+    assert any(ref() is not None for ref in traced)  # the model alive keeps them
+    keras2.drop_traced_functions(model)
+    gc.collect()
+    assert all(ref() is None for ref in traced)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), expected)

@@ -61,3 +61,25 @@ def releasing_traced_gradients() -> Iterator[None]:
     finally:
         for name in [name for name in registry if name.startswith(_CUSTOM_GRADIENT) and name not in before]:
             del registry[name]
+
+
+# The functions tf_keras traces for fit, evaluate and predict, kept on the model.
+_TRACED_FUNCTIONS = ("train_function", "train_tf_function", "test_function", "predict_function")
+
+
+def drop_traced_functions(model: Any) -> None:
+    """Let go of the graphs tf_keras traced for ``model`` (they are traced again if needed).
+
+    A fitted model keeps its training graph, and tf_keras's attribute tracking keeps it even after the attribute
+    is cleared; a learning-rate trial kept while the next one trains would hold a second graph (a QAT graph of
+    ResNet50V2 runs to gigabytes).
+    """
+    dependencies = model._self_unconditional_dependency_names  # tf_keras's tracking: no public way to forget
+    for name in _TRACED_FUNCTIONS:
+        setattr(model, name, None)
+        dependencies.pop(name, None)
+    model._self_unconditional_checkpoint_dependencies[:] = [
+        dependency
+        for dependency in model._self_unconditional_checkpoint_dependencies
+        if dependency.name not in _TRACED_FUNCTIONS
+    ]

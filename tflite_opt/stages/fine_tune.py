@@ -284,6 +284,7 @@ def _trial(
         wrapped.model.fit(dataset, epochs=epochs, verbose=0, callbacks=[*wrapped.callbacks, best.callback(), bar])
     if best.weights is not None:
         wrapped.model.set_weights(best.weights)
+    keras2.drop_traced_functions(wrapped.model)
     score = best.score or held_out_score(wrapped.model, split)
     return Trial(rate, best.epoch or epochs, score), wrapped.model, wrapped.details
 

@@ -103,6 +103,7 @@ def run(args: list[str], log: Path, timeout: float | None = None) -> tuple[int |
     env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_USE_LEGACY_KERAS")}
     started = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
+    timed_out = False
     with log.open("w") as stderr:
         child = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=stderr, env=env)
         # wait4, not Popen.wait: the child's own resource usage (its peak resident set), not that of all children.
@@ -110,13 +111,14 @@ def run(args: list[str], log: Path, timeout: float | None = None) -> tuple[int |
             if timeout is not None and time.perf_counter() - started > timeout:
                 child.kill()
                 ended = os.wait4(child.pid, 0)
+                timed_out = True
                 break
             time.sleep(0.5)
     _, status, usage = ended
     child.returncode = os.waitstatus_to_exitcode(status)
     peak_gb = usage.ru_maxrss / 1024**2  # Linux reports kilobytes
     wall = time.perf_counter() - started
-    if timeout is not None and wall > timeout:
+    if timed_out:
         return "timeout", f"no result within {timeout:.0f} s (stderr: {log})", wall, peak_gb
     last = (log.read_text().strip().splitlines() or [""])[-1]
     return child.returncode, last, wall, peak_gb

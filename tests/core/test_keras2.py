@@ -35,18 +35,37 @@ def test_an_unknown_attribute_is_an_attribute_error():
     assert "has no attribute 'torch'" in run_python(code)
 
 
-def _train_graphs_left_after_fitting(released: bool) -> int:
-    """Fit a small model once, let it go, and count the graphs traced for its training that are still alive."""
+def _compiled_model():
     keras = keras2.keras
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    before = {id(o) for o in gc.get_objects() if type(o).__name__ == "FuncGraph"}
-    with keras2.releasing_traced_gradients() if released else contextlib.nullcontext():
-        model.fit(np.ones((8, 4), np.float32), np.zeros(8), epochs=1, verbose=0)
-    traced = [weakref.ref(o) for o in gc.get_objects() if type(o).__name__ == "FuncGraph" and id(o) not in before]
+    return model
+
+
+def _traced_graphs() -> list:
+    gc.collect()
+    return [o for o in gc.get_objects() if type(o).__name__ == "FuncGraph"]
+
+
+def _graphs_traced_by(work) -> list[weakref.ref]:
+    """Weak references to the graphs ``work()`` traced."""
+    before = {id(graph) for graph in _traced_graphs()}
+    work()
+    return [weakref.ref(graph) for graph in _traced_graphs() if id(graph) not in before]
+
+
+def _train_graphs_left_after_fitting(released: bool) -> int:
+    """Fit a small model once, let it go, and count the graphs traced for its training that are still alive."""
+    models = [_compiled_model()]
+
+    def fit():
+        with keras2.releasing_traced_gradients() if released else contextlib.nullcontext():
+            models[0].fit(np.ones((8, 4), np.float32), np.zeros(8), epochs=1, verbose=0)
+
+    traced = _graphs_traced_by(fit)
     assert traced  # fitting traced a training graph
-    del model
+    models.clear()  # the model let go
     gc.collect()
     return sum(ref() is not None for ref in traced)
 
@@ -60,19 +79,18 @@ def test_a_fitted_models_training_graph_is_freed_with_it_only_where_its_gradient
 
 
 def test_a_kept_models_traced_graphs_can_be_dropped_and_it_still_predicts():
-    keras = keras2.keras
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model = _compiled_model()
     x = np.ones((8, 4), np.float32)
-    before = {id(o) for o in gc.get_objects() if type(o).__name__ == "FuncGraph"}
-    with keras2.releasing_traced_gradients():
-        model.fit(x, np.zeros(8), epochs=1, verbose=0)
-        expected = model.predict(x, verbose=0)
-    traced = [weakref.ref(o) for o in gc.get_objects() if type(o).__name__ == "FuncGraph" and id(o) not in before]
-    gc.collect()
+    predicted = []
+
+    def fit_and_predict():
+        with keras2.releasing_traced_gradients():
+            model.fit(x, np.zeros(8), epochs=1, verbose=0)
+            predicted.append(model.predict(x, verbose=0))
+
+    traced = _graphs_traced_by(fit_and_predict)
     assert any(ref() is not None for ref in traced)  # the model alive keeps them
     keras2.drop_traced_functions(model)
     gc.collect()
     assert all(ref() is None for ref in traced)
-    np.testing.assert_array_equal(model.predict(x, verbose=0), expected)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), predicted[0])

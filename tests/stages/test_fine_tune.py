@@ -123,12 +123,6 @@ def test_one_rate_is_enough_where_a_large_held_out_part_shows_nothing_was_lost(p
     assert len(record.trials) == 1
 
 
-def custom_gradients():
-    from tensorflow.python.framework import ops
-
-    return {name for name in ops._gradient_registry._registry if name.startswith("CustomGradient-")}
-
-
 def test_a_losing_trial_model_is_let_go_before_the_next_rate_is_tried(pretrained, digits12):
     """Three trials of a large model kept alive together took a 24 GB machine to its limit: when a trial starts,
     at most the best earlier one may still be alive."""
@@ -147,14 +141,14 @@ def test_a_losing_trial_model_is_let_go_before_the_next_rate_is_tried(pretrained
         return fine_tune.Wrapped(copy)
 
     settings = fine_tune.FineTuning(1, 16, None, 0, "test", start_learning_rate=1e-6, min_steps=4)
-    gradients_before = custom_gradients()
+    gradients_before = keras2.registered_custom_gradients()
     tuned = fine_tune.fine_tune(pretrained, x[1000:1064], y[1000:1064], settings, wrap, lambda model: model)
     assert [t.learning_rate for t in tuned.record.trials] == pytest.approx([1e-6, 1e-7, 1e-8]), tuned.record.trials
     assert alive_at_start == [0, 1, 1]
     gc.collect()
     assert [ref() for ref in created if ref() is not None] == [tuned.model]
     # nor does TensorFlow keep the graphs traced for them (tests/core/test_keras2.py)
-    assert custom_gradients() == gradients_before
+    assert keras2.registered_custom_gradients() == gradients_before
 
 
 class _Terminal(io.StringIO):

@@ -50,17 +50,26 @@ def releasing_traced_gradients() -> Iterator[None]:
     reached 17 GB. What was registered inside is removed on exit: a traced graph looks gradients up only while
     it is being traced.
     """
+    registry = _gradient_registry()
+    before = registered_custom_gradients()
+    try:
+        yield
+    finally:
+        for name in registered_custom_gradients() - before:
+            del registry[name]
+
+
+def registered_custom_gradients() -> set[str]:
+    """The names of the gradient functions ``tf.custom_gradient`` has registered and TensorFlow still holds."""
+    return {name for name in _gradient_registry() if name.startswith(_CUSTOM_GRADIENT)}
+
+
+def _gradient_registry() -> dict[str, Any]:
     __getattr__("tf")  # TensorFlow set up before its internals are reached
     # Deferred: importing TensorFlow takes seconds; the registry has no public API.
     from tensorflow.python.framework import ops
 
-    registry = ops._gradient_registry._registry
-    before = set(registry)
-    try:
-        yield
-    finally:
-        for name in [name for name in registry if name.startswith(_CUSTOM_GRADIENT) and name not in before]:
-            del registry[name]
+    return ops._gradient_registry._registry
 
 
 # The functions tf_keras traces for fit, evaluate and predict, kept on the model.

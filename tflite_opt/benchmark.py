@@ -21,6 +21,7 @@ from tflite_opt.command import (
     path_flag,
     preprocessing_from_flags,
     run_cli,
+    supervised,
     timing_from_flags,
 )
 from tflite_opt.core.config import BenchmarkSettings
@@ -106,4 +107,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(supervised("tflite_opt.benchmark", main))

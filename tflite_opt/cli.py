@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tflite_opt import benchmark, convert, debug, prune, publish, pull, reference_runner, version_check
-from tflite_opt.command import EXIT_USAGE
+from tflite_opt.command import EXIT_USAGE, supervised
 from tflite_opt.core.version import __version__
 
 _MODULES = {
@@ -29,8 +29,11 @@ SUMMARIES: dict[str, str] = {name: module.SUMMARY for name, module in _MODULES.i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``tflite-opt <command> [flags]``; returns the command's exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """``tflite-opt <command> [flags]``; returns the command's exit code. Started as a program (``argv`` None),
+    the command runs in a supervised child process (see :func:`tflite_opt.command.supervised`)."""
+    if argv is None:
+        return supervised("tflite_opt.cli", lambda: main(sys.argv[1:]))
+    args = list(argv)
     known = ", ".join(COMMANDS)
     if args and args[0] in COMMANDS:
         return COMMANDS[args[0]](args[1:])

@@ -8,14 +8,19 @@ what comes back. Nothing below the commands imports this module.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,21 +87,40 @@ class _UserLines(logging.Formatter):
         return f"warning: {message}" if record.levelno >= logging.WARNING else message
 
 
+class _LastStep(logging.Handler):
+    """Keeps the latest progress line, each step included (DEBUG), in a file, for the supervising parent to name
+    the step a death cut short."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(logging.DEBUG)
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(OSError):
+            self.path.write_text(record.getMessage(), encoding="utf-8")
+
+
 @contextlib.contextmanager
 def _progress_on_stderr(verbose: bool) -> Iterator[None]:
     """The jobs' log (``tflite_opt.*`` loggers) on stderr while a command runs: progress and warnings,
-    and with --verbose each step too (DEBUG)."""
+    and with --verbose each step too (DEBUG). Under a supervisor, the latest progress line also goes to its file."""
     logger = logging.getLogger("tflite_opt")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_UserLines())
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handlers: list[logging.Handler] = [handler]
+    if os.environ.get(SUPERVISED_STEP_FILE):
+        handlers.append(_LastStep(Path(os.environ[SUPERVISED_STEP_FILE])))
     saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for each in handlers:
+        logger.addHandler(each)
+    logger.setLevel(logging.DEBUG if verbose or len(handlers) > 1 else logging.INFO)
     logger.propagate = False
     try:
         yield
     finally:
-        logger.removeHandler(handler)
+        for each in handlers:
+            logger.removeHandler(each)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
 
@@ -167,6 +191,10 @@ def run_cli(
     verbose = flag_values["verbose"].value
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        # A crash in native code then prints the Python stack it happened under before the process dies; a
+        # captured stderr (tests, notebooks) has no file descriptor to print to.
+        with contextlib.suppress(OSError, ValueError):
+            faulthandler.enable()
     try:
         with _signals_unwind(), _progress_on_stderr(verbose):
             return run(flag_values)
@@ -188,6 +216,132 @@ def _failed(exc: Exception, verbose: bool) -> int:
         return exc.exit_code
     print(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", file=sys.stderr)
     return 1
+
+
+# ---------------------------------------------------------------------------------------------- supervision
+
+# Set in the supervised child: the file its latest progress line goes to. Its presence means "already supervised".
+SUPERVISED_STEP_FILE = "TFLITE_OPT_STEP_FILE"
+_NATIVE_CRASHES = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+
+
+@dataclass(frozen=True)
+class ChildDeath:
+    """How a supervised command's process died: the signal, after how long, at what peak resident memory (of the
+    machine's memory or the container's limit), the last progress line it wrote, and whether it fine-tuned."""
+
+    signal: int
+    seconds: float
+    peak_bytes: int
+    memory_bytes: int | None
+    step: str | None
+    fine_tuning: bool = False
+
+    def describe(self) -> str:
+        """One line: what killed the run, when and where, and what to do."""
+        name = signal.Signals(self.signal).name
+        when = f"after {self.seconds:.0f} s" + (f", while {_quoted(self.step)}" if self.step else "")
+        memory = f"{self.peak_bytes / 2**30:.1f} GB resident" + (
+            f" of {self.memory_bytes / 2**30:.1f} GB" if self.memory_bytes else ""
+        )
+        if self.signal == signal.SIGKILL:
+            likely = (
+                "most likely out of memory (the kernel's out-of-memory killer sends SIGKILL)"
+                if self.memory_bytes is None or self.peak_bytes > 0.5 * self.memory_bytes
+                else "by another process, or by the out-of-memory killer if other programs filled the memory"
+            )
+            fewer = "fine-tune fewer steps at once (for example without --qat), " if self.fine_tuning else ""
+            return (
+                f"the run was killed ({name}) {when}, at {memory}: {likely}. Nothing was written. Close other "
+                f"programs, {fewer}or use a machine with more memory"
+            )
+        if self.signal in _NATIVE_CRASHES:
+            return (
+                f"the run crashed in native code ({name}) {when}, at {memory}. Nothing was written. This is a bug "
+                "in TensorFlow or tflite_opt, not in your input: rerun with --verbose to see where, and report it"
+            )
+        return f"the run was ended by {name} {when}, at {memory}. Nothing was written"
+
+
+def _quoted(step: str) -> str:
+    line = step.strip().splitlines()[0] if step.strip() else ""
+    return f'"{line[:117]}..."' if len(line) > 120 else f'"{line}"'
+
+
+def _memory_bytes() -> int | None:
+    """The memory this process may use: the machine's, or the container's (cgroup v2) limit where smaller."""
+    try:
+        limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    except (OSError, ValueError):
+        limits = []
+    with contextlib.suppress(OSError, ValueError):
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if text != "max":
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def _sent_to_the_whole_group() -> bool:
+    """Whether the terminal's Ctrl-C reached the child too: our process group is the terminal's foreground."""
+    try:
+        with open("/dev/tty", "rb") as tty:
+            return os.tcgetpgrp(tty.fileno()) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def run_supervised(launch: Sequence[str]) -> int:
+    """Run ``[python, *launch]`` as a child and return its exit code; where it dies by a signal (the kernel's
+    out-of-memory SIGKILL, a native SIGSEGV or SIGABRT), print one line saying what, when and at what memory, and
+    return 2.
+
+    The child has a temporary folder of its own (TMPDIR), removed when it ends however it ended, and writes its
+    latest progress line there. SIGTERM and SIGHUP are passed on to it; SIGINT too, unless the terminal sent it
+    to the child as well. The parent imports no TensorFlow.
+    """
+    private = Path(tempfile.mkdtemp(prefix="tflite_opt-"))
+    step_file = private / "step.txt"
+    env = {**os.environ, "TMPDIR": str(private), SUPERVISED_STEP_FILE: str(step_file)}
+    started = time.monotonic()
+    child = subprocess.Popen([sys.executable, *launch], env=env)
+
+    def forward(signum, frame) -> None:
+        if signum != signal.SIGINT or not _sent_to_the_whole_group():
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    passed_on = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in passed_on}
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        step = step_file.read_text(encoding="utf-8") if step_file.exists() else None
+        shutil.rmtree(private, ignore_errors=True)
+    if child.returncode >= 0:
+        return child.returncode
+    died = -child.returncode
+    if died in (signal.SIGINT, signal.SIGTERM):  # before the child's own handlers were in place
+        return _interrupted_exit(default=died) or EXIT_USAGE
+    seconds = time.monotonic() - started
+    # Linux gives ru_maxrss in kilobytes.
+    fine_tuning = any(arg.split("=")[0] in ("--prune", "--cluster", "--qat") for arg in launch)
+    death = ChildDeath(died, seconds, usage.ru_maxrss * 1024, _memory_bytes(), step, fine_tuning)
+    print(f"error: {death.describe()}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def supervised(module: str, main: Callable[[], int]) -> int:
+    """A command's entry point (``python -m <module>``, ``tflite-opt``): ``main()`` in a child process under
+    :func:`run_supervised`, or ``main()`` itself in that child. In-process calls (``main([...])``) are never
+    supervised."""
+    if os.environ.get(SUPERVISED_STEP_FILE):
+        return main()
+    # A console script (tflite-opt) is started again as itself, so that messages name it as the user typed it.
+    launcher = ["-m", module] if sys.argv[0].endswith(".py") or not Path(sys.argv[0]).is_file() else [sys.argv[0]]
+    return run_supervised([*launcher, *sys.argv[1:]])
 
 
 # ---------------------------------------------------------------------------------------------- flag groups

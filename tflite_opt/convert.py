@@ -27,6 +27,7 @@ from tflite_opt.command import (
     prune_config_from_flags,
     qat_config_from_flags,
     run_cli,
+    supervised,
     timing_from_flags,
 )
 from tflite_opt.core.config import DEFAULT_SPARSITY_GRID, ConvertConfig, IoType, Mode, SearchConfig, SearchSchedule
@@ -289,4 +290,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(supervised("tflite_opt.convert", main))

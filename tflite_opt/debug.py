@@ -20,6 +20,7 @@ from tflite_opt.command import (
     path_flag,
     preprocessing_from_flags,
     run_cli,
+    supervised,
 )
 from tflite_opt.core.config import InputConfig
 from tflite_opt.jobs.layer_errors import run_layer_errors
@@ -66,4 +67,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(supervised("tflite_opt.debug", main))

@@ -19,6 +19,7 @@ from tflite_opt.command import (
     preprocessing_from_flags,
     prune_config_from_flags,
     run_cli,
+    supervised,
 )
 from tflite_opt.jobs.prune import run_prune
 
@@ -67,4 +68,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(supervised("tflite_opt.prune", main))

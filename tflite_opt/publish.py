@@ -8,7 +8,7 @@ from pathlib import Path
 
 from absl import flags
 
-from tflite_opt.command import run_cli
+from tflite_opt.command import run_cli, supervised
 from tflite_opt.core.errors import UsageError
 from tflite_opt.stages.repository import publish
 
@@ -38,4 +38,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(supervised("tflite_opt.publish", main))

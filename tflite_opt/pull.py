@@ -8,7 +8,7 @@ from pathlib import Path
 
 from absl import flags
 
-from tflite_opt.command import OUTPUT_GROUP, define_overwrite_flag, run_cli
+from tflite_opt.command import OUTPUT_GROUP, define_overwrite_flag, run_cli, supervised
 from tflite_opt.core.errors import UsageError
 from tflite_opt.stages.repository import UNVERIFIED_REASON, Pulled, pull
 
@@ -61,4 +61,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(supervised("tflite_opt.pull", main))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from tflite_opt.command import OUTPUT_GROUP, run_cli
+from tflite_opt.command import OUTPUT_GROUP, run_cli, supervised
 from tflite_opt.jobs.version_check import exit_code, format_results, run_checks
 
 # The line `tflite-opt --help` lists this command with, and the first of its own --help.
@@ -41,4 +41,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(supervised("tflite_opt.version_check", main))
